@@ -1,0 +1,1 @@
+"""Networks and objectives (never imports rclpy)."""

@@ -1,0 +1,1 @@
+"""Registration: geometry of view pairs (unproject/project/occlusion/overlap) and correspondences."""

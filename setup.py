@@ -1,0 +1,59 @@
+"""regconsist_ros: ament_python package and a plain pip-installable Python distribution.
+
+Console scripts: one ``regconsist`` CLI, plus one executable per ROS node listed in
+``regconsist_ros.ros.NODES`` (name -> module under ``regconsist_ros.ros.nodes``), so that
+``ros2 run regconsist_ros <node>`` and launch files find them.
+"""
+from glob import glob
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "regconsist_ros"
+HERE = Path(__file__).parent
+
+
+def ros_nodes() -> list[str]:
+    """Node executables declared in regconsist_ros/ros/__init__.py (read as text: no import)."""
+    text = (HERE / PACKAGE / "ros" / "__init__.py").read_text()
+    m = re.search(r"NODES\s*=\s*\{(.*?)\}", text, re.S)
+    return re.findall(r'"(\w+)"\s*:', m.group(1)) if m else []
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Online in-environment visual representation learning for robots (ROS 2)",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "sim", "sim.*", "models", "models.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy",
+        "pyyaml",
+        "pillow",
+        "tqdm",
+        "matplotlib",
+        "scipy",
+        "scikit-image",
+        "safetensors",
+        "open3d",
+        "trimesh",
+    ],
+    extras_require={
+        # torch is installed by the Makefile with a pinned, overridable spec (TORCH_SPEC)
+        "torch": ["torch"],
+        "io": ["rosbags", "imageio"],
+        "test": ["pytest", "pytest-xdist"],
+    },
+    entry_points={
+        "console_scripts": [f"regconsist = {PACKAGE}.cli:main"]
+        + [f"{n} = {PACKAGE}.ros.nodes.{n}:main" for n in ros_nodes()],
+    },
+    zip_safe=False,
+)

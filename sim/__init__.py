@@ -1,0 +1,7 @@
+"""Where frames come from: the embedded world, scans, sequences on disk, Habitat.
+
+Never imports rclpy: everything here runs without ROS.
+"""
+from sim.frame import Frame, Intrinsics
+
+__all__ = ["Frame", "Intrinsics"]

@@ -1,0 +1,1 @@
+"""Procedural apartments: layout, furniture, textures and the class table."""
