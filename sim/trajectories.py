@@ -357,7 +357,6 @@ def explore(
                 heading += diff
                 pos = target.copy() if dlen <= step else pos + delta * (step / dlen)
                 emit(pos, heading)
-        pos = xy[-1]
 
     xy = np.asarray(xy)  # [N, 2]
     yaws = np.asarray(head) + _smooth_noise(rng, n, math.radians(YAW_JITTER_DEG), jitter_rate)  # [N]

@@ -1,5 +1,4 @@
 """Seeded camera paths in synthetic floor plans (sim/trajectories.py)."""
-import math
 
 import numpy as np
 import pytest
@@ -258,9 +257,12 @@ def test_spline_is_smooth_and_evenly_stepped(two_rooms):
     assert np.median(steps) == pytest.approx(step, rel=1e-3)  # equal arc length (chords), mostly
     yaw_steps = _yaw_steps_deg(traj)
     assert yaw_steps.max() <= 10.0 + 1e-6
-    assert np.median(yaw_steps) < 2.0  # smooth most of the time
     d = np.diff(traj.positions[:, :2], axis=0)
-    moving = np.linalg.norm(d, axis=1) > 1e-9
+    moving = np.linalg.norm(d, axis=1) > 1e-9  # [N-1]; the rest are turns in place at cusps
+    assert moving.mean() > 0.7
+    assert np.median(yaw_steps[moving]) < 3.0
+    yaw_acc = np.abs(np.diff(np.angle(np.exp(1j * np.diff(traj.yaws)))))[moving[1:] & moving[:-1]]
+    assert np.percentile(np.degrees(yaw_acc), 95) < 3.0  # no zig-zag while driving
     travel = np.arctan2(d[moving, 1], d[moving, 0])
     off = np.degrees(np.abs(np.angle(np.exp(1j * (travel - traj.yaws[1:][moving])))))
     assert np.median(off) < 10.0  # looks along the path

@@ -1,0 +1,161 @@
+"""`regconsist`: one command, many subcommands. Thin: parse config dataclasses, call the core.
+
+Every measuring subcommand accepts ``--json`` and then prints one JSON object as its last line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from regconsist_ros.config import ConfigError, add_arguments, from_args
+
+log = logging.getLogger("regconsist")
+
+
+def _emit(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v}")
+
+
+# ---- sim render ----------------------------------------------------------------------------------
+def cmd_sim_render(a: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from sim.sequences import TumWriter
+    from sim.source import SimConfig, SimSource, frames_meta
+
+    cfg = from_args(SimConfig, a)
+    t0 = time.perf_counter()
+    src = SimSource(cfg)
+    setup_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    with TumWriter(a.out, src.intrinsics, depth_scale=a.depth_scale, classes=src.classes,
+                   meta=frames_meta(src), overwrite=a.overwrite) as w:
+        for f in tqdm(src, total=len(src), desc="render", unit="frame", disable=a.quiet):
+            w.write(f)
+    render_s = time.perf_counter() - t1
+    return {"out": str(a.out), "frames": len(src), "width": cfg.width, "height": cfg.height,
+            "trajectory": cfg.trajectory, "scene": cfg.scene, "seed": cfg.seed,
+            "setup_s": round(setup_s, 3), "render_fps": round(len(src) / max(render_s, 1e-9), 2),
+            "depth_clipped_pixels": w.depth_clipped_pixels}
+
+
+# ---- correspond ---------------------------------------------------------------------------------
+def cmd_correspond(a: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from regconsist_ros.registration.geometry import CorrespondenceConfig, correspond
+    from regconsist_ros.registration.visualize import label_agreement
+    from sim.sequences import read_tum
+
+    cfg = from_args(CorrespondenceConfig, a)
+    seq = read_tum(a.seq_dir, intrinsics=a.intrinsics, depth_scale=a.depth_scale)
+    i, j = a.pair
+    for k in (i, j):
+        if not 0 <= k < len(seq):
+            raise ConfigError(f"--pair index {k} out of range: the sequence has {len(seq)} associated frames (0..{len(seq) - 1})")
+    f1, f2 = seq[i], seq[j]
+    t0 = time.perf_counter()
+    c = correspond(f1, f2, cfg)
+    ms = (time.perf_counter() - t0) * 1000
+    result = {"pairs": len(c), "overlap_iou": round(c.overlap_iou, 6), "ms": round(ms, 3), "i": i, "j": j,
+              "valid1": c.valid1, "valid2": c.valid2}
+    agree = label_agreement(f1, f2, c, "instance")
+    if agree is not None:
+        result["instance_agreement"] = round(agree, 6)
+    if a.out:
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out, uv1=c.uv1, uv2=c.uv2, overlap_iou=np.float64(c.overlap_iou),
+                            pair=np.array([i, j]), stamps=np.array([f1.stamp, f2.stamp]))
+        result["out"] = str(out)
+    return result
+
+
+# ---- bench ----------------------------------------------------------------------------------------
+def cmd_bench(a: argparse.Namespace) -> dict:
+    from regconsist_ros import bench
+
+    fn = {"sim": bench.bench_sim, "correspond": bench.bench_correspond}[a.what]
+    return fn(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads)
+
+
+# ---- demo -----------------------------------------------------------------------------------------
+def cmd_demo(a: argparse.Namespace) -> dict:
+    from regconsist_ros.demo import DemoConfig, run_demo
+
+    return run_demo(from_args(DemoConfig, a))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from regconsist_ros.demo import DemoConfig
+    from regconsist_ros.registration.geometry import CorrespondenceConfig
+    from sim.source import SimConfig
+
+    p = argparse.ArgumentParser(prog="regconsist", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    sim = sub.add_parser("sim", help="the embedded world").add_subparsers(dest="sim_cmd", required=True)
+    r = sim.add_parser("render", help="render a sequence (TUM RGB-D layout + labels) from the embedded world or a scan")
+    add_arguments(r, SimConfig)
+    r.add_argument("--out", required=True, type=Path, help="output sequence directory")
+    r.add_argument("--depth-scale", type=float, default=5000.0, help="depth PNG units per metre (TUM: 5000)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing sequence in --out")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    r.set_defaults(fn=cmd_sim_render)
+
+    c = sub.add_parser("correspond", help="exact pixel correspondences of one view pair of a sequence")
+    c.add_argument("seq_dir", type=Path, help="TUM-layout sequence directory")
+    c.add_argument("--pair", nargs=2, type=int, required=True, metavar=("I", "J"),
+                   help="indices of the two frames among the associated frames, in timestamp order")
+    c.add_argument("--intrinsics", default=None, help="'fx,fy,cx,cy' or a TUM camera name (overrides the sequence's)")
+    c.add_argument("--depth-scale", type=float, default=None, help="depth PNG units per metre (overrides the sequence's)")
+    c.add_argument("--out", default=None, help="write uv1, uv2 (pairs x 2, x = column, y = row) to this .npz")
+    c.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_arguments(c, CorrespondenceConfig)
+    c.set_defaults(fn=cmd_correspond)
+
+    b = sub.add_parser("bench", help="benchmarks (print JSON)")
+    b.add_argument("what", choices=["sim", "correspond"], help="sim: frames/s of the renderer; correspond: ms per pair")
+    b.add_argument("--width", type=int, default=640)
+    b.add_argument("--height", type=int, default=480)
+    b.add_argument("--n", type=int, default=30, help="frames (sim) or pairs (correspond) to time")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--nthreads", type=int, default=1, help="ray-casting threads (sim), torch threads (correspond)")
+    b.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
+    b.set_defaults(fn=cmd_bench)
+
+    d = sub.add_parser("demo", help="the main job on the embedded default world")
+    add_arguments(d, DemoConfig)
+    d.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = a.fn(a)
+    except (ConfigError, ValueError, FileNotFoundError, ImportError) as e:
+        # bad input: one clear line, no traceback (use -v for one)
+        if a.verbose:
+            log.exception("failed")
+        print(f"regconsist {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    _emit(result, getattr(a, "json", False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""View pairs: overlap IoU between frames of a sequence, and selection by an IoU band.
+
+IoU is computed on depth subsampled by ``stride`` (every stride-th pixel, with intrinsics rescaled
+exactly), batched in torch, so a few hundred candidate pairs take seconds on a CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from regconsist_ros.registration.geometry import CorrespondenceConfig, overlap_iou, warp
+
+
+@dataclass
+class PairSelectionConfig:
+    """Which frame pairs count as view pairs."""
+
+    iou_low: float = field(default=0.3, metadata={"help": "lowest overlap IoU of a view pair"})
+    iou_high: float = field(default=0.7, metadata={"help": "highest overlap IoU of a view pair"})
+    min_gap: int = field(default=1, metadata={"help": "smallest index gap between the two frames"})
+    max_gap: int = field(default=30, metadata={"help": "largest index gap between the two frames"})
+    stride: int = field(default=4, metadata={"help": "pixel stride for the IoU estimate"})
+    batch: int = field(default=32, metadata={"help": "pairs per batch"})
+
+    def __post_init__(self):
+        if not 0.0 <= self.iou_low < self.iou_high <= 1.0:
+            raise ValueError(f"PairSelectionConfig needs 0 <= iou_low < iou_high <= 1, got [{self.iou_low}, {self.iou_high}]")
+        if not 1 <= self.min_gap <= self.max_gap:
+            raise ValueError(f"PairSelectionConfig needs 1 <= min_gap <= max_gap, got {self.min_gap}, {self.max_gap}")
+        if self.stride < 1 or self.batch < 1:
+            raise ValueError(f"PairSelectionConfig.stride and batch must be >= 1, got {self.stride}, {self.batch}")
+
+
+@dataclass(frozen=True)
+class ViewPair:
+    i: int
+    j: int
+    iou: float
+
+
+def _strided(frames: Sequence, stride: int):
+    depth, K, T = [], [], []
+    for f in frames:
+        depth.append(f.depth[::stride, ::stride])
+        k = f.intrinsics.K.copy()
+        k[:2] /= stride  # pixel x' = x / stride exactly for strided sampling
+        K.append(k)
+        T.append(f.T_world_cam)
+    return (torch.from_numpy(np.stack(depth)), torch.from_numpy(np.stack(K).astype(np.float32)),
+            torch.from_numpy(np.stack(T)))
+
+
+def pair_overlaps(frames: Sequence, pairs: list[tuple[int, int]], cfg: PairSelectionConfig | None = None,
+                  corr: CorrespondenceConfig | None = None) -> np.ndarray:
+    """Overlap IoU [P] of the given (i, j) index pairs of ``frames``."""
+    cfg = cfg or PairSelectionConfig()
+    if not pairs:
+        return np.zeros(0)
+    used = sorted({k for p in pairs for k in p})
+    pos = {k: n for n, k in enumerate(used)}
+    depth, K, T = _strided([frames[k] for k in used], cfg.stride)
+    out = []
+    for s in range(0, len(pairs), cfg.batch):
+        a = torch.tensor([pos[i] for i, _ in pairs[s : s + cfg.batch]])
+        b = torch.tensor([pos[j] for _, j in pairs[s : s + cfg.batch]])
+        w12 = warp(depth[a], depth[b], K[a], K[b], T[a], T[b], corr)
+        w21 = warp(depth[b], depth[a], K[b], K[a], T[b], T[a], corr)
+        out.append(overlap_iou(w12, w21).numpy())
+    return np.concatenate(out)
+
+
+def select_pairs(frames: Sequence, cfg: PairSelectionConfig | None = None,
+                 corr: CorrespondenceConfig | None = None) -> list[ViewPair]:
+    """All pairs i < j with min_gap <= j - i <= max_gap and IoU within [iou_low, iou_high]."""
+    cfg = cfg or PairSelectionConfig()
+    n = len(frames)
+    cand = [(i, j) for i in range(n) for j in range(i + cfg.min_gap, min(n, i + cfg.max_gap + 1))]
+    ious = pair_overlaps(frames, cand, cfg, corr)
+    return [ViewPair(i, j, float(v)) for (i, j), v in zip(cand, ious) if cfg.iou_low <= v <= cfg.iou_high]

@@ -1,0 +1,114 @@
+"""SimSource: a scene (procedural apartment or a user's scan) + renderer + camera trajectory -> Frames.
+
+This is the one place that turns a ``SimConfig`` into a stream of frames; the CLI (`regconsist sim
+render`), the demo, benchmarks and the ROS camera source all use it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+from sim.frame import Frame, Intrinsics
+from sim.mesh import SceneMesh
+from sim.occupancy import OccupancyGrid
+from sim.render import RenderConfig, Renderer, occupancy_from_mesh
+
+
+@dataclass
+class SimConfig:
+    """What to render: scene, camera, trajectory, frame count."""
+
+    scene: str = field(default="apartment", metadata={"help": "'apartment' (procedural, seeded) or a scan: .ply, .glb, .gltf, .obj or a Replica directory"})
+    seed: int = field(default=0, metadata={"help": "seed of the apartment and of the trajectory"})
+    frames: int = field(default=100, metadata={"help": "number of frames"})
+    trajectory: Literal["explore", "grid", "spline"] = field(default="explore", metadata={"help": "camera path"})
+    width: int = field(default=320, metadata={"help": "image width (pixels)"})
+    height: int = field(default=240, metadata={"help": "image height (pixels)"})
+    hfov: float = field(default=90.0, metadata={"help": "horizontal field of view (degrees)"})
+    camera_height: float = field(default=1.0, metadata={"help": "camera height above the floor (m)"})
+    step: float = field(default=0.1, metadata={"help": "explore/spline: metres per frame; grid: lattice spacing"})
+    fps: float = field(default=10.0, metadata={"help": "frame rate used for the stamps"})
+    clearance: float = field(default=0.3, metadata={"help": "robot radius kept free of obstacles (m)"})
+    floor_z: float = field(default=0.0, metadata={"help": "floor height of a scan (m, after up-axis conversion)"})
+    up_axis: str = field(default="", metadata={"help": "scan up axis 'y' or 'z' (default: z for PLY, y for glTF/OBJ)"})
+    nthreads: int = field(default=1, metadata={"help": "ray-casting threads (0 = all cores)"})
+
+    def __post_init__(self):
+        if self.frames < 1:
+            raise ValueError(f"SimConfig.frames must be >= 1, got {self.frames}")
+        if not (8 <= self.width <= 4096 and 8 <= self.height <= 4096):
+            raise ValueError(f"SimConfig image size must be within 8..4096, got {self.width}x{self.height}")
+        if not 10 <= self.hfov <= 170:
+            raise ValueError(f"SimConfig.hfov must be in [10, 170] degrees, got {self.hfov}")
+        if self.step <= 0 or self.fps <= 0:
+            raise ValueError(f"SimConfig.step and fps must be > 0, got step={self.step}, fps={self.fps}")
+        if not 0.1 <= self.camera_height <= 3.0:
+            raise ValueError(f"SimConfig.camera_height must be in [0.1, 3] m, got {self.camera_height}")
+        if self.up_axis not in ("", "y", "z"):
+            raise ValueError(f"SimConfig.up_axis must be 'y', 'z' or empty, got {self.up_axis!r}")
+        if self.scene != "apartment" and not Path(self.scene).exists():
+            raise ValueError(f"SimConfig.scene: {self.scene!r} is neither 'apartment' nor an existing scan file/directory")
+
+    @property
+    def intrinsics(self) -> Intrinsics:
+        return Intrinsics.from_fov(self.width, self.height, self.hfov)
+
+
+def load_scene_mesh(cfg: SimConfig) -> tuple[SceneMesh, dict]:
+    """The scene's mesh and a description (procedural apartments also report their floor plan)."""
+    if cfg.scene == "apartment":
+        from sim.world.apartment import generate_apartment
+
+        ap = generate_apartment(seed=cfg.seed)
+        info = {"scene": "apartment", "seed": cfg.seed,
+                "rooms": [{"kind": r.kind, "x0": r.x0, "y0": r.y0, "x1": r.x1, "y1": r.y1} for r in ap.plan.rooms]}
+        return ap.mesh, info
+    from sim.scans import load_scene
+
+    kw = {"up_axis": cfg.up_axis} if cfg.up_axis else {}
+    return load_scene(cfg.scene, **kw), {"scene": str(cfg.scene)}
+
+
+class SimSource:
+    """Renders the frames of ``cfg``: ``len(src)``, ``src[i]``, iteration, ``src.poses``."""
+
+    def __init__(self, cfg: SimConfig):
+        from sim.trajectories import make_trajectory
+
+        self.cfg = cfg
+        self.mesh, self.info = load_scene_mesh(cfg)
+        self.renderer = Renderer(self.mesh, RenderConfig(nthreads=cfg.nthreads))
+        self.occupancy: OccupancyGrid = occupancy_from_mesh(
+            self.mesh, floor_z=cfg.floor_z, clearance=cfg.clearance, probe_height=min(1.8, cfg.camera_height + 0.6))
+        kw = {"spacing": cfg.step} if cfg.trajectory == "grid" else {"step": cfg.step}
+        self.trajectory = make_trajectory(cfg.trajectory, self.occupancy, cfg.frames, seed=cfg.seed,
+                                          height=cfg.camera_height, **kw)
+        self.poses = self.trajectory.poses  # [N, 4, 4]
+        self.intrinsics = cfg.intrinsics
+
+    @property
+    def classes(self):
+        return self.mesh.classes
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    def __getitem__(self, i: int) -> Frame:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"frame {i} out of range for {len(self)} frames")
+        i %= len(self)
+        f = self.renderer.render(self.intrinsics, self.poses[i], stamp=i / self.cfg.fps)
+        f.meta["index"] = i
+        return f
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+def frames_meta(src: SimSource) -> dict:
+    """Metadata written next to a rendered sequence."""
+    return {"source": "regconsist sim render", "config": dataclasses.asdict(src.cfg), **src.info,
+            "trajectory": src.trajectory.name, "frames": len(src)}
