@@ -24,6 +24,15 @@ def _emit(result: dict, as_json: bool) -> None:
             print(f"{k}: {v}")
 
 
+def _yaml_base(cls, path, section):
+    """Config from a YAML file's section (flags given on the command line override it)."""
+    if path is None:
+        return None
+    from regconsist_ros.config import load_yaml
+
+    return load_yaml(cls, path, section)
+
+
 # ---- sim render ----------------------------------------------------------------------------------
 def cmd_sim_render(a: argparse.Namespace) -> dict:
     from tqdm import tqdm
@@ -31,7 +40,7 @@ def cmd_sim_render(a: argparse.Namespace) -> dict:
     from sim.sequences import TumWriter
     from sim.source import SimConfig, SimSource, frames_meta
 
-    cfg = from_args(SimConfig, a)
+    cfg = from_args(SimConfig, a, base=_yaml_base(SimConfig, a.config, "sim"))
     t0 = time.perf_counter()
     src = SimSource(cfg)
     setup_s = time.perf_counter() - t0
@@ -91,7 +100,7 @@ def cmd_bench(a: argparse.Namespace) -> dict:
 def cmd_demo(a: argparse.Namespace) -> dict:
     from regconsist_ros.demo import DemoConfig, run_demo
 
-    return run_demo(from_args(DemoConfig, a))
+    return run_demo(from_args(DemoConfig, a, base=_yaml_base(DemoConfig, a.config, "demo")))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="the embedded world").add_subparsers(dest="sim_cmd", required=True)
     r = sim.add_parser("render", help="render a sequence (TUM RGB-D layout + labels) from the embedded world or a scan")
     add_arguments(r, SimConfig)
+    r.add_argument("--config", type=Path, default=None, help="YAML file whose 'sim' section sets defaults (e.g. config/sim.yaml)")
     r.add_argument("--out", required=True, type=Path, help="output sequence directory")
     r.add_argument("--depth-scale", type=float, default=5000.0, help="depth PNG units per metre (TUM: 5000)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing sequence in --out")
@@ -136,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the main job on the embedded default world")
     add_arguments(d, DemoConfig)
+    d.add_argument("--config", type=Path, default=None, help="YAML file whose 'demo' section sets defaults")
     d.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     d.set_defaults(fn=cmd_demo)
     return p

@@ -78,24 +78,33 @@ class Renderer:
             self._tex_h, self._tex_w = sizes[:, 0].astype(np.int64), sizes[:, 1].astype(np.int64)
             self._tex_off = np.concatenate([[0], np.cumsum(sizes[:, 0] * sizes[:, 1])[:-1]]).astype(np.int64)
             self._atlas = np.concatenate([t.reshape(-1, 3) for t in mesh.textures])  # [sum h*w, 3]
+            self._tex_h, self._tex_w, self._tex_off = (a.astype(np.int32) for a in (self._tex_h, self._tex_w, self._tex_off))
+            # per-triangle affine uv frame in texels of its own texture: uv0, uv1 - uv0, uv2 - uv0
+            texel = np.stack([self._tex_w, self._tex_h], -1)[mesh.tri_material].astype(np.float32)  # [F, 2]
+            cuv = mesh.corner_uv * texel[:, None, :]
+            self._uv_frame = np.concatenate([cuv[:, 0], cuv[:, 1] - cuv[:, 0], cuv[:, 2] - cuv[:, 0]], 1)  # [F, 6]
+            same = len(set(map(tuple, sizes))) == 1
+            self._tile = (int(sizes[0][0]), int(sizes[0][1])) if same else None  # one tile size: scalar indexing
 
     # ---- rays ----------------------------------------------------------------------------------
-    def _camera_dirs(self, K: Intrinsics) -> np.ndarray:
-        d = self._dirs.get(K)
-        if d is None:
-            ys, xs = np.mgrid[0 : K.height, 0 : K.width].astype(np.float32)
-            d = np.stack([(xs - K.cx) / K.fx, (ys - K.cy) / K.fy, np.ones_like(xs)], -1).reshape(-1, 3)
-            self._dirs = {K: d}  # keep one camera cached
-        return d  # [H*W, 3]
+    def _pixel_coords(self, K: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised image coordinates of pixel centres: xn [W], yn [H] (float32)."""
+        c = self._dirs.get(K)
+        if c is None:
+            c = ((np.arange(K.width, dtype=np.float32) - K.cx) / K.fx, (np.arange(K.height, dtype=np.float32) - K.cy) / K.fy)
+            self._dirs = {K: c}  # keep one camera cached
+        return c
 
     def cast(self, K: Intrinsics, T_world_cam: np.ndarray) -> dict:
         """Raw hits: ``depth`` [H*W] (inf = miss), ``prim`` [H*W] triangle ids, ``uv`` [H*W, 2] barycentrics."""
         T = validate_pose(T_world_cam, "T_world_cam")
-        d = self._camera_dirs(K)
-        rays = np.empty((len(d), 6), np.float32)
-        rays[:, :3] = T[:3, 3]
-        rays[:, 3:] = d @ T[:3, :3].T.astype(np.float32)
-        ans = self.scene.cast_rays(self.o3d.core.Tensor.from_numpy(rays), nthreads=self.config.nthreads)
+        xn, yn = self._pixel_coords(K)
+        R = T[:3, :3].astype(np.float32)
+        rays = np.empty((K.height, K.width, 6), np.float32)
+        rays[..., :3] = T[:3, 3]
+        # world direction of pixel (x, y) = R @ (xn[x], yn[y], 1): an outer sum of a column and a row term
+        np.add((xn[:, None] * R[:, 0])[None, :, :], (yn[:, None] * R[:, 1] + R[:, 2])[:, None, :], out=rays[..., 3:])
+        ans = self.scene.cast_rays(self.o3d.core.Tensor.from_numpy(rays.reshape(-1, 6)), nthreads=self.config.nthreads)
         return {"depth": ans["t_hit"].numpy(), "prim": ans["primitive_ids"].numpy(), "uv": ans["primitive_uvs"].numpy()}
 
     # ---- shading -------------------------------------------------------------------------------
@@ -104,13 +113,15 @@ class Renderer:
         m = self.mesh
         b1, b2 = bary[:, 0:1], bary[:, 1:2]
         if m.textures:
-            cuv = m.corner_uv[prim]  # [M, 3, 2]
-            uv = cuv[:, 0] + (cuv[:, 1] - cuv[:, 0]) * b1 + (cuv[:, 2] - cuv[:, 0]) * b2  # [M, 2]
+            f = self._uv_frame[prim]  # [M, 6]: uv0, uv1 - uv0, uv2 - uv0 (texels)
+            uv = f[:, 0:2] + f[:, 2:4] * b1 + f[:, 4:6] * b2  # [M, 2] texels
             mat = m.tri_material[prim]
+            texel = np.floor(uv).astype(np.int32)
+            if self._tile is not None:  # all textures one size: offsets are mat * h * w
+                h, w = self._tile
+                return self._atlas[(mat * h + texel[:, 1] % h) * w + texel[:, 0] % w]
             w, h = self._tex_w[mat], self._tex_h[mat]
-            px = np.floor(uv[:, 0] * w).astype(np.int64) % w
-            py = np.floor(uv[:, 1] * h).astype(np.int64) % h
-            return self._atlas[self._tex_off[mat] + py * w + px]
+            return self._atlas[self._tex_off[mat] + (texel[:, 1] % h) * w + texel[:, 0] % w]
         if m.vertex_colors is not None:
             c = m.vertex_colors[m.triangles[prim]].astype(np.float32)  # [M, 3, 3]
             out = c[:, 0] + (c[:, 1] - c[:, 0]) * b1 + (c[:, 2] - c[:, 0]) * b2
@@ -122,19 +133,21 @@ class Renderer:
         """Render one frame (all images [H, W])."""
         hits = self.cast(K, T_world_cam)
         t = hits["depth"]
-        hit = np.isfinite(t)
-        idx = np.flatnonzero(hit)
-        prim = hits["prim"][idx].astype(np.int64)
-        n = K.width * K.height
-        rgb = np.zeros((n, 3), np.uint8)
-        albedo = self._colors(prim, hits["uv"][idx])
-        rgb[idx] = np.minimum((albedo.astype(np.uint32) * self._light[prim, None]) >> 8, 255).astype(np.uint8)
-        depth = np.zeros(n, np.float32)
-        depth[idx] = t[idx]
-        sem = np.zeros(n, np.uint16)
-        sem[idx] = self.mesh.tri_class[prim]
-        ins = np.zeros(n, np.uint16)
-        ins[idx] = self.mesh.tri_instance[prim]
+        miss = ~np.isfinite(t)
+        prim = hits["prim"].astype(np.int32)
+        any_miss = bool(miss.any())
+        if any_miss:
+            prim[miss] = 0  # shade misses like triangle 0, then blank them
+        albedo = self._colors(prim, hits["uv"])
+        rgb = np.minimum((albedo.astype(np.uint32) * self._light[prim, None]) >> 8, 255).astype(np.uint8)
+        depth = t.astype(np.float32, copy=True)
+        sem = self.mesh.tri_class[prim]
+        ins = self.mesh.tri_instance[prim]
+        if any_miss:
+            rgb[miss] = 0
+            depth[miss] = 0.0
+            sem[miss] = 0
+            ins[miss] = 0
         H, W = K.height, K.width
         return Frame(rgb.reshape(H, W, 3), depth.reshape(H, W), K, np.asarray(T_world_cam, np.float64), float(stamp),
                      sem.reshape(H, W), ins.reshape(H, W), frame_id)
