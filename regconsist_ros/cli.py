@@ -41,6 +41,8 @@ def cmd_sim_render(a: argparse.Namespace) -> dict:
     from sim.source import SimConfig, SimSource, frames_meta
 
     cfg = from_args(SimConfig, a, base=_yaml_base(SimConfig, a.config, "sim"))
+    if a.out.exists() and any(a.out.iterdir()) and not a.overwrite:
+        raise ConfigError(f"--out {a.out} is not empty; pass --overwrite to replace the sequence there")
     t0 = time.perf_counter()
     src = SimSource(cfg)
     setup_s = time.perf_counter() - t0

@@ -87,26 +87,48 @@ def build(cls, values: dict):
     hints = _hints(cls)
     clean = {}
     for k, v in values.items():
-        tp, optional, _, elem = _base_type(hints[k])
+        tp, optional, choices, elem = _base_type(hints[k])
         if v is None and optional:
             clean[k] = None
             continue
         try:
-            if tp is tuple and isinstance(v, (list, tuple)):
-                v = tuple(elem(x) if elem in (int, float, str) else x for x in v)
-            elif tp is bool and not isinstance(v, bool):
-                raise TypeError(f"expected true/false, got {v!r}")
-            elif tp is float and isinstance(v, (int, float)) and not isinstance(v, bool):
-                v = float(v)
-            elif tp is int and isinstance(v, float) and v.is_integer():
-                v = int(v)
+            v = _coerce(v, tp, elem)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{cls.__name__}.{k}: {e}") from None
+        if choices is not None and v not in choices:
+            raise ConfigError(f"{cls.__name__}.{k}: {v!r} is not one of {list(choices)}")
         clean[k] = v
     try:
         return cls(**clean)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
+
+
+def _coerce(v, tp, elem):
+    """Check (and losslessly convert) one value against a field type; raise TypeError naming both."""
+    if tp is tuple:
+        if not isinstance(v, (list, tuple)):
+            raise TypeError(f"expected a list, got {v!r}")
+        return tuple(_coerce(x, elem, None) for x in v) if elem in (int, float, str, bool) else tuple(v)
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise TypeError(f"expected true/false, got {v!r}")
+        return v
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
+            raise TypeError(f"expected an integer, got {v!r}")
+        return int(v)
+    if tp is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"expected a number, got {v!r}")
+        return float(v)
+    if tp is str:
+        if isinstance(v, Path):
+            return str(v)
+        if not isinstance(v, str):
+            raise TypeError(f"expected a string, got {v!r}")
+        return v
+    return v
 
 
 def load_yaml(cls, path: str | Path, section: str | None = None):

@@ -133,17 +133,21 @@ def warp(depth_src: torch.Tensor, depth_dst: torch.Tensor, K_src: torch.Tensor, 
     return Warp(uv=uv, valid=ok, src_valid=src_ok)
 
 
-def overlap_iou(w12: Warp, w21: Warp) -> torch.Tensor:
+def overlap_iou(w12: Warp, w21: Warp, v1: torch.Tensor | None = None, v2: torch.Tensor | None = None) -> torch.Tensor:
     """Overlap IoU of view pairs [B]: co-visible surface over the union of both views' valid pixels.
 
     With n = mean of the co-visible pixel counts in each direction and v1, v2 the valid pixel
-    counts, IoU = n / (v1 + v2 - n). 0 when neither view has valid depth.
+    counts, IoU = n / (v1 + v2 - n); 0 when neither view has valid depth. When the warps were
+    computed from a subsample of source pixels, pass the full-resolution valid counts v1, v2 [B]:
+    the co-visible *fractions* of the subsample are then scaled to them.
     """
-    n12 = w12.valid.flatten(1).sum(1).double()
-    n21 = w21.valid.flatten(1).sum(1).double()
-    v1 = w12.src_valid.flatten(1).sum(1).double()
-    v2 = w21.src_valid.flatten(1).sum(1).double()
-    n = (n12 + n21) / 2
+    s1 = w12.src_valid.flatten(1).sum(1).double()
+    s2 = w21.src_valid.flatten(1).sum(1).double()
+    f12 = w12.valid.flatten(1).sum(1).double() / s1.clamp(min=1)
+    f21 = w21.valid.flatten(1).sum(1).double() / s2.clamp(min=1)
+    v1 = s1 if v1 is None else v1.double()
+    v2 = s2 if v2 is None else v2.double()
+    n = (f12 * v1 + f21 * v2) / 2
     union = v1 + v2 - n
     return torch.where(union > 0, n / union.clamp(min=1), torch.zeros_like(n))
 
@@ -196,7 +200,7 @@ def correspond(f1: Frame, f2: Frame, cfg: CorrespondenceConfig | None = None, de
     _check_frame(f2, "view 2", cfg)
 
     def t(f):
-        return (torch.from_numpy(f.depth)[None].to(device), torch.from_numpy(f.intrinsics.K.astype(np.float32))[None].to(device),
+        return (torch.from_numpy(np.ascontiguousarray(f.depth))[None].to(device), torch.from_numpy(f.intrinsics.K.astype(np.float32))[None].to(device),
                 torch.from_numpy(f.T_world_cam)[None].to(device))
 
     d1, K1, T1 = t(f1)

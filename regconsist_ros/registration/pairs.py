@@ -1,7 +1,7 @@
 """View pairs: overlap IoU between frames of a sequence, and selection by an IoU band.
 
-IoU is computed on depth subsampled by ``stride`` (every stride-th pixel, with intrinsics rescaled
-exactly), batched in torch, so a few hundred candidate pairs take seconds on a CPU.
+IoU is estimated from every ``stride``-th source pixel warped into the full-resolution target view,
+batched in torch, so a few hundred candidate pairs take seconds on a CPU.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from regconsist_ros.registration.geometry import CorrespondenceConfig, overlap_iou, warp
+from regconsist_ros.registration.geometry import CorrespondenceConfig, overlap_iou, valid_depth, warp
 
 
 @dataclass
@@ -41,34 +41,39 @@ class ViewPair:
     iou: float
 
 
-def _strided(frames: Sequence, stride: int):
-    depth, K, T = [], [], []
-    for f in frames:
-        depth.append(f.depth[::stride, ::stride])
-        k = f.intrinsics.K.copy()
-        k[:2] /= stride  # pixel x' = x / stride exactly for strided sampling
-        K.append(k)
-        T.append(f.T_world_cam)
-    return (torch.from_numpy(np.stack(depth)), torch.from_numpy(np.stack(K).astype(np.float32)),
-            torch.from_numpy(np.stack(T)))
+def _stack(frames: Sequence, stride: int):
+    """Full-resolution depth/K (warp targets), strided depth/K (warp sources), poses."""
+    full = torch.from_numpy(np.stack([f.depth for f in frames]))  # [N, H, W]
+    K = np.stack([f.intrinsics.K for f in frames]).astype(np.float32)  # [N, 3, 3]
+    Ks = K.copy()
+    Ks[:, :2] /= stride  # strided pixel x' = x / stride exactly (centres at integers)
+    T = torch.from_numpy(np.stack([f.T_world_cam for f in frames]))  # [N, 4, 4] float64
+    return full, torch.from_numpy(K), full[:, ::stride, ::stride].contiguous(), torch.from_numpy(Ks), T
 
 
 def pair_overlaps(frames: Sequence, pairs: list[tuple[int, int]], cfg: PairSelectionConfig | None = None,
                   corr: CorrespondenceConfig | None = None) -> np.ndarray:
-    """Overlap IoU [P] of the given (i, j) index pairs of ``frames``."""
+    """Overlap IoU [P] of the given (i, j) index pairs of ``frames``.
+
+    Every ``stride``-th source pixel is warped into the *full-resolution* target (so occlusion
+    tests see exact target depth), and the co-visible fractions are scaled to full-resolution
+    valid-pixel counts.
+    """
     cfg = cfg or PairSelectionConfig()
+    corr = corr or CorrespondenceConfig()
     if not pairs:
         return np.zeros(0)
     used = sorted({k for p in pairs for k in p})
     pos = {k: n for n, k in enumerate(used)}
-    depth, K, T = _strided([frames[k] for k in used], cfg.stride)
+    full, K, small, Ks, T = _stack([frames[k] for k in used], cfg.stride)
+    nvalid = valid_depth(full, corr).flatten(1).sum(1)  # [N]
     out = []
     for s in range(0, len(pairs), cfg.batch):
         a = torch.tensor([pos[i] for i, _ in pairs[s : s + cfg.batch]])
         b = torch.tensor([pos[j] for _, j in pairs[s : s + cfg.batch]])
-        w12 = warp(depth[a], depth[b], K[a], K[b], T[a], T[b], corr)
-        w21 = warp(depth[b], depth[a], K[b], K[a], T[b], T[a], corr)
-        out.append(overlap_iou(w12, w21).numpy())
+        w12 = warp(small[a], full[b], Ks[a], K[b], T[a], T[b], corr)
+        w21 = warp(small[b], full[a], Ks[b], K[a], T[b], T[a], corr)
+        out.append(overlap_iou(w12, w21, nvalid[a], nvalid[b]).numpy())
     return np.concatenate(out)
 
 

@@ -113,20 +113,63 @@ def _materials(rng: np.random.Generator, S: int) -> tuple[MaterialLibrary, dict[
 
 
 class _RoomSpace:
-    """Footprints already taken in a room (axis-aligned rectangles), to place items without overlap."""
+    """Footprints taken in a room (axis-aligned rectangles), to place items without overlap and
+    without cutting the room's free floor apart: every placement must keep all doorways in one
+    connected free region holding most of the room (for a robot of radius ``robot``)."""
+
+    res = 0.1  # metres per cell of the connectivity check
+    robot = 0.36  # robot radius for the check: the trajectories' 0.3 m clearance plus a margin for the 0.1 m grid
+    min_reachable = 0.8  # fraction of the free floor that must stay reachable from the doors
 
     def __init__(self, room: Room, t: float):
         self.room, self.t = room, t
-        self.taken: list[tuple[float, float, float, float]] = []
+        self.taken: list[tuple[float, float, float, float]] = []  # furniture
+        self.clear: list[tuple[float, float, float, float]] = []  # doorway zones (kept free)
+        self.nx = max(1, int(round(room.w / self.res)))
+        self.ny = max(1, int(round(room.d / self.res)))
 
     def free(self, x0, y0, x1, y1) -> bool:
         r, m = self.room, self.t / 2 + 0.01
         if x0 < r.x0 + m or x1 > r.x1 - m or y0 < r.y0 + m or y1 > r.y1 - m:
             return False
-        return all(x1 <= a0 or x0 >= a1 or y1 <= b0 or y0 >= b1 for a0, b0, a1, b1 in self.taken)
+        return all(x1 <= a0 or x0 >= a1 or y1 <= b0 or y0 >= b1 for a0, b0, a1, b1 in self.taken + self.clear)
 
     def take(self, x0, y0, x1, y1):
         self.taken.append((x0, y0, x1, y1))
+
+    def keep_clear(self, x0, y0, x1, y1):
+        self.clear.append((x0, y0, x1, y1))
+
+    def _mask(self, rects, grow: float) -> np.ndarray:
+        """Cells [ny, nx] covered by rectangles grown by ``grow`` metres."""
+        r = self.room
+        xs = r.x0 + (np.arange(self.nx) + 0.5) * self.res
+        ys = r.y0 + (np.arange(self.ny) + 0.5) * self.res
+        m = np.zeros((self.ny, self.nx), bool)
+        for a0, b0, a1, b1 in rects:
+            m |= ((ys[:, None] > b0 - grow) & (ys[:, None] < b1 + grow)) & ((xs[None] > a0 - grow) & (xs[None] < a1 + grow))
+        return m
+
+    def stays_connected(self, box) -> bool:
+        from scipy import ndimage
+
+        r, g = self.room, self.t / 2 + self.robot
+        walls = [(r.x0, r.y0, r.x1, r.y0), (r.x0, r.y1, r.x1, r.y1), (r.x0, r.y0, r.x0, r.y1), (r.x1, r.y0, r.x1, r.y1)]
+        blocked = self._mask(self.taken + [box], self.robot) | self._mask(walls, g)
+        free = ~blocked
+        labels, n = ndimage.label(free)
+        if n == 0:
+            return False
+        doors: set[int] = set()
+        for zone in self.clear:  # every doorway must keep free cells, all in one region
+            ids = {int(v) for v in np.unique(labels[self._mask([zone], 0.0) & free]) if v}
+            if not ids:
+                return False
+            doors |= ids
+        if len(doors) > 1:
+            return False
+        keep = doors.pop() if doors else int(np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+        return (labels == keep).sum() >= self.min_reachable * free.sum()
 
 
 _INWARD = {"S": 0.0, "N": np.pi, "W": -np.pi / 2, "E": np.pi / 2}  # yaw so that local +y faces the room
@@ -179,7 +222,7 @@ def _place(rng, space: _RoomSpace, plan: FloorPlan, mode: str, w: float, d: floa
             cy = float(rng.uniform(room.y0 + 0.8, room.y1 - 0.8))
             yaw = float(rng.choice([0.0, np.pi / 2, np.pi, -np.pi / 2]))
         box = _footprint(cx, cy, w, d, yaw)
-        if space.free(*box):
+        if space.free(*box) and space.stays_connected(box):
             space.take(*box)
             return cx, cy, yaw
     return None
@@ -215,17 +258,17 @@ def _walls(b: MeshBuilder, plan: FloorPlan, room: Room, wall_mat: str, inst: int
             if depth:
                 if axis == "x":
                     x0, x1 = sorted((at, at + inward * depth))
-                    space.take(x0, o.lo - 0.1, x1, o.hi + 0.1)
+                    space.keep_clear(x0, o.lo - 0.1, x1, o.hi + 0.1)
                 else:
                     y0, y1 = sorted((at, at + inward * depth))
-                    space.take(o.lo - 0.1, y0, o.hi + 0.1, y1)
+                    space.keep_clear(o.lo - 0.1, y0, o.hi + 0.1, y1)
             if o.kind == "window" and plan.is_outer(room, side):
                 w = b.new_instance("window")
                 thick = 0.02
                 if axis == "x":
-                    b.box((thick, o.hi - o.lo, o.top - o.sill), (at, (o.lo + o.hi) / 2, (o.sill + o.top) / 2), "sky", w)
+                    b.box((thick, o.hi - o.lo, o.top - o.sill), (at, (o.lo + o.hi) / 2, (o.sill + o.top) / 2), "sky", w, fit=True)
                 else:
-                    b.box((o.hi - o.lo, thick, o.top - o.sill), ((o.lo + o.hi) / 2, at, (o.sill + o.top) / 2), "sky", w)
+                    b.box((o.hi - o.lo, thick, o.top - o.sill), ((o.lo + o.hi) / 2, at, (o.sill + o.top) / 2), "sky", w, fit=True)
 
 
 def _door_leaf(b: MeshBuilder, plan: FloorPlan, room: Room, o, space: _RoomSpace):

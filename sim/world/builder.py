@@ -91,10 +91,12 @@ class MeshBuilder:
 
     # ---- primitives -------------------------------------------------------------------------
     def box(self, size, center, material: str, instance: int, R: np.ndarray | None = None,
-            uv_offset=(0.0, 0.0), skip_faces: tuple[str, ...] = ()) -> None:
+            uv_offset=(0.0, 0.0), skip_faces: tuple[str, ...] = (), fit: bool = False) -> None:
         """Axis-aligned box of ``size`` (sx, sy, sz) in its local frame, rotated by R, centred at ``center``.
 
         Faces are named +x, -x, +y, -y, +z, -z and can be skipped (e.g. the hidden bottom).
+        ``fit=True`` maps exactly one texture tile onto every face, top of the texture at the top
+        (pictures, window views, screens); otherwise uv is metric (world-scaled, repeating).
         """
         sx, sy, sz = (float(s) / 2 for s in size)
         R = np.eye(3) if R is None else R
@@ -119,7 +121,11 @@ class MeshBuilder:
             if nrm[n] * sgn < 0:
                 quad = quad[::-1]
             uv = np.stack([quad[:, ua], -quad[:, va] if va == 2 else quad[:, va]], -1)  # [4, 2] metres
-            uv = uv + np.asarray(uv_offset)
+            if fit:  # [-half, half] -> [0, tile] along both face axes
+                tile = self.materials.materials[self.materials[material]].tile_m
+                uv = (uv / (2 * np.array([half[ua], half[va]])) + 0.5) * tile
+            else:
+                uv = uv + np.asarray(uv_offset)
             world = quad @ R.T + np.asarray(center)
             tris += [world[[0, 1, 2]], world[[0, 2, 3]]]
             uvs += [uv[[0, 1, 2]], uv[[0, 2, 3]]]

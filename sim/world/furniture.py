@@ -47,9 +47,9 @@ class Palette:
         return names[int(self.rng.integers(len(names)))]
 
 
-def _box(b: MeshBuilder, P: Placement, size, local_center, mat: str, inst: int, skip=()) -> None:
+def _box(b: MeshBuilder, P: Placement, size, local_center, mat: str, inst: int, skip=(), fit=False) -> None:
     off = tuple(b_ * 0.37 for b_ in local_center[:2])
-    b.box(size, P.at(local_center), mat, inst, R=P.R, uv_offset=off, skip_faces=skip)
+    b.box(size, P.at(local_center), mat, inst, R=P.R, uv_offset=off, skip_faces=skip, fit=fit)
 
 
 # ---- small objects (stand on a surface at Placement.z) ---------------------------------------
@@ -214,7 +214,7 @@ def tv_unit(b, rng, P, pal, w, d):
     h = cabinet(b, rng, P, pal, w, d, h=0.5, small=())
     t = b.new_instance("tv")
     tw = min(w - 0.2, rng.uniform(0.9, 1.4))
-    _box(b, P, (tw, 0.05, tw * 0.58), (0, -0.05, h + 0.06 + tw * 0.29), "screen", t)
+    _box(b, P, (tw, 0.05, tw * 0.58), (0, -0.05, h + 0.06 + tw * 0.29), "screen", t, fit=True)
     _box(b, P, (0.25, 0.15, 0.06), (0, -0.05, h + 0.03), pal.pick("metal"), t)
 
 
@@ -231,9 +231,11 @@ def plant(b, rng, P, pal, w=0.5, d=0.5):
     r = rng.uniform(0.14, 0.2)
     ph = rng.uniform(0.3, 0.45)
     b.frustum(r * 0.75, r, ph, P.at((0, 0, 0)), pal.pick("ceramic"), i, segments=14)
+    half = min(w, d) / 2  # foliage stays inside the reserved footprint
     for k in range(int(rng.integers(2, 4))):
-        off = rng.uniform(-r, r, 2)
-        b.sphere(rng.uniform(0.22, 0.32), P.at((off[0], off[1], ph + 0.25 + 0.2 * k)), "foliage", i,
+        off = rng.uniform(-0.3, 0.3, 2) * r
+        rad = min(rng.uniform(0.22, 0.32), half - float(np.abs(off).max()) - 0.02)
+        b.sphere(rad, P.at((off[0], off[1], ph + 0.25 + 0.2 * k)), "foliage", i,
                  scale=(1, 1, rng.uniform(1.0, 1.5)))
 
 
@@ -354,7 +356,7 @@ def picture(b, rng, center, yaw, size, mat: str) -> None:
     i = b.new_instance("picture")
     P = Placement(*center, yaw)
     w, h = size
-    _box(b, P, (w, 0.03, h), (0, 0, 0), mat, i)
+    _box(b, P, (w, 0.03, h), (0, 0, 0), mat, i, fit=True)
 
 
 def clock(b, rng, center, yaw) -> None:

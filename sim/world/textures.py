@@ -70,6 +70,7 @@ def wood(rng: np.random.Generator, color=(150, 100, 60), size: int = TILE, plank
 
 def fabric(rng: np.random.Generator, color=(120, 120, 160), size: int = TILE, threads: int = 32) -> np.ndarray:
     """Woven fabric: interleaved warp/weft threads plus mottling."""
+    threads = max(2, min(threads, size // 4))  # at least 4 texels per thread, else the weave aliases away
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     warp = 0.5 + 0.5 * np.sin(2 * np.pi * threads * x)
     weft = 0.5 + 0.5 * np.sin(2 * np.pi * threads * y)
