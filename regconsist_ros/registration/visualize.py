@@ -5,16 +5,21 @@ from pathlib import Path
 
 import numpy as np
 
-from regconsist_ros.registration.geometry import Correspondences
+from regconsist_ros.registration.geometry import Correspondences, correspond
 from sim.frame import Frame
 
 
-def reproject(f1: Frame, f2: Frame, c: Correspondences) -> np.ndarray:
-    """View 1's colours splatted at their corresponding pixels of view 2 (black where none) -> [H2, W2, 3]."""
+def reproject(f1: Frame, f2: Frame, back: Correspondences) -> np.ndarray:
+    """View 1's colours seen from view 2 -> [H2, W2, 3] (black where view 2 has no correspondence).
+
+    ``back`` are the correspondences from view 2 to view 1 (``correspond(f2, f1)``): every
+    co-visible pixel of view 2 takes the colour of its nearest pixel in view 1 (a backward warp,
+    so there are no splatting holes).
+    """
     out = np.zeros_like(f2.rgb)
-    r = np.round(c.uv2).astype(int)
-    u1 = c.uv1.astype(int)
-    out[r[:, 1], r[:, 0]] = f1.rgb[u1[:, 1], u1[:, 0]]
+    src = np.round(back.uv2).astype(int)  # [N, 2] pixels in view 1
+    dst = back.uv1.astype(int)  # [N, 2] pixels in view 2
+    out[dst[:, 1], dst[:, 0]] = f1.rgb[src[:, 1], src[:, 0]]
     return out
 
 
@@ -56,7 +61,7 @@ def correspondence_figure(items: list[tuple[Frame, Frame, Correspondences, str]]
         ax.set_title(title, fontsize=9)
         ax.axis("off")
         ax = axes[row, 1]
-        warped = reproject(f1, f2, c)
+        warped = reproject(f1, f2, correspond(f2, f1))
         hole = warped.sum(-1) == 0
         blend = np.where(hole[..., None], (f2.rgb * 0.35).astype(np.uint8), warped)
         ax.imshow(blend)
