@@ -8,8 +8,9 @@ VENV        ?= .venv
 # Pinned, overridable: e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>"` on a GPU box.
 TORCH_SPEC  ?= torch==2.13.0
 ROS_WHEELS  ?= ros-rclpy ros-sensor-msgs ros-geometry-msgs ros-std-msgs ros-nav-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp
-# Open3D needs libusb/libgomp; MuJoCo rendering (readouts) needs EGL/OSMesa.
-APT_PACKAGES ?= libusb-1.0-0 libgomp1 libegl1 libgl1 libegl-mesa0 libosmesa6
+# Open3D needs libusb/libgomp; headless OpenGL (our GL renderer, MuJoCo in the readouts) needs
+# EGL with Mesa's software driver (llvmpipe) or a GPU driver, and OSMesa for MuJoCo's fallback.
+APT_PACKAGES ?= libusb-1.0-0 libgomp1 libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
 PYTEST_ARGS ?= -n 2
 DEMO_ARGS   ?= --out runs/demo
 

@@ -43,6 +43,7 @@ setup(
         "scikit-image",
         "safetensors",
         "open3d",
+        "moderngl",
         "trimesh",
     ],
     extras_require={

@@ -94,8 +94,9 @@ def cmd_correspond(a: argparse.Namespace) -> dict:
 def cmd_bench(a: argparse.Namespace) -> dict:
     from regconsist_ros import bench
 
-    fn = {"sim": bench.bench_sim, "correspond": bench.bench_correspond}[a.what]
-    return fn(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads)
+    if a.what == "sim":
+        return bench.bench_sim(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads, backend=a.backend)
+    return bench.bench_correspond(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads)
 
 
 # ---- demo -----------------------------------------------------------------------------------------
@@ -142,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--height", type=int, default=480)
     b.add_argument("--n", type=int, default=30, help="frames (sim) or pairs (correspond) to time")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--nthreads", type=int, default=1, help="ray-casting threads (sim), torch threads (correspond)")
+    b.add_argument("--nthreads", type=int, default=1, help="renderer threads (sim), torch threads (correspond)")
+    b.add_argument("--backend", choices=["auto", "raycast", "gl"], default="auto", help="renderer backend (sim)")
     b.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
     b.set_defaults(fn=cmd_bench)
 

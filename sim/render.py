@@ -8,6 +8,7 @@ Open3D's hit distance along it *is* the z-depth.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from sim.mesh import SceneMesh
 from sim.occupancy import OccupancyGrid
 from sim.poses import validate_pose
 
+log = logging.getLogger(__name__)
 
 def _o3d():
     try:
@@ -29,16 +31,22 @@ def _o3d():
     return o3d
 
 
+BACKENDS = ("auto", "raycast", "gl")
+
+
 @dataclass
 class RenderConfig:
     """Renderer settings."""
 
-    nthreads: int = 1  # ray-casting threads (0 = all cores)
+    backend: str = "auto"  # "raycast" (Open3D), "gl" (moderngl/EGL rasterizer), "auto": gl when available
+    nthreads: int = 1  # CPU threads (0 = all cores): ray casting, or llvmpipe's LP_NUM_THREADS for gl
     ambient: float = 0.5  # light that reaches every surface
     diffuse: float = 0.5  # strength of the directional light
     light_dir: tuple[float, float, float] = (0.35, 0.25, 0.9)  # towards the light, world frame
 
     def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"RenderConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.nthreads < 0:
             raise ValueError(f"RenderConfig.nthreads must be >= 0, got {self.nthreads}")
         if self.ambient < 0 or self.diffuse < 0 or self.ambient + self.diffuse <= 0:
@@ -57,7 +65,12 @@ def _scene(o3d, mesh: SceneMesh):
 
 
 class Renderer:
-    """Renders RGB, depth, semantic and instance images of a SceneMesh from any pinhole camera."""
+    """Renders RGB, depth, semantic and instance images of a SceneMesh from any pinhole camera.
+
+    Two backends give the same Frames: Open3D ray casting (always available) and an OpenGL
+    rasterizer (:mod:`sim.render_gl`, headless EGL; several times faster on a CPU via llvmpipe).
+    ``backend`` says which one runs.
+    """
 
     def __init__(self, mesh: SceneMesh, config: RenderConfig | None = None):
         self.o3d = _o3d()
@@ -85,6 +98,32 @@ class Renderer:
             self._uv_frame = np.concatenate([cuv[:, 0], cuv[:, 1] - cuv[:, 0], cuv[:, 2] - cuv[:, 0]], 1)  # [F, 6]
             same = len(set(map(tuple, sizes))) == 1
             self._tile = (int(sizes[0][0]), int(sizes[0][1])) if same else None  # one tile size: scalar indexing
+        self.backend = "raycast"
+        self._gl = None
+        if self.config.backend in ("gl", "auto"):
+            self._gl = self._make_gl(required=self.config.backend == "gl")
+            if self._gl is not None:
+                self.backend = "gl"
+
+    def _make_gl(self, required: bool):
+        """The GL rasterizer over the same shading data, or None (auto) when no GL context exists."""
+        import os
+
+        from sim.render_gl import GLRenderer, GLUnavailable
+
+        if self.config.nthreads > 0:
+            os.environ.setdefault("LP_NUM_THREADS", str(self.config.nthreads))
+        m = self.mesh
+        textured = bool(m.textures)
+        tex_info = np.stack([self._tex_off, self._tex_w, self._tex_h], -1)[m.tri_material] if textured else None
+        try:
+            return GLRenderer(m, self._light, self._uv_frame if textured else None, tex_info,
+                              self._atlas if textured else None)
+        except GLUnavailable as e:
+            if required:
+                raise
+            log.info("OpenGL backend unavailable (%s); using Open3D ray casting", e)
+            return None
 
     # ---- rays ----------------------------------------------------------------------------------
     def _pixel_coords(self, K: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +170,8 @@ class Renderer:
     def render(self, K: Intrinsics, T_world_cam: np.ndarray, stamp: float = 0.0,
                frame_id: str = "camera_color_optical_frame") -> Frame:
         """Render one frame (all images [H, W])."""
+        if self._gl is not None:
+            return self._gl.render(K, T_world_cam, stamp, frame_id)
         hits = self.cast(K, T_world_cam)
         t = hits["depth"]
         miss = ~np.isfinite(t)

@@ -33,7 +33,8 @@ class SimConfig:
     clearance: float = field(default=0.3, metadata={"help": "robot radius kept free of obstacles (m)"})
     floor_z: float = field(default=0.0, metadata={"help": "floor height of a scan (m, after up-axis conversion)"})
     up_axis: str = field(default="", metadata={"help": "scan up axis 'y' or 'z' (default: z for PLY, y for glTF/OBJ)"})
-    nthreads: int = field(default=1, metadata={"help": "ray-casting threads (0 = all cores)"})
+    backend: Literal["auto", "raycast", "gl"] = field(default="auto", metadata={"help": "renderer: gl (OpenGL via headless EGL), raycast (Open3D), auto = gl when available"})
+    nthreads: int = field(default=1, metadata={"help": "renderer CPU threads (0 = all cores)"})
 
     def __post_init__(self):
         if self.frames < 1:
@@ -79,7 +80,7 @@ class SimSource:
 
         self.cfg = cfg
         self.mesh, self.info = load_scene_mesh(cfg)
-        self.renderer = Renderer(self.mesh, RenderConfig(nthreads=cfg.nthreads))
+        self.renderer = Renderer(self.mesh, RenderConfig(backend=cfg.backend, nthreads=cfg.nthreads))
         self.occupancy: OccupancyGrid = occupancy_from_mesh(
             self.mesh, floor_z=cfg.floor_z, clearance=cfg.clearance, probe_height=min(1.8, cfg.camera_height + 0.6))
         kw = {"spacing": cfg.step} if cfg.trajectory == "grid" else {"step": cfg.step}

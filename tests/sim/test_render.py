@@ -1,6 +1,8 @@
 """Renderer and floor probe on hand-made scenes whose images can be predicted analytically."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,23 @@ from sim.world.classes import APARTMENT_CLASSES, ClassTable
 
 CLASSES = ClassTable.from_names(["thing", "other"])  # 0 void, 1 thing, 2 other
 FLAT = RenderConfig(ambient=1.0, diffuse=0.0)  # light factor exactly 1: rgb == albedo
+
+
+# Every test here runs on both backends: Open3D ray casting and the OpenGL rasterizer.
+_BACKEND = {"name": "raycast"}
+
+
+@pytest.fixture(autouse=True, params=["raycast", "gl"])
+def backend(request):
+    _BACKEND["name"] = request.param
+    yield request.param
+
+
+def make_renderer(mesh, cfg=None):
+    cfg = dataclasses.replace(cfg or RenderConfig(), backend=_BACKEND["name"])
+    r = Renderer(mesh, cfg)
+    assert r.backend == _BACKEND["name"]
+    return r
 
 
 def quad_mesh(corners, **kw) -> SceneMesh:
@@ -44,7 +63,7 @@ def test_look_at_convention_used_below():
 # ---- depth ----------------------------------------------------------------------------------------
 def test_depth_of_a_facing_wall_is_constant_z_depth_up_to_the_corners():
     K = Intrinsics(30.0, 30.0, 31.5, 23.5, 64, 48)  # wide: corner rays are ~1.3x longer than the axis
-    f = Renderer(wall_x(3.0)).render(K, cam_along_x((0.5, 0.2, 1.0)))
+    f = make_renderer(wall_x(3.0)).render(K, cam_along_x((0.5, 0.2, 1.0)))
     assert f.depth.dtype == np.float32
     np.testing.assert_allclose(f.depth, 2.5, atol=1e-4)  # everywhere, not the ray length
     for y, x in ((0, 0), (0, 63), (47, 0), (47, 63)):
@@ -55,7 +74,7 @@ def test_depth_of_a_tilted_view_matches_the_ray_plane_intersection():
     K = Intrinsics(40.0, 38.0, 30.2, 21.7, 60, 44)
     eye = np.array([0.3, -0.4, 1.2])
     T = look_at(eye, eye + [1.0, 0.5, 0.3])
-    f = Renderer(wall_x(3.0)).render(K, T)
+    f = make_renderer(wall_x(3.0)).render(K, T)
     ys, xs = np.mgrid[0:44, 0:60].astype(np.float64)
     d_cam = np.stack([(xs - K.cx) / K.fx, (ys - K.cy) / K.fy, np.ones_like(xs)], -1)  # z component 1
     d_world = d_cam @ T[:3, :3].T
@@ -69,7 +88,7 @@ def test_depth_of_a_tilted_view_matches_the_ray_plane_intersection():
 
 def test_misses_give_zero_depth_zero_ids_and_black():
     K = Intrinsics(20.0, 20.0, 15.5, 11.5, 32, 24)
-    f = Renderer(wall_x(3.0)).render(K, look_at((0, 0, 0), (-1, 0, 0)))  # looking away from the wall
+    f = make_renderer(wall_x(3.0)).render(K, look_at((0, 0, 0), (-1, 0, 0)))  # looking away from the wall
     assert (f.depth == 0).all() and (f.semantic == 0).all() and (f.instance == 0).all() and (f.rgb == 0).all()
 
 
@@ -81,7 +100,7 @@ def test_vertical_edge_projects_to_the_column_predicted_by_K(u_edge):
     depth = 3.0
     # camera-frame X = (u - cx) / fx * Z; image right is world -y, so the edge sits at y = -X
     y_edge = -(u_edge - K.cx) / K.fx * depth
-    f = Renderer(wall_x(depth, y0=y_edge, y1=50.0)).render(K, cam_along_x())
+    f = make_renderer(wall_x(depth, y0=y_edge, y1=50.0)).render(K, cam_along_x())
     hit_cols = np.flatnonzero((f.depth > 0).all(axis=0))
     miss_cols = np.flatnonzero((f.depth == 0).all(axis=0))
     assert hit_cols.max() == int(np.floor(u_edge))
@@ -94,7 +113,7 @@ def test_horizontal_edge_projects_to_the_row_predicted_by_K(v_edge):
     K = Intrinsics(50.0, 45.0, 31.5, 23.5, 64, 48)
     depth = 2.0
     z_edge = -(v_edge - K.cy) / K.fy * depth  # image down is world -z
-    f = Renderer(wall_x(depth, z0=z_edge, z1=50.0)).render(K, cam_along_x())  # wall above the edge
+    f = make_renderer(wall_x(depth, z0=z_edge, z1=50.0)).render(K, cam_along_x())  # wall above the edge
     hit_rows = np.flatnonzero((f.depth > 0).all(axis=1))
     assert hit_rows.min() == 0 and hit_rows.max() == int(np.floor(v_edge))
     assert (f.depth[int(np.floor(v_edge)) + 1 :] == 0).all()
@@ -117,7 +136,7 @@ def test_texture_orientation_u_right_v_down():
     uv = np.array([[[0, 0], [1, 0], [1, 1]], [[0, 0], [1, 1], [0, 1]]], np.float32) * 0.999
     mesh = quad_mesh([TL, TR, BR, BL], textures=[quadrant_texture()], tri_material=[0, 0], corner_uv=uv)
     K = Intrinsics(30.0, 30.0, 31.5, 31.5, 64, 64)  # quad spans columns/rows 16.5 .. 46.5
-    f = Renderer(mesh, FLAT).render(K, cam_along_x())
+    f = make_renderer(mesh, FLAT).render(K, cam_along_x())
     assert (f.depth[17:47, 17:47] > 0).all() and (f.depth[:, :16] == 0).all()
     np.testing.assert_array_equal(f.rgb[20, 20], (255, 0, 0))  # top-left
     np.testing.assert_array_equal(f.rgb[20, 43], (0, 0, 255))  # top-right
@@ -133,7 +152,7 @@ def test_texture_repeats_beyond_one_tile():
     TL, TR, BR, BL = [2, 1, 1], [2, -1, 1], [2, -1, -1], [2, 1, -1]
     uv = np.array([[[0, 0], [2, 0], [2, 1]], [[0, 0], [2, 1], [0, 1]]], np.float32) * 0.999  # u spans 2 tiles
     mesh = quad_mesh([TL, TR, BR, BL], textures=[quadrant_texture()], tri_material=[0, 0], corner_uv=uv)
-    f = Renderer(mesh, FLAT).render(Intrinsics(30.0, 30.0, 31.5, 31.5, 64, 64), cam_along_x())
+    f = make_renderer(mesh, FLAT).render(Intrinsics(30.0, 30.0, 31.5, 31.5, 64, 64), cam_along_x())
     top = f.rgb[20, 17:47]
     is_red = (top[:, 0] == 255) & (top[:, 2] == 0)
     is_blue = (top[:, 2] == 255) & (top[:, 0] == 0)
@@ -147,7 +166,7 @@ def test_barycentric_interpolation_of_vertex_colours():
     mesh = SceneMesh(np.array([A, B, C], np.float32), np.array([[0, 1, 2]], np.int32), [1], [1], CLASSES,
                      vertex_colors=colors, instance_class={1: 1})
     K = Intrinsics(30.0, 30.0, 31.5, 31.5, 64, 64)
-    f = Renderer(mesh, FLAT).render(K, cam_along_x())
+    f = make_renderer(mesh, FLAT).render(K, cam_along_x())
     ys, xs = np.nonzero(f.depth > 0)
     assert len(ys) > 300
     # hit point on x = 2: y_world = -(x - cx) / fx * 2, z_world = -(y - cy) / fy * 2
@@ -176,7 +195,7 @@ def test_faces_with_different_normals_get_different_brightness():
     cfg = RenderConfig()  # ambient 0.5, diffuse 0.5, light (0.35, 0.25, 0.9)
     K = Intrinsics(60.0, 60.0, 39.5, 29.5, 80, 60)
     eye = np.array([2.5, 2.0, 2.5])
-    f = Renderer(mesh, cfg).render(K, look_at(eye, (0.0, 0.0, 0.5)))
+    f = make_renderer(mesh, cfg).render(K, look_at(eye, (0.0, 0.0, 0.5)))
     L = np.array(cfg.light_dir) / np.linalg.norm(cfg.light_dir)
     expect = {n: int(200 * np.round((0.5 + 0.5 * abs(L[k])) * 256)) >> 8 for n, k in (("+x", 0), ("+y", 1), ("+z", 2))}
     assert len(set(expect.values())) == 3
@@ -224,7 +243,7 @@ def labelled_scene() -> SceneMesh:
 
 def test_outputs_have_documented_dtypes_and_shapes(labelled_scene):
     K = Intrinsics(50.0, 50.0, 47.5, 35.5, 96, 72)
-    f = Renderer(labelled_scene).render(K, look_at((-1.5, -0.5, 1.3), (1.0, 0.2, 0.3)), stamp=1.25)
+    f = make_renderer(labelled_scene).render(K, look_at((-1.5, -0.5, 1.3), (1.0, 0.2, 0.3)), stamp=1.25)
     assert isinstance(f, Frame)
     assert f.rgb.dtype == np.uint8 and f.rgb.shape == (72, 96, 3)
     assert f.depth.dtype == np.float32 and f.depth.shape == (72, 96)
@@ -238,7 +257,7 @@ def test_semantic_instance_depth_and_rgb_are_pixel_aligned(labelled_scene):
     mesh = labelled_scene
     K = Intrinsics(50.0, 50.0, 47.5, 35.5, 96, 72)
     T = look_at((-1.5, -0.5, 1.3), (1.0, 0.2, 0.3))
-    f = Renderer(mesh).render(K, T)
+    f = make_renderer(mesh).render(K, T)
     present = set(np.unique(f.instance).tolist()) - {0}
     assert len(present) >= 5  # floor, wall, table, chair, vase (cup may hide) all visible
     lut = np.zeros(max(mesh.instance_class) + 1, np.uint16)
@@ -250,12 +269,13 @@ def test_semantic_instance_depth_and_rgb_are_pixel_aligned(labelled_scene):
     assert (f.depth == 0).any() and (f.depth > 0).any()
     assert (f.rgb[f.depth == 0] == 0).all() and f.rgb[f.depth > 0].max() > 0
     # each pixel's 3D point lies on the triangle labelled at that pixel: re-cast and compare
-    hits = Renderer(mesh).cast(K, T)
+    hits = make_renderer(mesh).cast(K, T)
     prim = hits["prim"].reshape(72, 96)
     hit = f.depth > 0
     np.testing.assert_array_equal(f.instance[hit], mesh.tri_instance[prim[hit]])
     np.testing.assert_array_equal(f.semantic[hit], mesh.tri_class[prim[hit]])
-    np.testing.assert_allclose(f.depth[hit], hits["depth"].reshape(72, 96)[hit], rtol=1e-6)
+    # float32 rasterization (gl) vs float32 ray casting: a few 1e-6 relative
+    np.testing.assert_allclose(f.depth[hit], hits["depth"].reshape(72, 96)[hit], rtol=1e-5)
 
 
 def test_labels_distinguish_instances_of_the_same_class():
@@ -265,7 +285,7 @@ def test_labels_distinguish_instances_of_the_same_class():
     i1, i2 = b.new_instance("chair"), b.new_instance("chair")
     b.box((0.5, 0.5, 0.5), (3.0, 0.6, 0.0), "grey", i1)
     b.box((0.5, 0.5, 0.5), (3.0, -0.6, 0.0), "grey", i2)
-    f = Renderer(b.build()).render(Intrinsics(30.0, 30.0, 31.5, 23.5, 64, 48), cam_along_x())
+    f = make_renderer(b.build()).render(Intrinsics(30.0, 30.0, 31.5, 23.5, 64, 48), cam_along_x())
     chair = APARTMENT_CLASSES.id("chair")
     assert set(np.unique(f.semantic).tolist()) == {0, chair}
     assert set(np.unique(f.instance).tolist()) == {0, i1, i2}
@@ -283,7 +303,7 @@ def test_labels_distinguish_instances_of_the_same_class():
     np.eye(3),
 ])
 def test_renderer_rejects_non_rigid_or_non_finite_poses(bad):
-    r = Renderer(wall_x(3.0))
+    r = make_renderer(wall_x(3.0))
     with pytest.raises(PoseError):
         r.render(Intrinsics(20.0, 20.0, 9.5, 7.5, 20, 16), bad)
     T = cam_along_x()
@@ -293,7 +313,7 @@ def test_renderer_rejects_non_rigid_or_non_finite_poses(bad):
 
 
 def test_frame_rejects_images_that_do_not_match_the_intrinsics():
-    f = Renderer(wall_x(3.0)).render(Intrinsics(20.0, 20.0, 9.5, 7.5, 20, 16), cam_along_x())
+    f = make_renderer(wall_x(3.0)).render(Intrinsics(20.0, 20.0, 9.5, 7.5, 20, 16), cam_along_x())
     other = Intrinsics(20.0, 20.0, 9.5, 7.5, 21, 16)
     with pytest.raises(FrameError, match="rgb"):
         Frame(f.rgb, f.depth, other, f.T_world_cam)
@@ -306,7 +326,7 @@ def test_frame_rejects_images_that_do_not_match_the_intrinsics():
 
 
 def test_renderer_serves_two_cameras_in_turn():
-    r = Renderer(wall_x(3.0))
+    r = make_renderer(wall_x(3.0))
     a, b = Intrinsics(20.0, 20.0, 9.5, 7.5, 20, 16), Intrinsics(10.0, 10.0, 4.5, 3.5, 10, 8)
     fa = r.render(a, cam_along_x())
     fb = r.render(b, cam_along_x((1.0, 0, 0)))
