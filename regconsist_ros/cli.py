@@ -94,9 +94,71 @@ def cmd_correspond(a: argparse.Namespace) -> dict:
 def cmd_bench(a: argparse.Namespace) -> dict:
     from regconsist_ros import bench
 
+    if a.what == "regions":
+        return bench.bench_regions(width=a.width, height=a.height, n=a.n, seed=a.seed)
     if a.what == "sim":
         return bench.bench_sim(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads, backend=a.backend)
     return bench.bench_correspond(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads)
+
+
+# ---- pretrain / finetune ---------------------------------------------------------------------------
+def cmd_pretrain(a: argparse.Namespace) -> dict:
+    from models.deeplab import DeepLabConfig
+    from models.objectives.regconsist import RegConsistConfig
+    from regconsist_ros.learning.pretrain import pretrain_regconsist
+    from regconsist_ros.learning.trainer import TrainerConfig
+    from regconsist_ros.registration.pairs import PairSelectionConfig
+    from regconsist_ros.registration.regions import RegionConfig
+
+    if a.method != "regconsist":
+        raise ConfigError(f"--method {a.method}: not implemented yet (available: regconsist)")
+    return pretrain_regconsist(
+        a.data, a.out, from_args(RegConsistConfig, a), from_args(DeepLabConfig, a, prefix="model_"),
+        from_args(TrainerConfig, a), from_args(PairSelectionConfig, a, prefix="pair_"),
+        from_args(RegionConfig, a, prefix="region_"), resume=not a.no_resume, progress=not a.quiet)
+
+
+def load_encoder(init: str, model_cfg, seed: int = 0):
+    """A checkpoint directory, a run directory (its latest checkpoint) or 'random' -> (model, description)."""
+    import torch
+
+    from models.checkpoint import latest_checkpoint, load_checkpoint
+    from models.deeplab import DeepLabV3Plus
+
+    if init == "random":
+        torch.manual_seed(seed)
+        return DeepLabV3Plus(model_cfg), {"init": "random"}
+    path = Path(init)
+    if not path.exists():
+        raise ConfigError(f"--init {init}: no such run or checkpoint directory (or use 'random')")
+    ckpt = path if (path / "model.safetensors").exists() else latest_checkpoint(path)
+    if ckpt is None:
+        raise ConfigError(f"--init {init}: no checkpoint under {path}/checkpoints")
+    model, info = load_checkpoint(ckpt)
+    return model, {"init": str(ckpt), "step": info["step"], "kind": info["kind"]}
+
+
+def cmd_finetune(a: argparse.Namespace) -> dict:
+    from models.deeplab import DeepLabConfig
+    from regconsist_ros.learning.pretrain import load_frames
+    from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
+
+    cfg = from_args(FinetuneConfig, a)
+    frames, seq = load_frames(a.data, progress=not a.quiet)
+    if seq.classes is None or not seq.has_semantic:
+        raise ConfigError(f"--data {a.data}: the sequence has no semantic labels (semantic/ and classes.json)")
+    model, info = load_encoder(a.init, from_args(DeepLabConfig, a, prefix="model_"), seed=cfg.seed)
+    result = run_readout(model, frames, seq.classes, cfg, out_dir=a.out, progress=not a.quiet)
+    result.pop("confusion")  # an array; readout.json in --out keeps it
+    return {**result, **info}
+
+
+# ---- experiment -------------------------------------------------------------------------------------
+def cmd_experiment(a: argparse.Namespace) -> dict:
+    from regconsist_ros.experiments import regconsist as exp
+
+    return exp.run(exp.ExperimentConfig(**{k: v for k, v in vars(a).items()
+                                           if k in exp.ExperimentConfig.__dataclass_fields__ and v is not None}))
 
 
 # ---- demo -----------------------------------------------------------------------------------------
@@ -138,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_correspond)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
-    b.add_argument("what", choices=["sim", "correspond"], help="sim: frames/s of the renderer; correspond: ms per pair")
+    b.add_argument("what", choices=["sim", "correspond", "regions"],
+                   help="sim: frames/s of the renderer; correspond: ms per pair; regions: Cantor vs all-pairs region overlap")
     b.add_argument("--width", type=int, default=640)
     b.add_argument("--height", type=int, default=480)
     b.add_argument("--n", type=int, default=30, help="frames (sim) or pairs (correspond) to time")
@@ -147,6 +210,45 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", choices=["auto", "raycast", "gl"], default="auto", help="renderer backend (sim)")
     b.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
     b.set_defaults(fn=cmd_bench)
+
+    from models.deeplab import DeepLabConfig
+    from models.objectives.regconsist import RegConsistConfig
+    from regconsist_ros.learning.trainer import TrainerConfig
+    from regconsist_ros.readout.segmentation import FinetuneConfig
+    from regconsist_ros.registration.pairs import PairSelectionConfig
+    from regconsist_ros.registration.regions import RegionConfig
+
+    pt = sub.add_parser("pretrain", help="self-supervised pretraining of an encoder on a sequence")
+    pt.add_argument("--method", required=True, choices=["regconsist", "rsp", "mae"], help="objective")
+    pt.add_argument("--data", required=True, type=Path, help="TUM-layout sequence directory")
+    pt.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, metrics.jsonl, run.json)")
+    pt.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
+    pt.add_argument("--quiet", action="store_true", help="no progress bars")
+    pt.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_arguments(pt, RegConsistConfig)
+    add_arguments(pt, DeepLabConfig, prefix="model_")
+    add_arguments(pt, TrainerConfig)
+    add_arguments(pt, PairSelectionConfig, prefix="pair_")
+    add_arguments(pt, RegionConfig, prefix="region_")
+    pt.set_defaults(fn=cmd_pretrain)
+
+    ft = sub.add_parser("finetune", help="few-label segmentation readout: fine-tune and report mIoU")
+    ft.add_argument("--init", required=True, help="run directory, checkpoint directory, or 'random'")
+    ft.add_argument("--data", required=True, type=Path, help="TUM-layout sequence with semantic labels")
+    ft.add_argument("--out", default=None, type=Path, help="write readout.json and a prediction figure here")
+    ft.add_argument("--quiet", action="store_true", help="no progress bars")
+    ft.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_arguments(ft, FinetuneConfig)
+    add_arguments(ft, DeepLabConfig, prefix="model_")
+    ft.set_defaults(fn=cmd_finetune)
+
+    from regconsist_ros.experiments.regconsist import ExperimentConfig
+
+    ex = sub.add_parser("experiment", help="committed experiments").add_subparsers(dest="exp", required=True)
+    er = ex.add_parser("regconsist", help="RegConsist vs random init and the supervised variants (CPU scale)")
+    add_arguments(er, ExperimentConfig)
+    er.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    er.set_defaults(fn=cmd_experiment)
 
     d = sub.add_parser("demo", help="the main job on the embedded default world")
     add_arguments(d, DemoConfig)

@@ -1,0 +1,254 @@
+"""Atomic, self-describing model checkpoints.
+
+A checkpoint is a directory::
+
+    <ckpt_dir>/model.safetensors   model.state_dict() (safetensors; metadata: kind, step)
+    <ckpt_dir>/config.json         {"format": 1, "kind", "config" (tuples as lists), "step", "meta"}
+    <ckpt_dir>/trainer.pt          optional torch.save of the trainer state (optimizer, scheduler, RNG)
+
+Training runs keep them as ``<run_dir>/checkpoints/step_%08d`` (:func:`checkpoint_dir`,
+:func:`latest_checkpoint`).
+
+Saving is atomic: everything is written into a hidden sibling ``.<name>.tmp-<pid>``, files and
+directory are fsynced, and the directory is renamed onto ``<name>`` with ``os.replace`` (an
+existing ``<name>`` is first renamed aside to ``.<name>.old-<pid>`` and deleted afterwards). A crash
+therefore never leaves a half-written ``<name>``: at worst a hidden temp directory, which
+:func:`latest_checkpoint` ignores and the next save with the same name and pid replaces. (A crash
+exactly between the two renames of an overwrite leaves the previous version under ``.old-<pid>``.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from models.registry import MODELS, UnknownModelError, build_model, config_to_dict, lookup, make_config
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TRAINER_FILE = "trainer.pt"
+FORMAT_VERSION = 1
+STEP_DIR = re.compile(r"^step_(\d{8,})$")
+_MAX_LISTED = 10
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be written or read back."""
+
+
+def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
+    """``<run_dir>/checkpoints/step_%08d``."""
+    return Path(run_dir) / "checkpoints" / f"step_{int(step):08d}"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _listed(names) -> str:
+    names = sorted(names)
+    more = f" ... (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
+    return ", ".join(names[:_MAX_LISTED]) + more
+
+
+def save_checkpoint(ckpt_dir: str | Path, model: nn.Module, kind: str, config, step: int = 0,
+                    trainer_state: dict | None = None, meta: dict | None = None) -> Path:
+    """Atomically write ``model``'s weights, its ``kind``/``config`` (dataclass or dict), ``step``, JSON
+    ``meta`` and optionally ``trainer_state`` to ``ckpt_dir``; returns the checkpoint path."""
+    final = Path(ckpt_dir)
+    try:
+        lookup(kind)
+        cfg = make_config(kind, config)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"cannot save checkpoint {final}: {e}") from None
+    model_cfg = getattr(model, "cfg", None)
+    if type(model_cfg) is type(cfg) and model_cfg != cfg:
+        raise CheckpointError(f"cannot save checkpoint {final}: config {cfg} differs from the model's own cfg {model_cfg}")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"cannot save checkpoint {final}: step must be an integer >= 0, got {step!r}")
+    header = {"format": FORMAT_VERSION, "kind": kind, "config": config_to_dict(cfg), "step": step,
+              "meta": dict(meta or {})}
+    try:
+        header_text = json.dumps(header, indent=2, sort_keys=False)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot save checkpoint {final}: meta is not JSON-serializable: {e}") from None
+    if final.exists() and not final.is_dir():
+        raise CheckpointError(f"cannot save checkpoint: {final} exists and is not a directory")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir()
+        save_file(tensors, str(tmp / MODEL_FILE), metadata={"kind": kind, "step": str(step)})
+        (tmp / CONFIG_FILE).write_text(header_text + "\n")
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_FILE)
+        for p in tmp.iterdir():
+            _fsync_file(p)
+        _fsync_dir(tmp)
+        if final.exists():
+            aside = final.parent / f".{final.name}.old-{os.getpid()}"
+            if aside.exists():
+                shutil.rmtree(aside)
+            os.replace(final, aside)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.replace(aside, final)  # roll back: the previous checkpoint stays where it was
+                raise
+            _fsync_dir(final.parent)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_info(ckpt_dir: str | Path) -> dict[str, Any]:
+    """Parse ``config.json``: ``{"kind", "config" (dataclass), "step", "meta", "path"}`` (no weights)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {ckpt_dir}")
+    path = ckpt_dir / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {ckpt_dir} has no {CONFIG_FILE}")
+    try:
+        header = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("kind"), str) or not isinstance(header.get("config"), dict):
+        raise CheckpointError(f"{path}: expected an object with a string 'kind' and a 'config' object")
+    kind = header["kind"]
+    if kind not in MODELS:
+        raise CheckpointError(f"{path}: unknown model kind {kind!r}; known kinds: {sorted(MODELS)}")
+    try:
+        cfg = make_config(kind, header["config"])
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad config for {kind!r}: {e}") from None
+    step = header.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise CheckpointError(f"{path}: 'step' must be an integer, got {step!r}")
+    meta = header.get("meta") or {}
+    return {"kind": kind, "config": cfg, "step": step, "meta": meta, "path": ckpt_dir}
+
+
+def load_checkpoint(ckpt_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from ``config.json`` via the registry and load its weights strictly.
+
+    Returns ``(model, info)``: the model on ``map_location`` in eval mode, and ``info`` =
+    ``{"kind", "config" (the config dataclass), "step", "meta", "path"}``.
+    """
+    info = read_info(ckpt_dir)
+    path = Path(ckpt_dir) / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {ckpt_dir} has no {MODEL_FILE}")
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises its own SafetensorError, or OSError / ValueError
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file: {e}") from None
+    try:
+        model = build_model(info["kind"], info["config"])
+    except UnknownModelError as e:
+        raise CheckpointError(str(e)) from None
+    expected = model.state_dict()
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_listed(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_listed(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches (file vs config): {_listed(shapes)}")
+        raise CheckpointError(f"{path}: weights do not match the {info['kind']!r} config in {CONFIG_FILE}: "
+                              + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+    model.to(map_location)
+    model.eval()
+    return model, info
+
+
+def load_trainer_state(ckpt_dir: str | Path, map_location: str | torch.device = "cpu",
+                       weights_only: bool = True) -> dict | None:
+    """The ``trainer_state`` saved with the checkpoint, or None if it has none.
+
+    ``weights_only=True`` (torch's safe loader) accepts tensors, dicts, lists, tuples, numbers,
+    strings and plain numeric numpy arrays: optimizer / scheduler state dicts, ``torch.get_rng_state()``,
+    ``np.random.get_state()``, ``random.getstate()``, ``Generator.bit_generator.state``. Pass False
+    for other pickled objects from a trusted file.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {ckpt_dir}")
+    path = ckpt_dir / TRAINER_FILE
+    if not path.is_file():
+        return None
+    try:
+        if not weights_only:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read trainer state: {e}") from None
+
+
+def _numpy_safe_globals() -> list:
+    """Globals that unpickle plain numeric numpy arrays (e.g. ``np.random.get_state()``) and nothing else."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    dtypes = [type(np.dtype(t)) for t in ("b", "B", "h", "H", "i", "I", "l", "L", "q", "Q", "e", "f", "d", "?")]
+    return [_reconstruct, np.ndarray, np.dtype, *dict.fromkeys(dtypes)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The complete ``<run_dir>/checkpoints/step_%08d`` with the highest step (None if there is none).
+
+    Complete = a directory holding both ``model.safetensors`` and ``config.json``; hidden temp /
+    aside directories of interrupted saves never match the name pattern.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    best: tuple[int, Path] | None = None
+    for p in root.iterdir():
+        m = STEP_DIR.match(p.name)
+        if not m or not p.is_dir() or not (p / MODEL_FILE).is_file() or not (p / CONFIG_FILE).is_file():
+            continue
+        step = int(m.group(1))
+        if best is None or step > best[0]:
+            best = (step, p)
+    return None if best is None else best[1]

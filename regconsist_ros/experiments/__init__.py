@@ -1,0 +1,1 @@
+"""One module per committed results table (see docs/results/)."""

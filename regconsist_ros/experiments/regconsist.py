@@ -1,0 +1,220 @@
+"""`regconsist experiment regconsist`: RegConsist vs random init and the supervised variants.
+
+The experiment mirrors the paper's Tables I and II at a CPU scale (≈ 30-40 min on 2 cores):
+1. Render one embedded-world apartment along an exploration path. These are the environment's
+   views, with semantic labels.
+2. Pretrain a small DeepLabV3+ with RegConsist (Felzenszwalb regions, balanced sampling, region
+   matching) for ``seeds`` seeds. Pretrain the four supervised upper bounds (ground-truth classes
+   as regions: BaR, BaX, RaR, RaX) once each.
+3. Fine-tune every encoder, and random-init ones with the same seeds, under the same budget on
+   ``labels`` of the views. Test on the remaining labelled views (mIoU over present classes,
+   void ignored).
+4. Write ``results.md``, ``results.json`` and figures into the run directory.
+
+Every stage is resumable: finished pretrain runs and readouts are skipped when run again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExperimentConfig:
+    out: str = field(default="runs/experiment_regconsist", metadata={"help": "run directory"})
+    scene_seed: int = field(default=0, metadata={"help": "apartment seed (the environment)"})
+    frames: int = field(default=300, metadata={"help": "views rendered along the exploration path"})
+    width: int = field(default=128, metadata={"help": "image width"})
+    height: int = field(default=96, metadata={"help": "image height"})
+    seeds: int = field(default=3, metadata={"help": "seeds for RegConsist and random init"})
+    pretrain_steps: int = field(default=400, metadata={"help": "pretraining steps per run"})
+    pretrain_lr: float = field(default=0.05, metadata={"help": "pretraining peak lr (SGD)"})
+    view_pairs: int = field(default=8, metadata={"help": "view pairs per pretraining batch"})
+    pixel_pairs: int = field(default=4096, metadata={"help": "pixel pairs per pretraining batch"})
+    finetune_steps: int = field(default=300, metadata={"help": "fine-tuning steps (same for every method)"})
+    finetune_lr: float = field(default=0.01, metadata={"help": "fine-tuning peak lr (SGD)"})
+    labels: float = field(default=0.05, metadata={"help": "fraction of labelled views used for fine-tuning"})
+    eval_views: int = field(default=120, metadata={"help": "held-out views evaluated (0 = all)"})
+    supervised: bool = field(default=True, metadata={"help": "also run the BaR/BaX/RaR/RaX upper bounds"})
+    width_mult: float = field(default=0.5, metadata={"help": "ResNet-18 channel multiplier of the CPU model"})
+    threads: int = field(default=0, metadata={"help": "torch threads (0 = default)"})
+
+    def __post_init__(self):
+        if self.seeds < 1 or self.frames < 20:
+            raise ValueError(f"ExperimentConfig needs seeds >= 1 and frames >= 20, got {self.seeds}, {self.frames}")
+        if not 0 < self.labels < 1:
+            raise ValueError(f"ExperimentConfig.labels must be in (0, 1), got {self.labels}")
+
+
+def _model_cfg(cfg: ExperimentConfig):
+    from models.deeplab import DeepLabConfig
+
+    small = DeepLabConfig.small()
+    return replace(small, width=cfg.width_mult)
+
+
+def _render(cfg: ExperimentConfig, data_dir: Path) -> None:
+    from tqdm import tqdm
+
+    from sim.sequences import TumWriter
+    from sim.source import SimConfig, SimSource, frames_meta
+
+    sim_cfg = SimConfig(seed=cfg.scene_seed, frames=cfg.frames, width=cfg.width, height=cfg.height, trajectory="explore")
+    stamp = data_dir / "sim_config.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == asdict(sim_cfg):
+        return
+    src = SimSource(sim_cfg)
+    with TumWriter(data_dir, src.intrinsics, classes=src.classes, meta=frames_meta(src), overwrite=True) as w:
+        for f in tqdm(src, total=len(src), desc="render", unit="frame"):
+            w.write(f)
+    stamp.write_text(json.dumps(asdict(sim_cfg)))
+
+
+def _runs(cfg: ExperimentConfig) -> list[tuple[str, dict, int]]:
+    """(name, RegConsistConfig overrides or None for random init, seed)."""
+    runs = [("random", None, s) for s in range(cfg.seeds)]
+    runs += [("regconsist", {"regions": "felzenszwalb", "sampling": "balanced", "matching": "region"}, s)
+             for s in range(cfg.seeds)]
+    if cfg.supervised:
+        from regconsist_ros.registration.sampling import VARIANTS
+
+        for name, (sampling, matching) in VARIANTS.items():
+            runs.append((name, {"regions": "gt", "sampling": sampling, "matching": matching}, 0))
+    return runs
+
+
+def run(cfg: ExperimentConfig) -> dict:
+    import torch
+
+    from models.checkpoint import latest_checkpoint, load_checkpoint
+    from models.deeplab import DeepLabV3Plus
+    from models.objectives.regconsist import RegConsistConfig
+    from regconsist_ros.learning.pretrain import load_frames, pretrain_regconsist
+    from regconsist_ros.learning.trainer import TrainerConfig
+    from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
+    from regconsist_ros.registration.pairs import PairSelectionConfig
+    from regconsist_ros.registration.regions import RegionConfig
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiment.json").write_text(json.dumps(asdict(cfg), indent=1))
+    t0 = time.perf_counter()
+    data_dir = out / "data"
+    _render(cfg, data_dir)
+    frames, seq = load_frames(data_dir)
+    classes = seq.classes
+    model_cfg = _model_cfg(cfg)
+    timings = {"render_and_load_s": round(time.perf_counter() - t0, 1)}
+    results: dict[str, list[dict]] = {}
+    for name, overrides, seed in _runs(cfg):
+        res_file = out / "readouts" / f"{name}_s{seed}.json"
+        if res_file.exists():
+            results.setdefault(name, []).append(json.loads(res_file.read_text()))
+            continue
+        t1 = time.perf_counter()
+        if overrides is None:
+            torch.manual_seed(seed)
+            model, pre = DeepLabV3Plus(model_cfg), {}
+        else:
+            run_dir = out / "pretrain" / f"{name}_s{seed}"
+            ckpt = latest_checkpoint(run_dir)
+            done = ckpt is not None and json.loads((ckpt / "config.json").read_text())["step"] >= cfg.pretrain_steps
+            if not done:
+                rc = RegConsistConfig(view_pairs=cfg.view_pairs, pixel_pairs=cfg.pixel_pairs, **overrides)
+                tr = TrainerConfig(steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, warmup=max(1, cfg.pretrain_steps // 10),
+                                   seed=seed, log_every=10, ckpt_every=100, device="auto")
+                pre = pretrain_regconsist(data_dir, run_dir, rc, model_cfg, tr, PairSelectionConfig(), RegionConfig(),
+                                          frames=frames)
+                ckpt = Path(pre["checkpoint"])
+            model, _ = load_checkpoint(ckpt)
+            pre = {"checkpoint": str(ckpt)}
+        t2 = time.perf_counter()
+        ft = FinetuneConfig(labels=cfg.labels, steps=cfg.finetune_steps, lr=cfg.finetune_lr, seed=seed,
+                            eval_views=cfg.eval_views)
+        r = run_readout(model, frames, classes, ft, out_dir=out / "readouts" / f"{name}_s{seed}")
+        r.pop("confusion")  # kept in the readout directory's readout.json
+        r = {"method": name, "seed": seed, **r, **pre, "pretrain_s": round(t2 - t1, 1),
+             "finetune_s": round(time.perf_counter() - t2, 1)}
+        res_file.parent.mkdir(parents=True, exist_ok=True)
+        res_file.write_text(json.dumps(r, indent=1))
+        results.setdefault(name, []).append(r)
+        log.info("%s seed %d: mIoU %.4f", name, seed, r["miou"])
+    timings["total_s"] = round(time.perf_counter() - t0, 1)
+    summary = summarize(results, cfg, classes)
+    summary["timings"] = timings
+    (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary, "runs": results}, indent=1))
+    (out / "results.md").write_text(markdown_table(summary, cfg))
+    figures(out, results)
+    return {"out": str(out), **{k: summary[k] for k in ("table", "margin_regconsist_vs_random")}, "timings": timings}
+
+
+def summarize(results: dict, cfg: ExperimentConfig, classes) -> dict:
+    table = {}
+    for name, rs in results.items():
+        m = np.array([r["miou"] for r in rs])
+        table[name] = {"miou_mean": float(m.mean()), "miou_std": float(m.std()), "n": len(m),
+                       "per_seed": [float(x) for x in m], "pixel_acc_mean": float(np.mean([r["pixel_acc"] for r in rs]))}
+    margin = None
+    if "regconsist" in table and "random" in table:
+        margin = table["regconsist"]["miou_mean"] - table["random"]["miou_mean"]
+    return {"table": table, "margin_regconsist_vs_random": margin}
+
+
+def markdown_table(summary: dict, cfg: ExperimentConfig) -> str:
+    t = summary["table"]
+    lines = [f"Few-label segmentation ({cfg.labels:.0%} labelled views, {cfg.finetune_steps} fine-tune steps), "
+             f"apartment seed {cfg.scene_seed}, {cfg.frames} views at {cfg.width}x{cfg.height}; "
+             f"pretraining {cfg.pretrain_steps} steps of {cfg.view_pairs} view pairs / {cfg.pixel_pairs} pixel pairs.", "",
+             "| pretraining | regions | sampling | matching | mIoU (mean ± std) | seeds |", "|---|---|---|---|---|---|"]
+    rows = [("random", "random init", "-", "-", "-"), ("regconsist", "RegConsist", "Felzenszwalb", "balanced", "region"),
+            ("BaR", "BaR (supervised)", "ground truth", "balanced", "region"),
+            ("BaX", "BaX (supervised)", "ground truth", "balanced", "exact"),
+            ("RaR", "RaR (supervised)", "ground truth", "random", "region"),
+            ("RaX", "RaX (supervised)", "ground truth", "random", "exact")]
+    for key, label, reg, samp, match in rows:
+        if key in t:
+            r = t[key]
+            lines.append(f"| {label} | {reg} | {samp} | {match} | {100 * r['miou_mean']:.2f} ± {100 * r['miou_std']:.2f} | {r['n']} |")
+    if summary["margin_regconsist_vs_random"] is not None:
+        lines += ["", f"RegConsist - random init: {100 * summary['margin_regconsist_vs_random']:+.2f} mIoU points."]
+    return "\n".join(lines) + "\n"
+
+
+def figures(out: Path, results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    means = [np.mean([r["miou"] for r in results[n]]) * 100 for n in names]
+    stds = [np.std([r["miou"] for r in results[n]]) * 100 for n in names]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(names, means, yerr=stds, color=["#999"] + ["#1f77b4"] * (len(names) - 1), capsize=4)
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title("few-label segmentation readout")
+    fig.tight_layout()
+    fig.savefig(out / "miou.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for run_dir in sorted((out / "pretrain").glob("*")):
+        rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()] \
+            if (run_dir / "metrics.jsonl").exists() else []
+        if rows:
+            ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=run_dir.name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("Barlow Twins loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "pretrain_loss.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Learning: the method-agnostic trainer, augmentation and offline datasets."""

@@ -1,0 +1,189 @@
+"""Method-agnostic training loop: schedule, clipping, AMP, atomic checkpoints, resume, logs.
+
+The trainer knows no method. An *objective* is an ``nn.Module`` whose ``forward(batch)`` returns
+``(loss, logs)`` and which exposes the encoder that readouts use: ``objective.encoder`` (module),
+``objective.encoder_kind`` (registry name) and ``objective.encoder_config`` (dataclass). Batches
+come from any iterator of dicts of tensors.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation settings shared by every objective."""
+
+    steps: int = field(default=1000, metadata={"help": "optimisation steps"})
+    lr: float = field(default=0.01, metadata={"help": "peak learning rate"})
+    optimizer: Literal["sgd", "adamw"] = field(default="sgd", metadata={"help": "sgd (momentum) or adamw"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    betas: tuple[float, ...] = field(default=(0.9, 0.95), metadata={"help": "AdamW betas"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
+    warmup: int = field(default=100, metadata={"help": "linear warm-up steps, then cosine decay"})
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr as a fraction of the peak"})
+    grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
+    log_every: int = field(default=10, metadata={"help": "steps between log lines"})
+    ckpt_every: int = field(default=0, metadata={"help": "steps between checkpoints (0 = only at the end)"})
+    seed: int = field(default=0, metadata={"help": "seed of torch/numpy/python RNGs"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
+    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"TrainerConfig.steps must be >= 1, got {self.steps}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainerConfig.lr must be > 0, got {self.lr}")
+        if self.warmup < 0 or self.log_every < 1 or self.ckpt_every < 0:
+            raise ValueError(f"TrainerConfig: bad warmup={self.warmup}, log_every={self.log_every} or ckpt_every={self.ckpt_every}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"TrainerConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip < 0:
+            raise ValueError(f"TrainerConfig.grad_clip must be >= 0, got {self.grad_clip}")
+
+
+def lr_at(step: int, cfg: TrainerConfig) -> float:
+    """Linear warm-up to ``lr`` over ``warmup`` steps, then cosine decay to ``lr * min_lr_ratio``."""
+    if cfg.warmup and step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    lo = cfg.lr * cfg.min_lr_ratio
+    return lo + (cfg.lr - lo) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Runs an objective for ``cfg.steps`` steps, checkpointing into ``run_dir/checkpoints``."""
+
+    def __init__(self, objective: nn.Module, cfg: TrainerConfig, run_dir: str | Path, meta: dict | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.objective = objective.to(self.device)
+        self.meta = meta or {}
+        params = [p for p in objective.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.history: list[dict] = []
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save(self) -> Path:
+        from models.checkpoint import save_checkpoint
+
+        obj = self.objective
+        state = {"objective": obj.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+                 "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+                 "trainer_config": asdict(self.cfg)}
+        path = self.run_dir / "checkpoints" / f"step_{self.step:08d}"
+        return save_checkpoint(path, obj.encoder, obj.encoder_kind, obj.encoder_config, step=self.step,
+                               trainer_state=state, meta={**self.meta, "trainer": asdict(self.cfg)})
+
+    def resume(self) -> bool:
+        """Continue from the latest complete checkpoint in ``run_dir`` (True if one was found)."""
+        from models.checkpoint import latest_checkpoint, load_trainer_state
+
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            return False
+        state = load_trainer_state(ckpt)
+        if state is None:
+            log.warning("checkpoint %s has no trainer state; starting from scratch", ckpt)
+            return False
+        self.objective.load_state_dict(state["objective"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        log.info("resumed from %s (step %d)", ckpt, self.step)
+        return True
+
+    # ---- loop ----------------------------------------------------------------------------------
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def fit(self, batches: Iterator[dict] | Callable[[int], dict], progress: bool = True) -> dict:
+        """Train until ``cfg.steps``. ``batches`` is an iterator of dicts or a function step -> dict."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.objective.train()
+        metrics = (self.run_dir / "metrics.jsonl").open("a")
+        use_amp = cfg.amp and self.device.type == "cuda"
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress)
+        t0, skipped = time.perf_counter(), 0
+        try:
+            while self.step < cfg.steps:
+                batch = batches(self.step) if callable(batches) else next(batches)
+                batch = self._to_device(batch)
+                lr = lr_at(self.step, cfg)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    loss, logs = self.objective(batch)
+                if not torch.isfinite(loss):
+                    skipped += 1
+                    log.warning("step %d: non-finite loss (%s); batch skipped (%d so far)", self.step, loss.item(), skipped)
+                    if skipped > 10:
+                        raise RuntimeError("more than 10 non-finite losses: stopping (check lr and inputs)")
+                    self.opt.zero_grad(set_to_none=True)
+                    self.step += 1
+                    bar.update(1)
+                    continue
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = (nn.utils.clip_grad_norm_(self.objective.parameters(), cfg.grad_clip) if cfg.grad_clip
+                         else torch.tensor(0.0))
+                self.opt.step()
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    row = {"step": self.step, "loss": float(loss), "lr": lr, "grad_norm": float(gnorm),
+                           "elapsed_s": round(time.perf_counter() - t0, 3),
+                           **{k: float(v) for k, v in logs.items()}}
+                    self.history.append(row)
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
+                    self.save()
+        finally:
+            bar.close()
+            metrics.close()
+        ckpt = self.save()
+        return {"steps": self.step, "checkpoint": str(ckpt), "final_loss": self.history[-1]["loss"] if self.history else None,
+                "seconds": round(time.perf_counter() - t0, 2), "skipped_batches": skipped}

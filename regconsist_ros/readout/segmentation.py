@@ -1,0 +1,394 @@
+"""Few-label fine-tuning readout (as in the RegConsist paper).
+
+A representation is judged by how well it segments the environment after fine-tuning on a small
+fraction (5/10/20/30 %) of the environment's labelled views: the classifier is reset, the whole
+network is fine-tuned with SGD (warm-up + cosine LR) and a focal loss that ignores void (0), and
+the mean IoU is measured on the remaining labelled views over the classes present there.
+
+Never imports rclpy. The network contract (``models.deeplab``): ``forward(x normalized [B, 3, H, W])
+-> logits [B, C, H', W']`` (resized to the label size here when H', W' differ),
+``reset_classifier(num_classes)`` and ``normalize_images(x in [0, 1])``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+VOID = 0
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of the few-label fine-tuning readout."""
+
+    labels: float = field(default=0.05, metadata={"help": "fraction of the environment's labelled views used for fine-tuning (paper: 0.05/0.1/0.2/0.3)"})
+    steps: int = field(default=300, metadata={"help": "fine-tuning optimizer steps"})
+    batch: int = field(default=8, metadata={"help": "images per fine-tuning minibatch (drawn with replacement)"})
+    lr: float = field(default=0.01, metadata={"help": "peak SGD learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
+    gamma: float = field(default=2.0, metadata={"help": "focal loss focusing parameter"})
+    warmup: int = field(default=20, metadata={"help": "linear LR warm-up steps (cosine decay afterwards)"})
+    seed: int = field(default=0, metadata={"help": "seed of the view split, minibatches and flips"})
+    eval_views: int = field(default=0, metadata={"help": "test views to evaluate on (0 = all remaining labelled views)"})
+    hflip: bool = field(default=True, metadata={"help": "random horizontal flips of image and label while fine-tuning"})
+    device: str = field(default="cpu", metadata={"help": "torch device for fine-tuning and evaluation"})
+
+    def __post_init__(self):
+        def number(name, kind=(int, float)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, kind):
+                raise ValueError(f"FinetuneConfig.{name} must be a number, got {v!r}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"FinetuneConfig.{name} must be finite, got {v!r}")
+            return v
+
+        if not 0.0 < number("labels") < 1.0:
+            raise ValueError(f"FinetuneConfig.labels must be in (0, 1), got {self.labels}")
+        for name, low in (("steps", 1), ("batch", 1), ("warmup", 0), ("eval_views", 0), ("seed", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"FinetuneConfig.{name} must be an integer, got {v!r}")
+            if v < low:
+                raise ValueError(f"FinetuneConfig.{name} must be >= {low}, got {v}")
+        if not number("lr") > 0:
+            raise ValueError(f"FinetuneConfig.lr must be > 0, got {self.lr}")
+        if not 0.0 <= number("momentum") < 1.0:
+            raise ValueError(f"FinetuneConfig.momentum must be in [0, 1), got {self.momentum}")
+        if not number("weight_decay") >= 0:
+            raise ValueError(f"FinetuneConfig.weight_decay must be >= 0, got {self.weight_decay}")
+        if not number("gamma") >= 0:
+            raise ValueError(f"FinetuneConfig.gamma must be >= 0, got {self.gamma}")
+        if not isinstance(self.hflip, bool):
+            raise ValueError(f"FinetuneConfig.hflip must be a bool, got {self.hflip!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"FinetuneConfig.device {self.device!r} is not a torch device: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def split_views(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``n`` labelled views -> (train indices, test indices), both sorted int64.
+
+    ``ceil(fraction * n)`` views (at least 1; at most ``n - 1`` when ``n >= 2`` so that something
+    is left to test on) go to training, the rest to testing. The same (n, fraction, seed) always
+    gives the same split, and a larger fraction with the same seed gives a superset of training views.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"split_views needs n >= 1 views, got {n!r}")
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"split_views: fraction must be in (0, 1), got {fraction}")
+    k = max(1, math.ceil(float(fraction) * n - 1e-9))  # 0.1 * 30 is 3.0000000000000004, not 4 views
+    if n >= 2:
+        k = min(k, n - 1)
+    perm = np.random.default_rng(seed).permutation(int(n))
+    return np.sort(perm[:k]).astype(np.int64), np.sort(perm[k:]).astype(np.int64)
+
+
+def to_batch(frames: Sequence, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames ``idx`` -> (x float [B, 3, H, W] in [0, 1], y long [B, H, W] class ids, 0 = void)."""
+    idx = [int(i) for i in np.asarray(idx).reshape(-1)]
+    if not idx:
+        raise ValueError("to_batch: no frame indices given")
+    rgb, sem = [], []
+    for i in idx:
+        f = frames[i]
+        if f.semantic is None:
+            raise ValueError(f"to_batch: frame {i} has no semantic labels")
+        rgb.append(f.rgb)
+        sem.append(f.semantic)
+    shapes = {a.shape[:2] for a in rgb}
+    if len(shapes) != 1:
+        raise ValueError(f"to_batch: frames differ in size: {sorted(shapes)}")
+    x = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float().div_(255.0)
+    y = torch.from_numpy(np.stack(sem).astype(np.int64))
+    return x.contiguous(), y
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def lr_at(step: int, cfg: FinetuneConfig) -> float:
+    """Learning rate of 0-based ``step``: linear warm-up to ``cfg.lr``, then cosine decay to 0."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    span = max(1, cfg.steps - cfg.warmup)
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(step - cfg.warmup, span) / span))
+
+
+def _logits(model, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    from models.deeplab import normalize_images
+
+    out = model(normalize_images(x))
+    if out.shape[-2:] != size:
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    return out
+
+
+def _device(model) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def finetune(model, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneConfig, num_classes: int,
+             progress: bool = True):
+    """Reset the classifier to ``num_classes`` (void included) and fine-tune the whole network.
+
+    SGD with momentum and weight decay, ``cfg.warmup`` linear warm-up steps then cosine decay;
+    focal loss (gamma ``cfg.gamma``) that ignores void; each step draws ``cfg.batch`` views with
+    replacement from the small labelled set and flips each horizontally with probability 1/2 when
+    ``cfg.hflip``. Returns (model, history) with one ``{"step", "loss", "lr"}`` dict per step.
+    """
+    from models.losses import focal_loss
+    from tqdm import tqdm
+
+    if train_x.ndim != 4 or train_x.shape[1] != 3 or train_y.shape != (train_x.shape[0], *train_x.shape[2:]):
+        raise ValueError(f"finetune: expected x [B, 3, H, W] and y [B, H, W], got {tuple(train_x.shape)}, {tuple(train_y.shape)}")
+    if num_classes < 2:
+        raise ValueError(f"finetune: num_classes must be >= 2 (void + 1), got {num_classes}")
+    if int(train_y.max()) >= num_classes or int(train_y.min()) < 0:
+        raise ValueError(f"finetune: labels must lie in [0, {num_classes}), got [{int(train_y.min())}, {int(train_y.max())}]")
+    device = torch.device(cfg.device)
+    model.reset_classifier(num_classes)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr_at(0, cfg), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    n, size = train_x.shape[0], tuple(train_x.shape[-2:])
+    history: list[dict] = []
+    bar = tqdm(range(cfg.steps), desc="finetune", unit="step", disable=not progress)
+    for step in bar:
+        pick = torch.randint(n, (cfg.batch,), generator=gen)
+        xb, yb = train_x[pick].clone(), train_y[pick].clone()
+        if cfg.hflip:
+            flip = torch.rand(cfg.batch, generator=gen) < 0.5
+            xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if not bool((yb != VOID).any()):  # nothing labelled in this draw: no gradient to take
+            history.append({"step": step, "loss": float("nan"), "lr": lr})
+            continue
+        xb, yb = xb.to(device), yb.to(device)
+        loss = focal_loss(_logits(model, xb, size), yb, gamma=cfg.gamma, ignore_index=VOID)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append({"step": step, "loss": float(loss.detach()), "lr": lr})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", lr=f"{lr:.2g}")
+    bar.close()
+    return model, history
+
+
+# ----------------------------------------------------------------------------------- metrics
+
+
+def confusion_matrix(pred, target, num_classes: int) -> np.ndarray:
+    """[C, C] int64 counts, rows = target class, columns = predicted class; void targets (0) ignored.
+
+    ``pred`` and ``target`` are equally shaped integer arrays or tensors (flattened here).
+    """
+    p = torch.as_tensor(pred).reshape(-1).long().cpu()
+    t = torch.as_tensor(target).reshape(-1).long().cpu()
+    if p.shape != t.shape:
+        raise ValueError(f"confusion_matrix: pred has {p.numel()} elements, target {t.numel()}")
+    keep = t != VOID
+    p, t = p[keep], t[keep]
+    if p.numel() and (int(p.min()) < 0 or int(p.max()) >= num_classes or int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise ValueError(f"confusion_matrix: ids must lie in [0, {num_classes})")
+    counts = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).numpy().astype(np.int64)
+
+
+def miou(conf: np.ndarray) -> dict:
+    """IoU = TP / (TP + FP + FN) per class present in the test set (row sum > 0), void excluded.
+
+    Returns ``miou`` (mean over present classes; nan when none), ``pixel_acc`` (over non-void
+    pixels), ``per_class`` {class id: IoU} and ``present`` (sorted class ids).
+    """
+    conf = np.asarray(conf, dtype=np.int64)
+    if conf.ndim != 2 or conf.shape[0] != conf.shape[1]:
+        raise ValueError(f"miou: expected a square confusion matrix, got shape {conf.shape}")
+    conf = conf.copy()
+    conf[VOID, :] = 0  # void targets never count
+    tp = np.diag(conf).astype(np.float64)
+    rows, cols = conf.sum(1), conf.sum(0)
+    present = [int(c) for c in np.flatnonzero(rows > 0) if c != VOID]
+    per_class = {c: float(tp[c] / (rows[c] + cols[c] - tp[c])) for c in present}
+    total = rows.sum()
+    return {
+        "miou": float(np.mean(list(per_class.values()))) if present else float("nan"),
+        "pixel_acc": float(tp.sum() / total) if total else float("nan"),
+        "per_class": per_class,
+        "present": present,
+    }
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """Eval-mode argmax predictions [B, H, W] (long, on the CPU) over the non-void classes."""
+    model.eval()
+    device = _device(model)
+    out = []
+    for i in range(0, x.shape[0], batch):
+        logits = _logits(model, x[i:i + batch].to(device), tuple(x.shape[-2:]))
+        # void is never a training target, so its logit is meaningless: predict among classes 1..C-1
+        out.append(logits[:, VOID + 1:].argmax(1).cpu() + VOID + 1)
+    return torch.cat(out)
+
+
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch: int = 16) -> dict:
+    """mIoU of ``model`` on (x [B, 3, H, W] in [0, 1], y [B, H, W]): the ``miou`` dict plus ``confusion``."""
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    for i in range(0, x.shape[0], batch):
+        conf += confusion_matrix(predict(model, x[i:i + batch], batch), y[i:i + batch], num_classes)
+    return {**miou(conf), "confusion": conf}
+
+
+# ------------------------------------------------------------------------------------ figure
+
+
+def prediction_figure(data, classes, path: str | Path, n: int = 4, pred=None) -> Path:
+    """Rows of [image | ground truth | prediction], colourised with ``classes`` (a ClassTable).
+
+    ``data`` is either (x, y, pred) -- images [B, 3, H, W] float in [0, 1] (or [B, H, W, 3] uint8),
+    labels and predictions [B, H, W] -- or a list of Frames with labels (then ``pred`` [B, H, W]
+    gives the predictions, or the prediction column is left out). The first ``n`` are drawn; a
+    legend names the non-void classes present in the drawn labels and predictions.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    def arr(a):
+        return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+    if isinstance(data, tuple) and len(data) == 3:
+        images, gt, pred = (arr(a) for a in data)
+    else:
+        frames = list(data)
+        images = np.stack([f.rgb for f in frames])
+        gt = np.stack([f.semantic if f.semantic is not None else np.zeros(f.rgb.shape[:2], np.uint16) for f in frames])
+        pred = None if pred is None else arr(pred)
+    if images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] != 3:
+        images = images.transpose(0, 2, 3, 1)
+    if images.dtype != np.uint8:
+        images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+    k = min(int(n), len(images))
+    if k < 1:
+        raise ValueError("prediction_figure: nothing to draw")
+    gt = gt[:k].astype(np.int64)
+    pred = None if pred is None else pred[:k].astype(np.int64)
+    cols = 2 if pred is None else 3
+    fig, axes = plt.subplots(k, cols, figsize=(3.6 * cols, 2.9 * k + 0.6), squeeze=False)
+    titles = ["image", "ground truth", "prediction"]
+    for r in range(k):
+        panels = [images[r], classes.colorize(gt[r])] + ([] if pred is None else [classes.colorize(pred[r])])
+        for c, im in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(im)
+            ax.axis("off")
+            if r == 0:
+                ax.set_title(titles[c], fontsize=9)
+    ids = np.unique(gt if pred is None else np.concatenate([gt.ravel(), pred.ravel()]))
+    pal = classes.palette()
+    handles = [Patch(color=pal[i] / 255.0, label=classes.names[i]) for i in ids if VOID < i < len(classes)]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / (2.9 * k + 0.6) if handles else 0, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# -------------------------------------------------------------------------------------- glue
+
+
+def _finite_or_none(v):
+    """JSON-safe copy: nan/inf floats become None (null)."""
+    if isinstance(v, dict):
+        return {k: _finite_or_none(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_or_none(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def labelled_views(frames: Sequence) -> list[int]:
+    """Indices of frames with semantic labels that are not all void."""
+    return [i for i in range(len(frames)) if frames[i].semantic is not None and bool((frames[i].semantic != VOID).any())]
+
+
+def run_readout(model, frames: Sequence, classes, cfg: FinetuneConfig | None = None, out_dir: str | Path | None = None,
+                progress: bool = True, figure_views: int = 4) -> dict:
+    """Split the labelled views, fine-tune on ``cfg.labels`` of them, evaluate on the rest.
+
+    With ``cfg.eval_views > 0`` a seeded subset of that many test views is evaluated. Writes
+    ``readout.json`` and ``readout_predictions.png`` into ``out_dir`` when given. The result has
+    ``miou``, ``per_class`` (class name -> IoU), ``pixel_acc``, ``n_train``, ``n_test``, ``labels``,
+    ``steps``, plus the view indices, the present class names, the final loss and the config.
+    """
+    cfg = cfg or FinetuneConfig()
+    frames = list(frames) if not hasattr(frames, "__getitem__") else frames
+    views = labelled_views(frames)
+    if len(views) < 2:
+        raise ValueError(f"run_readout needs at least 2 labelled views (one to train, one to test), got {len(views)}")
+    num_classes = len(classes)
+    tr, te = split_views(len(views), cfg.labels, cfg.seed)
+    train_idx = [views[i] for i in tr]
+    test_idx = [views[i] for i in te]
+    if 0 < cfg.eval_views < len(test_idx):
+        keep = np.random.default_rng(cfg.seed + 1).choice(len(test_idx), size=cfg.eval_views, replace=False)
+        test_idx = [test_idx[i] for i in sorted(keep)]
+    x, y = to_batch(frames, train_idx)
+    model, history = finetune(model, x, y, cfg, num_classes, progress=progress)
+    del x, y
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    chunk = 16  # load test views a chunk at a time: a whole environment at full size need not fit
+    shown = None
+    for i in range(0, len(test_idx), chunk):
+        xt, yt = to_batch(frames, test_idx[i:i + chunk])
+        p = predict(model, xt, batch=chunk)
+        conf += confusion_matrix(p, yt, num_classes)
+        if shown is None:
+            shown = (xt[:figure_views], yt[:figure_views], p[:figure_views])
+    m = miou(conf)
+    losses = [h["loss"] for h in history if math.isfinite(h["loss"])]
+    result = {
+        "miou": m["miou"],
+        "per_class": {classes.names[c]: v for c, v in m["per_class"].items()},
+        "pixel_acc": m["pixel_acc"],
+        "n_train": len(train_idx),
+        "n_test": len(test_idx),
+        "labels": cfg.labels,
+        "steps": cfg.steps,
+        "present": [classes.names[c] for c in m["present"]],
+        "train_views": [int(i) for i in train_idx],
+        "test_views": [int(i) for i in test_idx],
+        "final_loss": float(np.mean(losses[-10:])) if losses else float("nan"),
+        "config": asdict(cfg),
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        record = {**result, "confusion": conf.tolist()}
+        (out / "readout.json").write_text(json.dumps(_finite_or_none(record), indent=1, allow_nan=False))
+        if shown is not None and figure_views > 0:
+            prediction_figure(shown, classes, out / "readout_predictions.png", n=figure_views)
+    result["confusion"] = conf
+    return result
