@@ -272,3 +272,11 @@ def test_module_entry_point_propagates_exit_code(tmp_path):
 def test_missing_subcommand_is_a_usage_error():
     rc, _, err = run_cli([])
     assert rc == 2 and "usage" in err.lower()
+
+
+def test_bench_regions_prints_both_timings(capsys):
+    from regconsist_ros.cli import main as cli_main
+
+    assert cli_main(["bench", "regions", "--width", "96", "--height", "72", "--n", "1"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["cantor_ms"] > 0 and out["bruteforce_ms"] > 0 and out["n_regions"] > 1

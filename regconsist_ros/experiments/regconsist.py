@@ -1,20 +1,21 @@
 """`regconsist experiment regconsist`: RegConsist vs random init and the supervised variants.
 
-The experiment mirrors the paper's Tables I and II at a CPU scale (≈ 30-40 min on 2 cores):
+The experiment mirrors the paper's Tables I and II at a CPU scale (≈ 40 min on 2 cores):
 1. Render one embedded-world apartment along an exploration path. These are the environment's
    views, with semantic labels.
 2. Pretrain a small DeepLabV3+ with RegConsist (Felzenszwalb regions, balanced sampling, region
    matching) for ``seeds`` seeds. Pretrain the four supervised upper bounds (ground-truth classes
    as regions: BaR, BaX, RaR, RaX) once each.
-3. Fine-tune every encoder, and random-init ones with the same seeds, under the same budget on
-   ``labels`` of the views. Test on the remaining labelled views (mIoU over present classes,
-   void ignored).
+3. Fine-tune every encoder, and random-init ones with the same seeds, on ``labels`` of the views.
+   Each of the ``finetune_steps`` budgets (default 100 and 300 steps) is applied to every method
+   alike. Test on the remaining labelled views (mIoU over present classes, void ignored).
 4. Write ``results.md``, ``results.json`` and figures into the run directory.
 
 Every stage is resumable: finished pretrain runs and readouts are skipped when run again.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -34,14 +35,14 @@ class ExperimentConfig:
     width: int = field(default=128, metadata={"help": "image width"})
     height: int = field(default=96, metadata={"help": "image height"})
     seeds: int = field(default=3, metadata={"help": "seeds for RegConsist and random init"})
-    pretrain_steps: int = field(default=400, metadata={"help": "pretraining steps per run"})
-    pretrain_lr: float = field(default=0.05, metadata={"help": "pretraining peak lr (SGD)"})
+    pretrain_steps: int = field(default=600, metadata={"help": "pretraining steps per run"})
+    pretrain_lr: float = field(default=0.02, metadata={"help": "pretraining peak lr (SGD)"})
     view_pairs: int = field(default=8, metadata={"help": "view pairs per pretraining batch"})
     pixel_pairs: int = field(default=4096, metadata={"help": "pixel pairs per pretraining batch"})
-    finetune_steps: int = field(default=300, metadata={"help": "fine-tuning steps (same for every method)"})
+    finetune_steps: tuple[int, ...] = field(default=(100, 300), metadata={"help": "fine-tuning budgets in steps (each applied to every method alike)"})
     finetune_lr: float = field(default=0.01, metadata={"help": "fine-tuning peak lr (SGD)"})
     labels: float = field(default=0.05, metadata={"help": "fraction of labelled views used for fine-tuning"})
-    eval_views: int = field(default=120, metadata={"help": "held-out views evaluated (0 = all)"})
+    eval_views: int = field(default=80, metadata={"help": "held-out views evaluated (0 = all)"})
     supervised: bool = field(default=True, metadata={"help": "also run the BaR/BaX/RaR/RaX upper bounds"})
     width_mult: float = field(default=0.5, metadata={"help": "ResNet-18 channel multiplier of the CPU model"})
     threads: int = field(default=0, metadata={"help": "torch threads (0 = default)"})
@@ -49,6 +50,8 @@ class ExperimentConfig:
     def __post_init__(self):
         if self.seeds < 1 or self.frames < 20:
             raise ValueError(f"ExperimentConfig needs seeds >= 1 and frames >= 20, got {self.seeds}, {self.frames}")
+        if not self.finetune_steps or min(self.finetune_steps) < 1:
+            raise ValueError(f"ExperimentConfig.finetune_steps must be positive step counts, got {self.finetune_steps}")
         if not 0 < self.labels < 1:
             raise ValueError(f"ExperimentConfig.labels must be in (0, 1), got {self.labels}")
 
@@ -114,11 +117,14 @@ def run(cfg: ExperimentConfig) -> dict:
     classes = seq.classes
     model_cfg = _model_cfg(cfg)
     timings = {"render_and_load_s": round(time.perf_counter() - t0, 1)}
-    results: dict[str, list[dict]] = {}
+    results: dict[int, dict[str, list[dict]]] = {b: {} for b in cfg.finetune_steps}
     for name, overrides, seed in _runs(cfg):
-        res_file = out / "readouts" / f"{name}_s{seed}.json"
-        if res_file.exists():
-            results.setdefault(name, []).append(json.loads(res_file.read_text()))
+        files = {b: out / "readouts" / f"{name}_s{seed}_ft{b}.json" for b in cfg.finetune_steps}
+        todo = [b for b, f in files.items() if not f.exists()]
+        for b, f in files.items():
+            if b not in todo:
+                results[b].setdefault(name, []).append(json.loads(f.read_text()))
+        if not todo:
             continue
         t1 = time.perf_counter()
         if overrides is None:
@@ -137,30 +143,34 @@ def run(cfg: ExperimentConfig) -> dict:
                 ckpt = Path(pre["checkpoint"])
             model, _ = load_checkpoint(ckpt)
             pre = {"checkpoint": str(ckpt)}
-        t2 = time.perf_counter()
-        ft = FinetuneConfig(labels=cfg.labels, steps=cfg.finetune_steps, lr=cfg.finetune_lr, seed=seed,
-                            eval_views=cfg.eval_views)
-        r = run_readout(model, frames, classes, ft, out_dir=out / "readouts" / f"{name}_s{seed}")
-        r.pop("confusion")  # kept in the readout directory's readout.json
-        r = {"method": name, "seed": seed, **r, **pre, "pretrain_s": round(t2 - t1, 1),
-             "finetune_s": round(time.perf_counter() - t2, 1)}
-        res_file.parent.mkdir(parents=True, exist_ok=True)
-        res_file.write_text(json.dumps(r, indent=1))
-        results.setdefault(name, []).append(r)
-        log.info("%s seed %d: mIoU %.4f", name, seed, r["miou"])
+        pretrain_s = round(time.perf_counter() - t1, 1)
+        for b in todo:
+            t2 = time.perf_counter()
+            ft = FinetuneConfig(labels=cfg.labels, steps=b, lr=cfg.finetune_lr, seed=seed, eval_views=cfg.eval_views)
+            r = run_readout(copy.deepcopy(model), frames, classes, ft, out_dir=out / "readouts" / f"{name}_s{seed}_ft{b}")
+            r.pop("confusion")  # kept in the readout directory's readout.json
+            r = {"method": name, "seed": seed, "finetune_steps": b, **r, **pre, "pretrain_s": pretrain_s,
+                 "finetune_s": round(time.perf_counter() - t2, 1)}
+            files[b].parent.mkdir(parents=True, exist_ok=True)
+            files[b].write_text(json.dumps(r, indent=1))
+            results[b].setdefault(name, []).append(r)
+            log.info("%s seed %d, %d fine-tune steps: mIoU %.4f", name, seed, b, r["miou"])
     timings["total_s"] = round(time.perf_counter() - t0, 1)
-    summary = summarize(results, cfg, classes)
-    summary["timings"] = timings
-    (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary, "runs": results}, indent=1))
+    summary = {b: summarize(results[b]) for b in cfg.finetune_steps}
+    (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "timings": timings,
+                                                  "summary": {str(b): v for b, v in summary.items()},
+                                                  "runs": {str(b): v for b, v in results.items()}}, indent=1))
     (out / "results.md").write_text(markdown_table(summary, cfg))
     figures(out, results)
-    return {"out": str(out), **{k: summary[k] for k in ("table", "margin_regconsist_vs_random")}, "timings": timings}
+    return {"out": str(out), "timings": timings,
+            "table": {str(b): v["table"] for b, v in summary.items()},
+            "margin_regconsist_vs_random": {str(b): v["margin_regconsist_vs_random"] for b, v in summary.items()}}
 
 
-def summarize(results: dict, cfg: ExperimentConfig, classes) -> dict:
+def summarize(results: dict) -> dict:
     table = {}
     for name, rs in results.items():
-        m = np.array([r["miou"] for r in rs])
+        m = np.array([r["miou"] for r in sorted(rs, key=lambda r: r["seed"])])
         table[name] = {"miou_mean": float(m.mean()), "miou_std": float(m.std()), "n": len(m),
                        "per_seed": [float(x) for x in m], "pixel_acc_mean": float(np.mean([r["pixel_acc"] for r in rs]))}
     margin = None
@@ -170,22 +180,30 @@ def summarize(results: dict, cfg: ExperimentConfig, classes) -> dict:
 
 
 def markdown_table(summary: dict, cfg: ExperimentConfig) -> str:
-    t = summary["table"]
-    lines = [f"Few-label segmentation ({cfg.labels:.0%} labelled views, {cfg.finetune_steps} fine-tune steps), "
-             f"apartment seed {cfg.scene_seed}, {cfg.frames} views at {cfg.width}x{cfg.height}; "
-             f"pretraining {cfg.pretrain_steps} steps of {cfg.view_pairs} view pairs / {cfg.pixel_pairs} pixel pairs.", "",
-             "| pretraining | regions | sampling | matching | mIoU (mean ± std) | seeds |", "|---|---|---|---|---|---|"]
+    budgets = list(summary)
+    lines = [f"Few-label segmentation ({cfg.labels:.0%} labelled views), apartment seed {cfg.scene_seed}, "
+             f"{cfg.frames} views at {cfg.width}x{cfg.height}; pretraining {cfg.pretrain_steps} steps of "
+             f"{cfg.view_pairs} view pairs / {cfg.pixel_pairs} pixel pairs; mIoU (%) mean ± std over seeds "
+             f"after each fine-tuning budget.", "",
+             "| pretraining | regions | sampling | matching | " + " | ".join(f"{b} fine-tune steps" for b in budgets)
+             + " | seeds |", "|---|---|---|---|" + "---|" * len(budgets) + "---|"]
     rows = [("random", "random init", "-", "-", "-"), ("regconsist", "RegConsist", "Felzenszwalb", "balanced", "region"),
             ("BaR", "BaR (supervised)", "ground truth", "balanced", "region"),
             ("BaX", "BaX (supervised)", "ground truth", "balanced", "exact"),
             ("RaR", "RaR (supervised)", "ground truth", "random", "region"),
             ("RaX", "RaX (supervised)", "ground truth", "random", "exact")]
     for key, label, reg, samp, match in rows:
-        if key in t:
-            r = t[key]
-            lines.append(f"| {label} | {reg} | {samp} | {match} | {100 * r['miou_mean']:.2f} ± {100 * r['miou_std']:.2f} | {r['n']} |")
-    if summary["margin_regconsist_vs_random"] is not None:
-        lines += ["", f"RegConsist - random init: {100 * summary['margin_regconsist_vs_random']:+.2f} mIoU points."]
+        if key in summary[budgets[0]]["table"]:
+            cells = []
+            for b in budgets:
+                r = summary[b]["table"][key]
+                cells.append(f"{100 * r['miou_mean']:.2f} ± {100 * r['miou_std']:.2f}")
+            lines.append(f"| {label} | {reg} | {samp} | {match} | " + " | ".join(cells)
+                         + f" | {summary[budgets[0]]['table'][key]['n']} |")
+    margins = [f"{100 * summary[b]['margin_regconsist_vs_random']:+.2f} after {b} steps" for b in budgets
+               if summary[b]["margin_regconsist_vs_random"] is not None]
+    if margins:
+        lines += ["", "RegConsist - random init (mIoU points): " + ", ".join(margins) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -195,13 +213,19 @@ def figures(out: Path, results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(results)
-    means = [np.mean([r["miou"] for r in results[n]]) * 100 for n in names]
-    stds = [np.std([r["miou"] for r in results[n]]) * 100 for n in names]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(names, means, yerr=stds, color=["#999"] + ["#1f77b4"] * (len(names) - 1), capsize=4)
+    budgets = list(results)
+    names = list(results[budgets[0]])
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    w = 0.8 / len(budgets)
+    for k, b in enumerate(budgets):
+        means = [np.mean([r["miou"] for r in results[b][n]]) * 100 for n in names]
+        stds = [np.std([r["miou"] for r in results[b][n]]) * 100 for n in names]
+        ax.bar(np.arange(len(names)) + (k - (len(budgets) - 1) / 2) * w, means, w, yerr=stds, capsize=3,
+               label=f"{b} fine-tune steps")
+    ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylabel("mIoU (%)")
     ax.set_title("few-label segmentation readout")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "miou.png", dpi=100)
     plt.close(fig)

@@ -136,18 +136,21 @@ class Trainer:
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    def fit(self, batches: Iterator[dict] | Callable[[int], dict], progress: bool = True) -> dict:
-        """Train until ``cfg.steps``. ``batches`` is an iterator of dicts or a function step -> dict."""
+    def fit(self, batches: Iterator[dict] | Callable[[int], dict], progress: bool = True, until: int | None = None) -> dict:
+        """Train until ``cfg.steps`` (or stop early at step ``until``, e.g. a time slice of an online
+        learner; the schedule stays that of ``cfg.steps``). ``batches`` is an iterator of dicts or a
+        function step -> dict. Ends with a checkpoint."""
         from tqdm import tqdm
 
         cfg = self.cfg
+        stop = cfg.steps if until is None else min(until, cfg.steps)
         self.objective.train()
         metrics = (self.run_dir / "metrics.jsonl").open("a")
         use_amp = cfg.amp and self.device.type == "cuda"
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress)
+        bar = tqdm(total=stop, initial=self.step, desc="train", unit="step", disable=not progress)
         t0, skipped = time.perf_counter(), 0
         try:
-            while self.step < cfg.steps:
+            while self.step < stop:
                 batch = batches(self.step) if callable(batches) else next(batches)
                 batch = self._to_device(batch)
                 lr = lr_at(self.step, cfg)
@@ -171,15 +174,15 @@ class Trainer:
                 self.opt.step()
                 self.step += 1
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    row = {"step": self.step, "loss": float(loss), "lr": lr, "grad_norm": float(gnorm),
+                if self.step % cfg.log_every == 0 or self.step == stop:
+                    row = {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm),
                            "elapsed_s": round(time.perf_counter() - t0, 3),
                            **{k: float(v) for k, v in logs.items()}}
                     self.history.append(row)
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
-                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
+                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.step < stop:
                     self.save()
         finally:
             bar.close()
