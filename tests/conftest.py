@@ -1,14 +1,13 @@
 """Shared test fixtures."""
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-# `make test` runs one pytest worker per core (-n 2): one torch thread each avoids oversubscription
-# (measured: a model test file took 31 s with 2 threads per worker, 4.5 s with 1).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# Tests use tiny tensors, and `make test` runs one pytest worker per core (-n 2): one torch thread
+# per process is fastest and avoids oversubscription (measured: a model test file took 31 s with
+# 2 threads per worker on a busy machine, 4.5 s with 1).
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -15,13 +15,6 @@ from models.deeplab import DeepLabConfig, DeepLabV3Plus
 from models.registry import MODELS, UnknownModelError, build_model, register
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and immune to a busy CPU (OpenMP spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 TINY = dict(width=0.125, aspp_channels=8, aspp_rates=(2, 4), decoder_channels=8, num_classes=3)
 

@@ -10,13 +10,6 @@ from models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize, normalize_im
 from models.resnet import ResNet, ResNetConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and immune to a busy CPU (OpenMP spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(**kw) -> DeepLabConfig:

@@ -9,13 +9,6 @@ import torch.nn.functional as F
 from models.losses import barlow_twins, focal_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and immune to a busy CPU (OpenMP spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def barlow_numpy(z1, z2, lambd, eps):

@@ -26,15 +26,6 @@ CLASSES = ClassTable.from_names(["floor", "red", "green", "blue"])  # ids 1..4, 
 COLOURS = {2: (220, 30, 30), 3: (30, 200, 40), 4: (40, 50, 220)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny CPU models: one intra-op thread is fastest, and far steadier on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------------ toy data
 
 
