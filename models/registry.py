@@ -10,10 +10,12 @@ import dataclasses
 import torch.nn as nn
 
 from models.deeplab import DeepLabConfig, DeepLabV3Plus
+from models.vit import ViT, ViTConfig
 from regconsist_ros.config import build as build_config
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "deeplabv3plus": (DeepLabConfig, DeepLabV3Plus),
+    "vit": (ViTConfig, ViT),
 }
 
 
