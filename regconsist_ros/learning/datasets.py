@@ -23,7 +23,8 @@ import torch
 from regconsist_ros.learning.augment import PhotometricAug, hflip_with_points
 from regconsist_ros.registration.geometry import CorrespondenceConfig, correspond
 from regconsist_ros.registration.pairs import PairSelectionConfig, ViewPair, select_pairs
-from regconsist_ros.registration.regions import RegionConfig, felzenszwalb_regions, gt_regions, match_regions, region_overlap
+from regconsist_ros.registration.regions import (RegionConfig, correspondence_regions, felzenszwalb_regions, gt_regions,
+                                                 match_regions, nearest_pixels, region_overlap)
 from regconsist_ros.registration.sampling import SamplingConfig, sample_pixel_pairs
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,7 @@ class ViewPairData:
         if k not in self._corr:
             p = self.pairs[k]
             c = correspond(self.frames[p.i], self.frames[p.j], self.corr_cfg)
-            H, W = self.frames[p.j].size
-            uv2 = np.round(c.uv2).astype(np.int64)
-            uv2[:, 0] = uv2[:, 0].clip(0, W - 1)
-            uv2[:, 1] = uv2[:, 1].clip(0, H - 1)
+            uv2 = nearest_pixels(c.uv2, *self.frames[p.j].size)
             self._corr[k] = (c.uv1.astype(np.int16), uv2.astype(np.int16))
         uv1, uv2 = self._corr[k]
         return uv1.astype(np.int64), uv2.astype(np.int64)
@@ -107,8 +105,7 @@ class ViewPairData:
         p = self.pairs[k]
         uv1, uv2 = self.correspondences(k)
         l1, l2 = self.labels[p.i], self.labels[p.j]
-        r1 = l1[uv1[:, 1], uv1[:, 0]]
-        r2 = l2[uv2[:, 1], uv2[:, 0]]
+        r1, r2 = correspondence_regions(l1, l2, uv1, uv2)
         ov = region_overlap(r1, r2, int(l1.max()) + 1, int(l2.max()) + 1)
         matches = match_regions(ov, self.region_cfg.match_iou)
         return sample_pixel_pairs(uv1, uv2, l1, l2, matches, n, sampling, rng)

@@ -56,13 +56,19 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.grad_clip must be >= 0, got {self.grad_clip}")
 
 
+def warmup_cosine(step: int, lr: float, warmup: int, steps: int, min_lr_ratio: float = 0.0) -> float:
+    """Learning rate of 0-based ``step``: linear warm-up to ``lr`` over ``warmup`` steps, then cosine
+    decay to ``lr * min_lr_ratio`` at ``steps`` (the one schedule used by pretraining and readouts)."""
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    lo = lr * min_lr_ratio
+    return lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
 def lr_at(step: int, cfg: TrainerConfig) -> float:
-    """Linear warm-up to ``lr`` over ``warmup`` steps, then cosine decay to ``lr * min_lr_ratio``."""
-    if cfg.warmup and step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    lo = cfg.lr * cfg.min_lr_ratio
-    return lo + (cfg.lr - lo) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    """The trainer's schedule at ``step``."""
+    return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
 
 
 def resolve_device(name: str) -> torch.device:

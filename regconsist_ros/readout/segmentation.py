@@ -120,10 +120,9 @@ def to_batch(frames: Sequence, idx: Sequence[int]) -> tuple[torch.Tensor, torch.
 
 def lr_at(step: int, cfg: FinetuneConfig) -> float:
     """Learning rate of 0-based ``step``: linear warm-up to ``cfg.lr``, then cosine decay to 0."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    span = max(1, cfg.steps - cfg.warmup)
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(step - cfg.warmup, span) / span))
+    from regconsist_ros.learning.trainer import warmup_cosine
+
+    return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps)
 
 
 def _logits(model, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -166,18 +166,6 @@ class Correspondences:
         return len(self.uv1)
 
 
-def frames_to_tensors(frames: list[Frame], device="cpu") -> dict[str, torch.Tensor]:
-    """Stack frames of one size into depth [B, H, W] float32, K [B, 3, 3] float32, T [B, 4, 4] float64."""
-    sizes = {f.size for f in frames}
-    if len(sizes) != 1:
-        raise RegistrationError(f"frames to batch must share one image size, got {sorted(sizes)}")
-    return {
-        "depth": torch.from_numpy(np.stack([f.depth for f in frames])).to(device),
-        "K": torch.from_numpy(np.stack([f.intrinsics.K for f in frames]).astype(np.float32)).to(device),
-        "T": torch.from_numpy(np.stack([f.T_world_cam for f in frames])).to(device),
-    }
-
-
 def _check_frame(f: Frame, name: str, cfg: CorrespondenceConfig) -> None:
     H, W = f.size
     if f.depth.shape != (H, W):
