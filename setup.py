@@ -49,7 +49,7 @@ setup(
     extras_require={
         # torch is installed by the Makefile with a pinned, overridable spec (TORCH_SPEC)
         "torch": ["torch"],
-        "io": ["rosbags", "imageio"],
+        "io": ["rosbags", "imageio", "av", "tensorboard"],
         "test": ["pytest", "pytest-xdist"],
     },
     entry_points={

@@ -75,6 +75,18 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int], cls_token: bool = True) ->
     return emb.astype(np.float32)
 
 
+def init_transformer_weights(module: nn.Module) -> None:
+    """MAE-style init: xavier-uniform Linear weights with zero biases, unit LayerNorms."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + MHSA(LN(x)), then x + MLP(LN(x))."""
 
@@ -106,24 +118,34 @@ class ViT(nn.Module):
         self.register_buffer("pos_embed", torch.from_numpy(sincos_pos_embed(D, cfg.grid))[None], persistent=False)
         self.blocks = nn.ModuleList(Block(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.blocks))
         self.norm = nn.LayerNorm(D, eps=1e-6)
+        self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
         self._init()
 
     def _init(self):
         w = self.patch_embed.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_transformer_weights(self)
 
     @property
     def feature_dim(self) -> int:
         return self.cfg.width
+
+    def pos_for(self, size) -> torch.Tensor:
+        """Positions [1, 1 + L, D] for an input of ``size`` (H, W): the trained grid's buffer, or the same
+        fixed sin-cos function evaluated on another grid (inputs of any size divisible by the patch)."""
+        H, W = int(size[0]), int(size[1])
+        p = self.cfg.patch
+        if H % p or W % p or H < p or W < p:
+            raise ValueError(f"ViT input {H}x{W} is not a positive multiple of the patch size {p}")
+        if (H, W) == tuple(self.cfg.img_size):
+            return self.pos_embed
+        grid = (H // p, W // p)
+        cached = self._pos_cache.get(grid)
+        if cached is None or cached.device != self.pos_embed.device:
+            cached = torch.from_numpy(sincos_pos_embed(self.cfg.width, grid))[None].to(self.pos_embed.device)
+            self._pos_cache[grid] = cached
+        return cached.to(self.pos_embed.dtype)
 
     # ---- named stages ----------------------------------------------------------------------------
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
@@ -164,19 +186,18 @@ class ViT(nn.Module):
         return kept, mask, ids_restore
 
     def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float = 0.0, generator: torch.Generator | None = None):
-        """imgs [B, C, H, W] -> (tokens [B, 1 + L_keep, D] with [CLS] first, mask [B, L], ids_restore [B, L])."""
-        H, W = imgs.shape[-2:]
-        if (H, W) != tuple(self.cfg.img_size):
-            raise ValueError(f"ViT built for {tuple(self.cfg.img_size)} images, got {H}x{W}")
+        """imgs [B, C, H, W] (any multiple of the patch) -> (tokens [B, 1 + L_keep, D] with [CLS] first,
+        mask [B, L], ids_restore [B, L])."""
+        pos = self.pos_for(imgs.shape[-2:])  # [1, 1 + L, D]
         x = self.patch_embed(imgs).flatten(2).transpose(1, 2)  # [B, L, D]
-        x = x + self.pos_embed[:, 1:]
+        x = x + pos[:, 1:]
         if mask_ratio > 0:
             x, mask, ids_restore = self.random_masking(x, mask_ratio, generator)
         else:
             B, L, _ = x.shape
             mask = torch.zeros(B, L, device=x.device)
             ids_restore = torch.arange(L, device=x.device).expand(B, L)
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)  # [B, 1, D]
+        cls = (self.cls_token + pos[:, :1]).expand(x.shape[0], -1, -1)  # [B, 1, D]
         x = torch.cat([cls, x], 1)
         for blk in self.blocks:
             x = blk(x)

@@ -116,3 +116,67 @@ def bench_regions(width=640, height=480, n=5, seed=0) -> dict:
             "n_corr": int(len(r1)), "n_pairs": int(len(ov)), "n_matched": int(len(m.src)),
             "cantor_ms": round(cantor_ms, 2), "bruteforce_ms": round(brute_ms, 2),
             "speedup": round(brute_ms / cantor_ms, 1), "sample_4096_ms": round(sample_ms, 2), **_machine()}
+
+
+def bench_pretrain(method="rsp", size="tiny", height=96, width=128, patch=16, batch=32, steps=10, warmup=2,
+                   decoder_width=512, decoder_depth=8, device="auto", amp=True, nthreads=0) -> dict:
+    """Training throughput of RSP / MAE on random frame pairs: steps/s and images/s (RSP reads two
+    frames per pair, MAE trains on both frames of a pair: 2 x batch images per step for both).
+    On CUDA the step runs under bf16 autocast when ``amp`` (the trainer's setting)."""
+    import torch
+
+    from models.vit import ViTConfig
+    from regconsist_ros.learning.pretrain import build_frame_objective
+    from regconsist_ros.learning.trainer import resolve_device
+
+    if nthreads:
+        torch.set_num_threads(nthreads)
+    dev = resolve_device(device)
+    heads = max(1, decoder_width // 32)
+    ec = ViTConfig(size=size, img_size=(height, width), patch=patch)
+    if method == "rsp":
+        from models.objectives.rsp import RSPConfig
+        obj = build_frame_objective("rsp", ec, rsp_cfg=RSPConfig(decoder_width=decoder_width, decoder_depth=decoder_depth,
+                                                                 decoder_heads=heads))
+    elif method == "mae":
+        from models.objectives.mae import MAEConfig
+        obj = build_frame_objective("mae", ec, mae_cfg=MAEConfig(decoder_width=decoder_width, decoder_depth=decoder_depth,
+                                                                 decoder_heads=heads))
+    else:
+        raise ValueError(f"bench pretrain: --method must be rsp or mae, got {method!r}")
+    obj.to(dev).train()
+    opt = torch.optim.AdamW(obj.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    g = torch.Generator().manual_seed(0)
+    batch_ = {"x_t": torch.rand(batch, 3, height, width, generator=g).to(dev),
+              "x_k": torch.rand(batch, 3, height, width, generator=g).to(dev)}
+    use_amp = amp and dev.type == "cuda"
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            loss, _ = obj(batch_)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        step()
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    dt = time.perf_counter() - t0
+    out = {"bench": "pretrain", "method": method, "vit": size, "image": [height, width], "patch": patch, "batch": batch,
+           "decoder": [decoder_width, decoder_depth], "device": str(dev), "bf16_autocast": use_amp, "steps": steps,
+           "steps_per_s": round(steps / dt, 3), "images_per_s": round(steps * 2 * batch / dt, 1),
+           "params_m": round(sum(p.numel() for p in obj.parameters()) / 1e6, 2), **_machine()}
+    if dev.type == "cuda":
+        out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        out["gpu"] = torch.cuda.get_device_name(dev)
+    return out

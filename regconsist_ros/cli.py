@@ -94,8 +94,27 @@ def cmd_correspond(a: argparse.Namespace) -> dict:
 def cmd_bench(a: argparse.Namespace) -> dict:
     from regconsist_ros import bench
 
+    pre = a.what == "pretrain"
+    a.width = a.width if a.width is not None else (128 if pre else 640)
+    a.height = a.height if a.height is not None else (96 if pre else 480)
+    a.n = a.n if a.n is not None else (10 if pre else 30)
+    a.nthreads = a.nthreads if a.nthreads is not None else (0 if pre else 1)
+
     if a.what == "regions":
         return bench.bench_regions(width=a.width, height=a.height, n=a.n, seed=a.seed)
+    if a.what == "transport":
+        from regconsist_ros.ros.transport_bench import bench_transport
+
+        return bench_transport(width=a.width, height=a.height, rate=a.rate, seconds=a.seconds,
+                               reliability=a.reliability, depth=a.qos_depth, transport=a.transport,
+                               rgbd=not a.colour_only)
+    if a.what == "pretrain":
+        if a.method not in ("rsp", "mae"):
+            raise ConfigError(f"bench pretrain: --method must be rsp or mae, got {a.method!r}")
+        return bench.bench_pretrain(method=a.method, size=a.vit_size, height=a.height, width=a.width, patch=a.patch,
+                                    batch=a.batch, steps=a.n, decoder_width=a.decoder_width,
+                                    decoder_depth=a.decoder_depth, device=a.device, amp=not a.no_amp,
+                                    nthreads=a.nthreads)
     if a.what == "sim":
         return bench.bench_sim(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads, backend=a.backend)
     return bench.bench_correspond(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads)
@@ -103,39 +122,60 @@ def cmd_bench(a: argparse.Namespace) -> dict:
 
 # ---- pretrain / finetune ---------------------------------------------------------------------------
 def cmd_pretrain(a: argparse.Namespace) -> dict:
+    from regconsist_ros.learning.trainer import TrainerConfig, dist_rank, init_distributed_from_env
+
+    if init_distributed_from_env():  # under torchrun: DDP, rank 0 shows progress and writes checkpoints
+        a.quiet = a.quiet or dist_rank() != 0
+
+    if a.method in ("rsp", "mae"):
+        return _pretrain_frames(a)
     from models.deeplab import DeepLabConfig
     from models.objectives.regconsist import RegConsistConfig
     from regconsist_ros.learning.pretrain import pretrain_regconsist
-    from regconsist_ros.learning.trainer import TrainerConfig
     from regconsist_ros.registration.pairs import PairSelectionConfig
     from regconsist_ros.registration.regions import RegionConfig
 
-    if a.method != "regconsist":
-        raise ConfigError(f"--method {a.method}: not implemented yet (available: regconsist)")
+    if len(a.data) != 1:
+        raise ConfigError(f"--method regconsist takes one TUM sequence as --data, got {len(a.data)}")
     return pretrain_regconsist(
-        a.data, a.out, from_args(RegConsistConfig, a), from_args(DeepLabConfig, a, prefix="model_"),
+        Path(a.data[0]), a.out, from_args(RegConsistConfig, a), from_args(DeepLabConfig, a, prefix="model_"),
         from_args(TrainerConfig, a), from_args(PairSelectionConfig, a, prefix="pair_"),
         from_args(RegionConfig, a, prefix="region_"), resume=not a.no_resume, progress=not a.quiet)
 
 
+def frame_trainer_defaults(batch: int):
+    """RSP/MAE optimisation defaults (paper): AdamW (0.9, 0.95), weight decay 0.05, lr 1.5e-4 x batch / 256."""
+    from regconsist_ros.learning.trainer import TrainerConfig
+
+    return TrainerConfig(optimizer="adamw", betas=(0.9, 0.95), weight_decay=0.05, lr=1.5e-4 * batch / 256)
+
+
+def _pretrain_frames(a: argparse.Namespace) -> dict:
+    from models.objectives.mae import MAEConfig
+    from models.objectives.rsp import RSPConfig
+    from models.vit import ViTConfig
+    from regconsist_ros.learning.frame_pairs import FramePairConfig
+    from regconsist_ros.learning.pretrain import FrameDataConfig, pretrain_frames
+    from regconsist_ros.learning.trainer import TrainerConfig
+
+    data = from_args(FrameDataConfig, a)
+    return pretrain_frames(
+        a.method, a.data, a.out, from_args(ViTConfig, a, prefix="vit_"),
+        from_args(TrainerConfig, a, base=frame_trainer_defaults(data.batch)), from_args(FramePairConfig, a, prefix="pairs_"),
+        data, rsp_cfg=from_args(RSPConfig, a, prefix="rsp_"), mae_cfg=from_args(MAEConfig, a, prefix="mae_"),
+        resume=not a.no_resume, progress=not a.quiet)
+
+
 def load_encoder(init: str, model_cfg, seed: int = 0):
-    """A checkpoint directory, a run directory (its latest checkpoint) or 'random' -> (model, description)."""
-    import torch
+    """A checkpoint directory, a run directory (its latest checkpoint) or 'random' (a DeepLabV3+ of
+    ``model_cfg``) -> (model, description)."""
+    from models.checkpoint import CheckpointError
+    from models.encoder import load_encoder as load
 
-    from models.checkpoint import latest_checkpoint, load_checkpoint
-    from models.deeplab import DeepLabV3Plus
-
-    if init == "random":
-        torch.manual_seed(seed)
-        return DeepLabV3Plus(model_cfg), {"init": "random"}
-    path = Path(init)
-    if not path.exists():
-        raise ConfigError(f"--init {init}: no such run or checkpoint directory (or use 'random')")
-    ckpt = path if (path / "model.safetensors").exists() else latest_checkpoint(path)
-    if ckpt is None:
-        raise ConfigError(f"--init {init}: no checkpoint under {path}/checkpoints")
-    model, info = load_checkpoint(ckpt)
-    return model, {"init": str(ckpt), "step": info["step"], "kind": info["kind"]}
+    try:
+        return load(init, kind="deeplabv3plus", config=model_cfg, seed=seed)
+    except (FileNotFoundError, CheckpointError) as e:
+        raise ConfigError(f"--init {init}: {e}") from None
 
 
 def cmd_finetune(a: argparse.Namespace) -> dict:
@@ -153,12 +193,87 @@ def cmd_finetune(a: argparse.Namespace) -> dict:
     return {**result, **info}
 
 
+# ---- embed / eval -----------------------------------------------------------------------------------
+def _encoder_from(a: argparse.Namespace):
+    """--ckpt CKPT|RUN|random (random: a ViT built from the --vit-* flags)."""
+    from models.encoder import load_encoder
+    from models.vit import ViTConfig
+
+    return load_encoder(a.ckpt, kind="vit", config=from_args(ViTConfig, a, prefix="vit_"), seed=a.seed)
+
+
+def _size(a) -> tuple[int, int] | str | None:
+    if a.size is None:
+        return "model"
+    if a.size == [0, 0]:
+        return None
+    return tuple(a.size)
+
+
+def cmd_embed(a: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+
+    from models.encoder import encode
+    from regconsist_ros.learning.frame_sources import load_ordered_frames
+
+    model, info = _encoder_from(a)
+    frames = load_ordered_frames(a.data, max_frames=a.max_frames, stride=a.stride, progress=not a.quiet)
+    t0 = time.perf_counter()
+    feats = encode(model, torch.from_numpy(frames.rgb), batch=a.batch, size=_size(a))
+    seconds = time.perf_counter() - t0
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"cls": feats["cls"].numpy(), "stamps": frames.stamps, "names": np.array(frames.names)}
+    if a.patches:
+        arrays["patches"] = feats["patches"].numpy()
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(out)
+    return {"out": str(out), "frames": len(frames), "dim": int(feats["cls"].shape[1]),
+            "patch_grid": list(feats["patches"].shape[2:]), "patches_saved": bool(a.patches),
+            "dropped_frames": frames.dropped, "frames_per_s": round(len(frames) / max(seconds, 1e-9), 2), **info}
+
+
+def cmd_eval_propagate(a: argparse.Namespace) -> dict:
+    from regconsist_ros.learning.frame_sources import load_ordered_frames
+    from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
+
+    cfg = from_args(PropagationConfig, a)
+    model, info = _encoder_from(a)
+    clips = []
+    for spec in a.data:
+        fr = load_ordered_frames(spec, progress=not a.quiet)
+        if fr.instance is None:
+            raise ConfigError(f"--data {spec}: no instance masks (a TUM sequence with instance/ or a sim: source is needed)")
+        name = Path(str(spec)).name or str(spec)
+        clips += clips_from_frames(fr.rgb, fr.instance, a.clip_len, name) if a.clip_len else [
+            {"name": name, "rgb": fr.rgb, "instance": fr.instance}]
+    if not clips:
+        raise ConfigError(f"--clip-len {a.clip_len}: longer than every sequence; no clip to evaluate")
+    result = run_propagation(model, clips, cfg, progress=not a.quiet, out_dir=a.out, size=_size(a))
+    return {**result, **info}
+
+
+# ---- up -----------------------------------------------------------------------------------------------
+def cmd_up(a: argparse.Namespace) -> dict:
+    from regconsist_ros.up import load_graph, up
+
+    graph = load_graph(a.graph, a.graph_file, a.set or ())
+    result = up(graph, duration=a.duration, grace=a.grace, domain_id=a.domain_id)
+    result["_exit"] = 0 if result["ok"] else 1
+    return result
+
+
 # ---- experiment -------------------------------------------------------------------------------------
 def cmd_experiment(a: argparse.Namespace) -> dict:
+    if a.exp == "rsp":
+        from regconsist_ros.experiments import rsp as exp
+
+        return exp.run(from_args(exp.RSPExperimentConfig, a))
     from regconsist_ros.experiments import regconsist as exp
 
-    return exp.run(exp.ExperimentConfig(**{k: v for k, v in vars(a).items()
-                                           if k in exp.ExperimentConfig.__dataclass_fields__ and v is not None}))
+    return exp.run(from_args(exp.ExperimentConfig, a))
 
 
 # ---- demo -----------------------------------------------------------------------------------------
@@ -200,36 +315,69 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_correspond)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
-    b.add_argument("what", choices=["sim", "correspond", "regions"],
-                   help="sim: frames/s of the renderer; correspond: ms per pair; regions: Cantor vs all-pairs region overlap")
-    b.add_argument("--width", type=int, default=640)
-    b.add_argument("--height", type=int, default=480)
-    b.add_argument("--n", type=int, default=30, help="frames (sim) or pairs (correspond) to time")
+    b.add_argument("what", choices=["sim", "correspond", "regions", "pretrain", "transport"],
+                   help="sim: frames/s of the renderer; correspond: ms per pair; regions: Cantor vs all-pairs region "
+                   "overlap; pretrain: RSP/MAE training steps/s and images/s; transport: delivered fraction and "
+                   "latency of images between two ROS 2 processes")
+    b.add_argument("--width", type=int, default=None, help="image width (default 640; pretrain 128)")
+    b.add_argument("--height", type=int, default=None, help="image height (default 480; pretrain 96)")
+    b.add_argument("--n", type=int, default=None, help="frames (sim), pairs (correspond) or steps (pretrain) to time")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--nthreads", type=int, default=1, help="renderer threads (sim), torch threads (correspond)")
+    b.add_argument("--nthreads", type=int, default=None, help="renderer threads (sim), torch threads (correspond, pretrain; 0 = all)")
     b.add_argument("--backend", choices=["auto", "raycast", "gl"], default="auto", help="renderer backend (sim)")
+    b.add_argument("--method", choices=["rsp", "mae"], default="rsp", help="objective (pretrain)")
+    b.add_argument("--vit-size", choices=["tiny", "small", "base"], default="tiny", help="ViT size (pretrain)")
+    b.add_argument("--patch", type=int, default=16, help="ViT patch (pretrain)")
+    b.add_argument("--batch", type=int, default=32, help="frame pairs per step (pretrain)")
+    b.add_argument("--decoder-width", type=int, default=512, help="decoder width (pretrain)")
+    b.add_argument("--decoder-depth", type=int, default=8, help="decoder blocks (pretrain)")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda (pretrain)")
+    b.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA (pretrain)")
+    b.add_argument("--rate", type=float, default=30.0, help="messages per second (transport)")
+    b.add_argument("--seconds", type=float, default=5.0, help="publishing time (transport)")
+    b.add_argument("--reliability", choices=["reliable", "best_effort"], default="reliable", help="QoS (transport)")
+    b.add_argument("--qos-depth", type=int, default=10, help="QoS history depth (transport)")
+    b.add_argument("--transport", choices=["default", "large_data", "udpv4", "shm"], default="large_data",
+                   help="Fast DDS builtin transports (transport)")
+    b.add_argument("--colour-only", action="store_true", help="one rgb8 stream instead of colour + 16UC1 depth (transport)")
     b.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
     b.set_defaults(fn=cmd_bench)
 
     from models.deeplab import DeepLabConfig
     from models.objectives.regconsist import RegConsistConfig
+    from models.objectives.mae import MAEConfig
+    from models.objectives.rsp import RSPConfig
+    from models.vit import ViTConfig
+    from regconsist_ros.learning.frame_pairs import FramePairConfig
+    from regconsist_ros.learning.pretrain import FrameDataConfig
     from regconsist_ros.learning.trainer import TrainerConfig
     from regconsist_ros.readout.segmentation import FinetuneConfig
     from regconsist_ros.registration.pairs import PairSelectionConfig
     from regconsist_ros.registration.regions import RegionConfig
 
-    pt = sub.add_parser("pretrain", help="self-supervised pretraining of an encoder on a sequence")
+    pt = sub.add_parser("pretrain", help="self-supervised pretraining of an encoder on a sequence",
+                        description="RegConsist trains a DeepLabV3+ on view pairs of one TUM RGB-D sequence "
+                        "(--model-*, --pair-*, --region-* flags). RSP and MAE train a ViT (--vit-*) on frame pairs "
+                        "of any ordered frames: TUM sequences, image folders, videos, or 'sim:seed=3,frames=200' "
+                        "(--rsp-*, --mae-*, --pairs-* and the data flags). Ablations: --rsp-latent none|gaussian, "
+                        "--rsp-separate-decoder, --no-rsp-mae.")
     pt.add_argument("--method", required=True, choices=["regconsist", "rsp", "mae"], help="objective")
-    pt.add_argument("--data", required=True, type=Path, help="TUM-layout sequence directory")
+    pt.add_argument("--data", required=True, nargs="+",
+                    help="TUM sequence (regconsist); one or more ordered-frame sources (rsp, mae)")
     pt.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, metrics.jsonl, run.json)")
     pt.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
     pt.add_argument("--quiet", action="store_true", help="no progress bars")
     pt.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_arguments(pt, TrainerConfig)
     add_arguments(pt, RegConsistConfig)
     add_arguments(pt, DeepLabConfig, prefix="model_")
-    add_arguments(pt, TrainerConfig)
     add_arguments(pt, PairSelectionConfig, prefix="pair_")
     add_arguments(pt, RegionConfig, prefix="region_")
+    add_arguments(pt, ViTConfig, prefix="vit_")
+    add_arguments(pt, RSPConfig, prefix="rsp_")
+    add_arguments(pt, MAEConfig, prefix="mae_")
+    add_arguments(pt, FramePairConfig, prefix="pairs_")
+    add_arguments(pt, FrameDataConfig)
     pt.set_defaults(fn=cmd_pretrain)
 
     ft = sub.add_parser("finetune", help="few-label segmentation readout: fine-tune and report mIoU")
@@ -242,6 +390,36 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(ft, DeepLabConfig, prefix="model_")
     ft.set_defaults(fn=cmd_finetune)
 
+    from regconsist_ros.readout.propagation import PropagationConfig
+
+    def encoder_flags(q):
+        q.add_argument("--ckpt", required=True, help="checkpoint directory, run directory (latest checkpoint) or 'random'")
+        q.add_argument("--size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                       help="input size for the encoder (default: its training size; 0 0 = the frames' own size)")
+        q.add_argument("--seed", type=int, default=0, help="seed of a random encoder")
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+        q.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+        add_arguments(q, ViTConfig, prefix="vit_")
+
+    em = sub.add_parser("embed", help="[CLS] (and patch) features of ordered frames from any encoder checkpoint")
+    em.add_argument("--data", required=True, help="TUM sequence, image folder, video file or 'sim:seed=..,frames=..'")
+    em.add_argument("--out", required=True, type=Path, help="output .npz (cls [N, D], stamps, names[, patches [N, D, h, w]])")
+    em.add_argument("--patches", action="store_true", help="also store the patch feature maps")
+    em.add_argument("--batch", type=int, default=32, help="frames per forward pass")
+    em.add_argument("--max-frames", type=int, default=0, help="frames read (0 = all)")
+    em.add_argument("--stride", type=int, default=1, help="take every stride-th frame")
+    encoder_flags(em)
+    em.set_defaults(fn=cmd_embed)
+
+    ev = sub.add_parser("eval", help="readouts of an encoder").add_subparsers(dest="eval_cmd", required=True)
+    pg = ev.add_parser("propagate", help="label propagation of first-frame instance masks (J and F)")
+    pg.add_argument("--data", required=True, nargs="+", help="sequences with instance masks: TUM dirs or 'sim:...' specs")
+    pg.add_argument("--clip-len", type=int, default=0, help="cut sequences into clips of this many frames (0 = whole)")
+    pg.add_argument("--out", type=Path, default=None, help="write propagation.json and propagation.png here")
+    encoder_flags(pg)
+    add_arguments(pg, PropagationConfig)
+    pg.set_defaults(fn=cmd_eval_propagate)
+
     from regconsist_ros.experiments.regconsist import ExperimentConfig
 
     ex = sub.add_parser("experiment", help="committed experiments").add_subparsers(dest="exp", required=True)
@@ -249,6 +427,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(er, ExperimentConfig)
     er.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     er.set_defaults(fn=cmd_experiment)
+    from regconsist_ros.experiments.rsp import RSPExperimentConfig
+
+    xr = ex.add_parser("rsp", help="RSP and ablations vs MAE and random init by label propagation (CPU scale)")
+    add_arguments(xr, RSPExperimentConfig)
+    xr.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    xr.set_defaults(fn=cmd_experiment)
+
+    u = sub.add_parser("up", help="start a node graph (config/graph.yaml) as processes, like a launch file")
+    u.add_argument("graph", help="graph name in the graph file: sim, robot or eval")
+    u.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
+    u.add_argument("--graph-file", default=None, help="graph definition (default: config/graph.yaml)")
+    u.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a node parameter (repeatable)")
+    u.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for every node (default: inherited)")
+    u.add_argument("--grace", type=float, default=60.0, help="seconds nodes get to stop before they are killed")
+    u.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    u.set_defaults(fn=cmd_up)
 
     d = sub.add_parser("demo", help="the main job on the embedded default world")
     add_arguments(d, DemoConfig)
@@ -270,8 +464,9 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("failed")
         print(f"regconsist {a.cmd}: error: {e}", file=sys.stderr)
         return 2
+    code = result.pop("_exit", 0) if isinstance(result, dict) else 0
     _emit(result, getattr(a, "json", False))
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """The main job on the embedded default world (`make demo`).
 
-Today: render a sequence from a procedural apartment, write it to disk (TUM layout), read it back,
-select view pairs by overlap IoU, build exact pixel correspondences and draw them. It grows into
-the full online pipeline (camera source -> registration -> learner -> evaluator) in later issues.
+1. Registration, offline: render a sequence from a procedural apartment, write it to disk (TUM
+   layout), read it back, select view pairs by overlap IoU, build exact pixel correspondences and
+   regions, and draw them.
+2. The online graph: `regconsist up sim` (camera source -> registration -> learner -> evaluator)
+   for ``online_seconds`` on the same kind of world; the learner trains RSP and RegConsist from
+   the stream, the evaluator scores every checkpoint.
+3. A report (``report.md`` + PNGs): loss curves, readouts over training steps, pictures.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ class DemoConfig:
     iou_low: float = field(default=0.3, metadata={"help": "view pairs: lowest overlap IoU"})
     iou_high: float = field(default=0.7, metadata={"help": "view pairs: highest overlap IoU"})
     show: int = field(default=4, metadata={"help": "view pairs drawn in the figure"})
+    online_seconds: float = field(default=150.0, metadata={"help": "seconds the online graph runs (0 = skip it)"})
+    domain_id: int = field(default=0, metadata={"help": "ROS_DOMAIN_ID of the online graph (0 = a random one in 100..199)"})
 
     def __post_init__(self):
         if self.frames < 2:
@@ -65,7 +71,59 @@ def run_demo(cfg: DemoConfig) -> dict:
                       f"frames {p.i} -> {p.j}: IoU {c.overlap_iou:.2f}, {len(c)} correspondences, "
                       f"{100 * agree:.2f}% same instance"))
     fig = correspondence_figure(items, out / "correspondences.png")
+    from regconsist_ros.report import region_figure, write_report
+
+    f1, f2, c, _ = items[0]
+    region_figure(f1, f2, c, out / "regions.png")
     summary = {"sequence": str(out / "sequence"), "frames": len(frames), "view_pairs": len(pairs),
                "iou_band": [cfg.iou_low, cfg.iou_high], "figure": str(fig), "shown": stats}
     (out / "pairs.json").write_text(json.dumps({"pairs": [p.__dict__ for p in pairs], **summary}, indent=1))
+    up_result = None
+    if cfg.online_seconds > 0:
+        up_result = run_online(cfg, out / "online")
+        summary["online"] = up_result
+    report = write_report(out, out / "online", up_result, {
+        "Correspondences of view pairs (offline)": "correspondences.png",
+        "Felzenszwalb regions and region matching of one view pair": "regions.png"})
+    summary["report"] = str(report)
     return summary
+
+
+# CPU-sized graph settings for the demo (the graph file's defaults suit a bigger machine)
+DEMO_GRAPH = [
+    "sim_camera.sim.width=128", "sim_camera.sim.height=96", "sim_camera.rate=5.0",
+    "learner.learner.store_height=64", "learner.learner.store_width=96", "learner.learner.min_frames=16",
+    "learner.learner.ckpt_every=40", "learner.learner.batch=16", "learner.vit.img_size=[64, 96]",
+    "learner.vit.depth=4", "learner.trainer.threads=1", "learner.rc_trainer.threads=1",
+    "evaluator.eval_width=128", "evaluator.eval_height=96", "evaluator.eval_frames=40", "evaluator.seg_steps=30",
+]
+
+
+def run_online(cfg: DemoConfig, online: Path) -> dict:
+    """`regconsist up sim` for ``cfg.online_seconds`` with CPU-sized settings, logs to online/up.log."""
+    import random
+    import shutil
+
+    from regconsist_ros.up import load_graph, up
+
+    if online.exists():
+        shutil.rmtree(online)  # a fresh learner: the report shows one run
+    online.mkdir(parents=True)
+    graph = load_graph("sim", overrides=DEMO_GRAPH + [f"learner.learner.out_dir={online}", f"evaluator.watch_dir={online}",
+                                                     f"sim_camera.sim.seed={cfg.seed}"])
+    domain = cfg.domain_id or random.randint(100, 199)
+    print(f"running the online graph for {cfg.online_seconds:.0f} s (ROS_DOMAIN_ID {domain}); logs: {online / 'up.log'}",
+          flush=True)
+    with (online / "up.log").open("w") as log:
+        result = up(graph, duration=cfg.online_seconds, grace=90.0, domain_id=domain, out=log)
+    (online / "up.json").write_text(json.dumps(result, indent=1))
+    if not result["ok"]:
+        raise RuntimeError(f"the online graph failed: {result['stopped_by']} (see {online / 'up.log'})")
+    # the learner's final checkpoints (written at shutdown) get their readouts too, with the graph's settings
+    from regconsist_ros.config import build
+    from regconsist_ros.online.evaluator import Evaluator, EvaluatorConfig
+
+    ev_params = graph["nodes"]["evaluator"]["params"]
+    rows = Evaluator(build(EvaluatorConfig, {k: tuple(v) if isinstance(v, list) else v for k, v in ev_params.items()})).poll()
+    result["final_readouts"] = [{k: r.get(k) for k in ("objective", "step", "propagation", "segmentation")} for r in rows]
+    return result

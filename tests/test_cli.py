@@ -226,7 +226,7 @@ def test_bench_correspond_prints_json():
 def test_demo_writes_figure_and_pairs(tmp_path):
     out = tmp_path / "demo"
     rc, stdout, err = run_cli(["demo", "--out", out, "--frames", 12, "--width", 96, "--height", 72,
-                               "--show", 2, "--json"])
+                               "--show", 2, "--online-seconds", 0, "--json"])  # the online graph: tests/ros/test_graph.py
     assert rc == 0, err
     res = last_json(stdout)
     assert res["frames"] == 12 and res["view_pairs"] > 0
@@ -245,6 +245,7 @@ def test_demo_writes_figure_and_pairs(tmp_path):
     for s in res["shown"]:
         assert s["pairs"] > 0 and 0 <= s["instance_agreement"] <= 1
     assert len(read_tum(out / "sequence")) == 12
+    assert (out / "regions.png").is_file() and "regions.png" in (out / "report.md").read_text()
 
 
 def test_demo_rejects_bad_config(tmp_path):

@@ -63,21 +63,28 @@ def _model_cfg(cfg: ExperimentConfig):
     return replace(small, width=cfg.width_mult)
 
 
-def _render(cfg: ExperimentConfig, data_dir: Path) -> None:
+def render_once(sim_cfg, out: Path, desc: str = "render") -> None:
+    """Render ``sim_cfg`` into a TUM sequence at ``out`` unless an identical one is already there."""
     from tqdm import tqdm
 
     from sim.sequences import TumWriter
-    from sim.source import SimConfig, SimSource, frames_meta
+    from sim.source import SimSource, frames_meta
 
-    sim_cfg = SimConfig(seed=cfg.scene_seed, frames=cfg.frames, width=cfg.width, height=cfg.height, trajectory="explore")
-    stamp = data_dir / "sim_config.json"
+    stamp = out / "sim_config.json"
     if stamp.exists() and json.loads(stamp.read_text()) == asdict(sim_cfg):
         return
     src = SimSource(sim_cfg)
-    with TumWriter(data_dir, src.intrinsics, classes=src.classes, meta=frames_meta(src), overwrite=True) as w:
-        for f in tqdm(src, total=len(src), desc="render", unit="frame"):
+    with TumWriter(out, src.intrinsics, classes=src.classes, meta=frames_meta(src), overwrite=True) as w:
+        for f in tqdm(src, total=len(src), desc=desc, unit="frame"):
             w.write(f)
     stamp.write_text(json.dumps(asdict(sim_cfg)))
+
+
+def _render(cfg: ExperimentConfig, data_dir: Path) -> None:
+    from sim.source import SimConfig
+
+    render_once(SimConfig(seed=cfg.scene_seed, frames=cfg.frames, width=cfg.width, height=cfg.height,
+                          trajectory="explore"), data_dir)
 
 
 def _runs(cfg: ExperimentConfig) -> list[tuple[str, dict, int]]:

@@ -104,11 +104,8 @@ class ViewPairData:
         """Sample n pixel pairs of view pair k -> (p [n', 2], q [n', 2]) with n' <= n (0 when nothing matches)."""
         p = self.pairs[k]
         uv1, uv2 = self.correspondences(k)
-        l1, l2 = self.labels[p.i], self.labels[p.j]
-        r1, r2 = correspondence_regions(l1, l2, uv1, uv2)
-        ov = region_overlap(r1, r2, int(l1.max()) + 1, int(l2.max()) + 1)
-        matches = match_regions(ov, self.region_cfg.match_iou)
-        return sample_pixel_pairs(uv1, uv2, l1, l2, matches, n, sampling, rng)
+        return region_pixel_pairs(uv1, uv2, self.labels[p.i], self.labels[p.j], self.region_cfg.match_iou, n,
+                                  sampling, rng)
 
     def sample_batch(self, view_pairs: int, pixel_pairs: int, sampling: SamplingConfig, rng: np.random.Generator,
                      hflip: bool = True, strong: PhotometricAug | None = None, weak: PhotometricAug | None = None) -> dict:
@@ -131,22 +128,40 @@ class ViewPairData:
             idx.append(k)
             ps.append(p)
             qs.append(q)
-        B = view_pairs
-        P = torch.zeros((B, n, 2), dtype=torch.long)
-        Q = torch.zeros((B, n, 2), dtype=torch.long)
-        valid = torch.zeros((B, n), dtype=torch.bool)
-        for b, (p, q) in enumerate(zip(ps, qs)):
-            P[b, : len(p)] = torch.from_numpy(p)
-            Q[b, : len(q)] = torch.from_numpy(q)
-            valid[b, : len(p)] = True
         i = torch.tensor([self.pairs[k].i for k in idx])
         j = torch.tensor([self.pairs[k].j for k in idx])
-        x1 = self.rgb[i].permute(0, 3, 1, 2).float() / 255  # [B, 3, H, W]
-        x2 = self.rgb[j].permute(0, 3, 1, 2).float() / 255
-        g = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        x1 = (strong or PhotometricAug.strong())(x1, g)
-        x2 = (weak or PhotometricAug.weak())(x2, g)
-        if hflip:
-            x1, P = hflip_with_points(x1, P, torch.rand(B, generator=g) < 0.5)
-            x2, Q = hflip_with_points(x2, Q, torch.rand(B, generator=g) < 0.5)
-        return {"x1": x1, "x2": x2, "p": P, "q": Q, "valid": valid}
+        return assemble_batch(self.rgb[i], self.rgb[j], ps, qs, n, rng, hflip, strong, weak)
+
+
+def region_pixel_pairs(uv1: np.ndarray, uv2: np.ndarray, l1: np.ndarray, l2: np.ndarray, match_iou: float, n: int,
+                       sampling: SamplingConfig, rng: np.random.Generator):
+    """RegConsist pixel pairs of one view pair from its correspondences (integer pixels) and region
+    maps: region overlap by Cantor pairing, region matching, then sampling -> (p [n', 2], q [n', 2])."""
+    r1, r2 = correspondence_regions(l1, l2, uv1, uv2)
+    ov = region_overlap(r1, r2, int(l1.max()) + 1, int(l2.max()) + 1)
+    matches = match_regions(ov, match_iou)
+    return sample_pixel_pairs(uv1, uv2, l1, l2, matches, n, sampling, rng)
+
+
+def assemble_batch(rgb1: torch.Tensor, rgb2: torch.Tensor, ps: list, qs: list, n: int, rng: np.random.Generator,
+                   hflip: bool = True, strong: PhotometricAug | None = None, weak: PhotometricAug | None = None) -> dict:
+    """A RegConsist batch from view images uint8 [B, H, W, 3] and per-pair pixel pairs (offline data
+    and the online learner's replay buffer share this): x1 strongly, x2 weakly augmented, random
+    flips moving p / q with the pixels, ``valid`` marking the filled rows of p / q [B, n, 2]."""
+    B = len(ps)
+    P = torch.zeros((B, n, 2), dtype=torch.long)
+    Q = torch.zeros((B, n, 2), dtype=torch.long)
+    valid = torch.zeros((B, n), dtype=torch.bool)
+    for b, (p, q) in enumerate(zip(ps, qs)):
+        P[b, : len(p)] = torch.from_numpy(p)
+        Q[b, : len(q)] = torch.from_numpy(q)
+        valid[b, : len(p)] = True
+    x1 = rgb1.permute(0, 3, 1, 2).float() / 255  # [B, 3, H, W]
+    x2 = rgb2.permute(0, 3, 1, 2).float() / 255
+    g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    x1 = (strong or PhotometricAug.strong())(x1, g)
+    x2 = (weak or PhotometricAug.weak())(x2, g)
+    if hflip:
+        x1, P = hflip_with_points(x1, P, torch.rand(B, generator=g) < 0.5)
+        x2, Q = hflip_with_points(x2, Q, torch.rand(B, generator=g) < 0.5)
+    return {"x1": x1, "x2": x2, "p": P, "q": Q, "valid": valid}

@@ -80,6 +80,29 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def init_distributed_from_env() -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1 in the environment): NCCL on CUDA,
+    gloo on CPU; each rank uses cuda:LOCAL_RANK. False (and nothing done) when not under torchrun."""
+    import os
+
+    d = torch.distributed
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not d.is_available():
+        return False
+    if not d.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        d.init_process_group("nccl" if cuda else "gloo")
+    return True
+
+
+def dist_rank() -> int:
+    """This process' rank under torch.distributed (0 when not distributed): batch samplers mix it into
+    their seeds so every rank trains on different data."""
+    d = torch.distributed
+    return d.get_rank() if d.is_available() and d.is_initialized() else 0
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -98,6 +121,19 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.objective = objective.to(self.device)
         self.meta = meta or {}
+        # torch.distributed (torchrun): gradients are averaged over ranks by DDP; rank 0 writes checkpoints
+        dist = torch.distributed
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world_size = dist.get_world_size() if self.distributed else 1
+        self.model: nn.Module = self.objective
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
+                if self.device.type == "cuda" else None
+            # find_unused_parameters: ablations (e.g. RSP without MAE) leave parts of the objective unused
+            self.model = DistributedDataParallel(self.objective, device_ids=ids, find_unused_parameters=True)
         params = [p for p in objective.parameters() if p.requires_grad]
         if cfg.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -107,9 +143,12 @@ class Trainer:
         self.history: list[dict] = []
 
     # ---- checkpoints ---------------------------------------------------------------------------
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Atomic checkpoint of the current step (rank 0 only under torch.distributed; None elsewhere)."""
         from models.checkpoint import save_checkpoint
 
+        if self.rank != 0:
+            return None
         obj = self.objective
         state = {"objective": obj.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
                  "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
@@ -142,16 +181,20 @@ class Trainer:
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    def fit(self, batches: Iterator[dict] | Callable[[int], dict], progress: bool = True, until: int | None = None) -> dict:
+    def fit(self, batches: Iterator[dict] | Callable[[int], dict], progress: bool = True, until: int | None = None,
+            checkpoint: bool = True) -> dict:
         """Train until ``cfg.steps`` (or stop early at step ``until``, e.g. a time slice of an online
         learner; the schedule stays that of ``cfg.steps``). ``batches`` is an iterator of dicts or a
-        function step -> dict. Ends with a checkpoint."""
+        function step -> dict. Ends with a checkpoint unless ``checkpoint=False`` (the online learner
+        checkpoints on its own schedule)."""
         from tqdm import tqdm
 
         cfg = self.cfg
         stop = cfg.steps if until is None else min(until, cfg.steps)
         self.objective.train()
-        metrics = (self.run_dir / "metrics.jsonl").open("a")
+        import os
+
+        metrics = (self.run_dir / "metrics.jsonl").open("a") if self.rank == 0 else open(os.devnull, "w")
         use_amp = cfg.amp and self.device.type == "cuda"
         bar = tqdm(total=stop, initial=self.step, desc="train", unit="step", disable=not progress)
         t0, skipped = time.perf_counter(), 0
@@ -163,7 +206,7 @@ class Trainer:
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    loss, logs = self.objective(batch)
+                    loss, logs = self.model(batch)
                 if not torch.isfinite(loss):
                     skipped += 1
                     log.warning("step %d: non-finite loss (%s); batch skipped (%d so far)", self.step, loss.item(), skipped)
@@ -193,6 +236,7 @@ class Trainer:
         finally:
             bar.close()
             metrics.close()
-        ckpt = self.save()
-        return {"steps": self.step, "checkpoint": str(ckpt), "final_loss": self.history[-1]["loss"] if self.history else None,
+        ckpt = self.save() if checkpoint else None
+        return {"steps": self.step, "checkpoint": str(ckpt) if ckpt else None,
+                "final_loss": self.history[-1]["loss"] if self.history else None,
                 "seconds": round(time.perf_counter() - t0, 2), "skipped_batches": skipped}

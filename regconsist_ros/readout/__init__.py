@@ -1,4 +1,5 @@
-"""Readout: how well a learnt representation segments its environment after few-label fine-tuning."""
+"""Readouts: few-label segmentation fine-tuning, and label propagation over frozen patch features."""
+from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
 from regconsist_ros.readout.segmentation import (
     FinetuneConfig,
     confusion_matrix,
@@ -12,6 +13,9 @@ from regconsist_ros.readout.segmentation import (
 )
 
 __all__ = [
+    "PropagationConfig",
+    "clips_from_frames",
+    "run_propagation",
     "FinetuneConfig",
     "confusion_matrix",
     "evaluate",

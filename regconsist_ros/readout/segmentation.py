@@ -317,12 +317,12 @@ def prediction_figure(data, classes, path: str | Path, n: int = 4, pred=None) ->
 # -------------------------------------------------------------------------------------- glue
 
 
-def _finite_or_none(v):
+def finite_or_none(v):
     """JSON-safe copy: nan/inf floats become None (null)."""
     if isinstance(v, dict):
-        return {k: _finite_or_none(x) for k, x in v.items()}
+        return {k: finite_or_none(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_finite_or_none(x) for x in v]
+        return [finite_or_none(x) for x in v]
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
@@ -386,7 +386,7 @@ def run_readout(model, frames: Sequence, classes, cfg: FinetuneConfig | None = N
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         record = {**result, "confusion": conf.tolist()}
-        (out / "readout.json").write_text(json.dumps(_finite_or_none(record), indent=1, allow_nan=False))
+        (out / "readout.json").write_text(json.dumps(finite_or_none(record), indent=1, allow_nan=False))
         if shown is not None and figure_views > 0:
             prediction_figure(shown, classes, out / "readout_predictions.png", n=figure_views)
     result["confusion"] = conf

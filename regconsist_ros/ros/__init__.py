@@ -5,4 +5,8 @@ module ``regconsist_ros.ros.nodes.<name>`` which defines the Node class and ``ma
 setup.py reads this mapping as text to generate the console scripts.
 """
 NODES = {
+    "sim_camera": "camera source: embedded world or TUM replay, published like a RealSense driver",
+    "registration": "synchronises RGB-D + pose, keeps keyframes, publishes view pairs with correspondences",
+    "learner": "trains encoders online (RSP/MAE on frame pairs, RegConsist on view pairs), atomic checkpoints",
+    "evaluator": "runs readouts on every new learner checkpoint, publishes and logs the results",
 }

@@ -60,8 +60,8 @@ def test_config_errors_name_the_problem():
         ViTConfig(img_size=(100, 64))
     with pytest.raises(ValueError, match="size"):
         ViTConfig(size="huge")
-    with pytest.raises(ValueError, match="48"):
-        tiny()(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="multiple of the patch"):
+        tiny()(torch.randn(1, 3, 50, 64))
 
 
 def test_registry_and_checkpoint_round_trip(tmp_path):

@@ -1,0 +1,292 @@
+"""`regconsist experiment rsp`: RSP and its ablations vs MAE and random init, by label propagation.
+
+The CPU-scale counterpart of the RSP paper's Table 3 (≈ 40 min on 2 cores with the defaults):
+1. Render exploration trajectories through ``train_seeds`` apartments (the pretraining stream) and
+   short trajectories through held-out ``eval_seeds`` apartments, with instance masks.
+2. Pretrain a small ViT on frame pairs of the training stream with: MAE, RSP without a latent
+   (deterministic), RSP with a Gaussian latent, and full RSP (categorical latent, KL balancing,
+   MAE auxiliary through the shared decoder). Same steps, batch, optimiser and data for all.
+3. Propagate the first-frame instance masks of every held-out clip with each frozen encoder (and a
+   random-init one): J (region IoU), F (boundary F-measure), J&F.
+4. Write ``results.md``, ``results.json`` and figures (bar chart, loss curves, propagation examples,
+   RSP's predicted future frames) into the run directory.
+
+Every stage is resumable: finished pretraining runs and evaluations are skipped when run again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# name -> (method, RSPConfig overrides); "random" is not trained
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "random": ("random", {}),
+    "mae": ("mae", {}),
+    "rsp_deterministic": ("rsp", {"latent": "none"}),
+    "rsp_gaussian": ("rsp", {"latent": "gaussian"}),
+    "rsp": ("rsp", {}),
+    "rsp_separate_decoder": ("rsp", {"separate_decoder": True}),
+    "rsp_no_mae": ("rsp", {"mae": False}),
+}
+LABELS = {"random": "random init", "mae": "MAE", "rsp_deterministic": "RSP, deterministic (no latent)",
+          "rsp_gaussian": "RSP, Gaussian latent", "rsp": "RSP (categorical latent, shared decoder, MAE)",
+          "rsp_separate_decoder": "RSP, separate MAE decoder", "rsp_no_mae": "RSP without MAE"}
+
+
+@dataclass
+class RSPExperimentConfig:
+    out: str = field(default="runs/experiment_rsp", metadata={"help": "run directory"})
+    methods: tuple[str, ...] = field(default=("random", "mae", "rsp_deterministic", "rsp_gaussian", "rsp"), metadata={"help": f"variants to compare, from {list(VARIANTS)}"})
+    train_seeds: tuple[int, ...] = field(default=(1, 2, 3, 4), metadata={"help": "apartments of the pretraining stream"})
+    train_frames: int = field(default=300, metadata={"help": "frames per training trajectory"})
+    train_width: int = field(default=160, metadata={"help": "rendered width of training frames (crops are resized to the ViT input)"})
+    train_height: int = field(default=120, metadata={"help": "rendered height of training frames"})
+    eval_seeds: tuple[int, ...] = field(default=(100, 101, 102), metadata={"help": "held-out apartments for label propagation"})
+    eval_frames: int = field(default=60, metadata={"help": "frames per held-out trajectory"})
+    clip_len: int = field(default=20, metadata={"help": "frames per propagation clip"})
+    eval_width: int = field(default=256, metadata={"help": "evaluation width (encoder input and label resolution)"})
+    eval_height: int = field(default=192, metadata={"help": "evaluation height"})
+    step: float = field(default=0.05, metadata={"help": "metres per frame of the trajectories"})
+    vit_size: str = field(default="tiny", metadata={"help": "ViT size"})
+    vit_depth: int = field(default=6, metadata={"help": "ViT blocks (CPU scale)"})
+    img_width: int = field(default=128, metadata={"help": "ViT training input width"})
+    img_height: int = field(default=96, metadata={"help": "ViT training input height"})
+    patch: int = field(default=16, metadata={"help": "ViT patch"})
+    decoder_width: int = field(default=256, metadata={"help": "decoder width (paper 512)"})
+    decoder_depth: int = field(default=2, metadata={"help": "decoder blocks (paper 8)"})
+    steps: int = field(default=500, metadata={"help": "pretraining steps per variant"})
+    batch: int = field(default=32, metadata={"help": "frame pairs per step (repeated sampling 2)"})
+    lr: float = field(default=1e-3, metadata={"help": "peak AdamW lr (the paper's 1.5e-4 x batch/256 is for 400 epochs)"})
+    gap_min: int = field(default=4, metadata={"help": "smallest frame gap k"})
+    gap_max: int = field(default=24, metadata={"help": "largest frame gap k"})
+    seed: int = field(default=0, metadata={"help": "seed of every pretraining run and of the random encoder"})
+    threads: int = field(default=0, metadata={"help": "torch threads (0 = default)"})
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in VARIANTS]
+        if unknown or not self.methods:
+            raise ValueError(f"RSPExperimentConfig.methods: unknown {unknown}; choose from {list(VARIANTS)}")
+        if self.clip_len < 2 or self.eval_frames < self.clip_len:
+            raise ValueError(f"RSPExperimentConfig needs 2 <= clip_len <= eval_frames, got {self.clip_len}, {self.eval_frames}")
+        if not self.train_seeds or not self.eval_seeds or set(self.train_seeds) & set(self.eval_seeds):
+            raise ValueError(f"RSPExperimentConfig: train and eval apartments must be non-empty and disjoint, got "
+                             f"{self.train_seeds} and {self.eval_seeds}")
+        if self.steps < 1 or self.batch < 2 or self.batch % 2:
+            raise ValueError(f"RSPExperimentConfig: steps >= 1 and an even batch >= 2 needed, got {self.steps}, {self.batch}")
+
+
+def _render(seed: int, frames: int, width: int, height: int, step: float, out: Path):
+    """Render one exploration trajectory into a TUM sequence (skipped when an identical one exists)."""
+    from regconsist_ros.experiments.regconsist import render_once
+    from sim.source import SimConfig
+
+    render_once(SimConfig(seed=seed, frames=frames, width=width, height=height, trajectory="explore", step=step), out,
+                desc=f"render apartment {seed}")
+
+
+def _encoder_cfg(cfg: RSPExperimentConfig):
+    from models.vit import ViTConfig
+
+    return ViTConfig(size=cfg.vit_size, depth=cfg.vit_depth, img_size=(cfg.img_height, cfg.img_width), patch=cfg.patch)
+
+
+def _pretrain(name: str, cfg: RSPExperimentConfig, sources: list, run_dir: Path) -> Path:
+    from models.checkpoint import latest_checkpoint
+    from models.objectives.mae import MAEConfig
+    from models.objectives.rsp import RSPConfig
+    from regconsist_ros.learning.frame_pairs import FramePairConfig
+    from regconsist_ros.learning.pretrain import FrameDataConfig, pretrain_frames
+    from regconsist_ros.learning.trainer import TrainerConfig
+
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None and json.loads((ckpt / "config.json").read_text())["step"] >= cfg.steps:
+        return ckpt
+    method, overrides = VARIANTS[name]
+    heads = max(1, cfg.decoder_width // 32)
+    dec = {"decoder_width": cfg.decoder_width, "decoder_depth": cfg.decoder_depth, "decoder_heads": heads}
+    trainer = TrainerConfig(steps=cfg.steps, lr=cfg.lr, optimizer="adamw", betas=(0.9, 0.95), weight_decay=0.05,
+                            warmup=max(1, cfg.steps // 10), seed=cfg.seed, log_every=10, ckpt_every=100)
+    res = pretrain_frames(method, [str(s.source) for s in sources], run_dir, _encoder_cfg(cfg), trainer,
+                          FramePairConfig(gap_min=cfg.gap_min, gap_max=cfg.gap_max), FrameDataConfig(batch=cfg.batch),
+                          rsp_cfg=RSPConfig(**dec, **overrides), mae_cfg=MAEConfig(**dec), sources=sources)
+    return Path(res["checkpoint"])
+
+
+def run(cfg: RSPExperimentConfig) -> dict:
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from models.encoder import random_encoder
+    from regconsist_ros.learning.frame_sources import load_ordered_frames
+    from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiment.json").write_text(json.dumps(asdict(cfg), indent=1))
+    t0 = time.perf_counter()
+    train_dirs = [out / "data" / f"train_{s}" for s in cfg.train_seeds]
+    eval_dirs = [out / "data" / f"eval_{s}" for s in cfg.eval_seeds]
+    for s, d in zip(cfg.train_seeds, train_dirs):
+        _render(s, cfg.train_frames, cfg.train_width, cfg.train_height, cfg.step, d)
+    for s, d in zip(cfg.eval_seeds, eval_dirs):
+        _render(s, cfg.eval_frames, cfg.eval_width, cfg.eval_height, cfg.step, d)
+    sources = [load_ordered_frames(d, progress=False) for d in train_dirs]
+    clips = []
+    for d in eval_dirs:
+        fr = load_ordered_frames(d, progress=False)
+        clips += clips_from_frames(fr.rgb, fr.instance, cfg.clip_len, d.name)
+    timings = {"render_and_load_s": round(time.perf_counter() - t0, 1)}
+    prop_cfg = PropagationConfig()
+    size = (cfg.eval_height, cfg.eval_width)
+    results = {}
+    for name in cfg.methods:
+        f = out / "evals" / f"{name}.json"
+        if f.exists():
+            results[name] = json.loads(f.read_text())
+            continue
+        t1 = time.perf_counter()
+        if name == "random":
+            model, info = random_encoder("vit", _encoder_cfg(cfg), seed=cfg.seed), {"checkpoint": None}
+        else:
+            ckpt = _pretrain(name, cfg, sources, out / "pretrain" / name)
+            model, _ = load_checkpoint(ckpt)
+            info = {"checkpoint": str(ckpt)}
+        pretrain_s = round(time.perf_counter() - t1, 1)
+        t2 = time.perf_counter()
+        r = run_propagation(model, clips, prop_cfg, out_dir=out / "evals" / name, size=size)
+        r = {"method": name, **{k: r[k] for k in ("J_mean", "F_mean", "JF_mean", "clips")}, **info,
+             "pretrain_s": pretrain_s, "eval_s": round(time.perf_counter() - t2, 1)}
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(r, indent=1))
+        results[name] = r
+        log.info("%s: J %.4f F %.4f J&F %.4f", name, r["J_mean"], r["F_mean"], r["JF_mean"])
+    timings["total_s"] = round(time.perf_counter() - t0, 1)
+    table = {n: {"J": r["J_mean"], "F": r["F_mean"], "JF": r["JF_mean"], "J_clip_std": float(np.std([c["J"] for c in r["clips"]])),
+                 "clips": len(r["clips"])} for n, r in results.items()}
+    (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "timings": timings, "table": table,
+                                                  "propagation": asdict(prop_cfg), "runs": results}, indent=1))
+    (out / "results.md").write_text(markdown_table(table, cfg, clips=len(clips)))
+    figures(out, cfg, results)
+    return {"out": str(out), "timings": timings, "table": table}
+
+
+def markdown_table(table: dict, cfg: RSPExperimentConfig, clips: int) -> str:
+    lines = [f"Label propagation of first-frame instance masks on {clips} held-out clips of {cfg.clip_len} frames "
+             f"(apartments {list(cfg.eval_seeds)}, {cfg.eval_width}x{cfg.eval_height}, k-NN top-5, queue 7, radius 12). "
+             f"Encoders: ViT-{cfg.vit_size} depth {cfg.vit_depth}, patch {cfg.patch}, trained at "
+             f"{cfg.img_width}x{cfg.img_height} for {cfg.steps} steps of {cfg.batch} frame pairs "
+             f"(gap {cfg.gap_min}-{cfg.gap_max}) from apartments {list(cfg.train_seeds)}; decoder "
+             f"{cfg.decoder_width} wide, {cfg.decoder_depth} blocks. J, F and J&F in %.", "",
+             "| encoder | J&F | J (mean) | F (mean) | J std over clips |", "|---|---|---|---|---|"]
+    for name, r in table.items():
+        lines.append(f"| {LABELS.get(name, name)} | {100 * r['JF']:.2f} | {100 * r['J']:.2f} | {100 * r['F']:.2f} | "
+                     f"{100 * r['J_clip_std']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def figures(out: Path, cfg: RSPExperimentConfig, results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    x = np.arange(len(names))
+    for k, (key, label) in enumerate((("J_mean", "J"), ("F_mean", "F"), ("JF_mean", "J&F"))):
+        ax.bar(x + (k - 1) * 0.27, [100 * results[n][key] for n in names], 0.27, label=label)
+    ax.set_xticks(x, [n.replace("rsp_", "rsp\n") for n in names], fontsize=8)
+    ax.set_ylabel("%")
+    ax.set_title("label propagation on held-out apartments")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "propagation_scores.png", dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for run_dir in sorted((out / "pretrain").glob("*")):
+        path = run_dir / "metrics.jsonl"
+        rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+        if not rows:
+            continue
+        steps = [r["step"] for r in rows]
+        if "pred" in rows[0]:
+            axes[0].plot(steps, [r["pred"] for r in rows], label=run_dir.name)
+        if "mae" in rows[0]:
+            axes[1].plot(steps, [r["mae"] for r in rows], label=run_dir.name)
+    axes[0].set_title("future-frame prediction loss")
+    axes[1].set_title("MAE loss (masked patches)")
+    for a in axes:
+        a.set_xlabel("step")
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "pretrain_loss.png", dpi=100)
+    plt.close(fig)
+    if "rsp" in results and results["rsp"].get("checkpoint"):
+        prediction_figure(out, cfg)
+
+
+def prediction_figure(out: Path, cfg: RSPExperimentConfig, n: int = 4) -> Path:
+    """RSP's predictions on held-out frame pairs: x_t, x_k, decoder output with the posterior z and with
+    two prior samples (per-patch normalised pixels, shown with the true future patches' mean and std)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from models.checkpoint import load_trainer_state, latest_checkpoint
+    from models.objectives.rsp import RSP, RSPConfig
+    from regconsist_ros.learning.frame_pairs import FramePairConfig, sample_frame_pairs
+    from regconsist_ros.learning.frame_sources import load_ordered_frames
+
+    run_dir = out / "pretrain" / "rsp"
+    ckpt = latest_checkpoint(run_dir)
+    state = load_trainer_state(ckpt)
+    run = json.loads((run_dir / "run.json").read_text())
+    obj = RSP(RSPConfig(**run["rsp"]), _encoder_cfg(cfg))
+    obj.load_state_dict(state["objective"])
+    obj.eval()
+    fr = load_ordered_frames(out / "data" / f"eval_{cfg.eval_seeds[0]}", progress=False)
+    batch = sample_frame_pairs(fr.rgb, n, FramePairConfig(gap_min=cfg.gap_min, gap_max=cfg.gap_max, repeats=1, hflip=0.0),
+                               np.random.default_rng(0), (cfg.img_height, cfg.img_width))
+    torch.manual_seed(0)
+    post = obj.predict_future(batch["x_t"], batch["x_k"])
+    priors = [obj.predict_future(batch["x_t"]) for _ in range(2)]
+
+    from models.deeplab import IMAGENET_MEAN, IMAGENET_STD, normalize_images
+
+    target = obj.encoder.patchify(normalize_images(batch["x_k"]))  # [n, L, p*p*3]
+    mean, std = target.mean(-1, keepdim=True), (target.var(-1, keepdim=True) + 1e-6).sqrt()
+    m = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    s = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def show(pred, i):  # normalised-pixel prediction [3, H, W] -> RGB [H, W, 3] with x_k's patch mean/std (as MAE's figures)
+        patches = obj.encoder.patchify(pred[None])[0] * std[i] + mean[i]
+        img = obj.encoder.unpatchify(patches[None])[0] * s + m
+        return img.clamp(0, 1).permute(1, 2, 0).numpy()
+
+    cols = ["x_t", "x_t+k", "posterior z", "prior z (1)", "prior z (2)"]
+    fig, axes = plt.subplots(n, len(cols), figsize=(2.4 * len(cols), 1.9 * n), squeeze=False)
+    for i in range(n):
+        imgs = [batch["x_t"][i], batch["x_k"][i], post[i], priors[0][i], priors[1][i]]
+        for j, (img, title) in enumerate(zip(imgs, cols)):
+            axes[i][j].imshow(show(img, i) if j > 1 else img.permute(1, 2, 0).numpy())
+            axes[i][j].set_axis_off()
+            if i == 0:
+                axes[i][j].set_title(title, fontsize=9)
+        axes[i][0].text(2, 10, f"k={int(batch['gap'][i])}", color="w", fontsize=8)
+    fig.tight_layout()
+    path = out / "rsp_predictions.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,148 @@
+"""Frame pairs (t, t+k) for stochastic future-frame prediction (RSP) pretraining.
+
+:func:`sample_frame_pairs` draws ``batch // repeats`` pairs from an ordered frame array: a gap k
+uniform in ``[gap_min, min(gap_max, N-1)]`` and a start t uniform in ``[0, N-1-k]``. Each pair
+appears ``repeats`` times in a row (repeated sampling: one decode serves several crops). Every
+sample gets its own random-resized crop and horizontal flip, applied identically to both frames of
+its pair so that the only difference between ``x_t`` and ``x_k`` is what happened in time.
+
+All randomness comes from the numpy ``Generator`` passed in, drawn in a fixed order and amount,
+so equal generator states give identical batches.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CROP_ATTEMPTS = 10  # random-resized-crop tries before the centred fallback
+
+
+@dataclass
+class FramePairConfig:
+    """How frame pairs are drawn and augmented."""
+
+    gap_min: int = field(default=4, metadata={"help": "smallest frame gap k between x_t and x_k"})
+    gap_max: int = field(default=48, metadata={"help": "largest frame gap k (capped at N-1)"})
+    crop_scale: tuple[float, ...] = field(default=(0.5, 1.0), metadata={"help": "random-resized-crop area fraction range (lo hi)"})
+    crop_ratio: tuple[float, ...] = field(default=(0.75, 4 / 3), metadata={"help": "crop aspect ratio range (lo hi), relative to the output aspect w/h"})
+    hflip: float = field(default=0.5, metadata={"help": "probability of a horizontal flip (shared by both frames of a pair)"})
+    repeats: int = field(default=2, metadata={"help": "repeated sampling: each pair appears this many times with independent crops"})
+
+    def __post_init__(self):
+        if not 1 <= self.gap_min <= self.gap_max:
+            raise ValueError(f"FramePairConfig: need 1 <= gap_min <= gap_max, got gap_min={self.gap_min}, gap_max={self.gap_max}")
+        self.crop_scale = tuple(float(v) for v in self.crop_scale)
+        self.crop_ratio = tuple(float(v) for v in self.crop_ratio)
+        lo, hi = self.crop_scale if len(self.crop_scale) == 2 else (math.nan, math.nan)
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"FramePairConfig.crop_scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.crop_scale}")
+        lo, hi = self.crop_ratio if len(self.crop_ratio) == 2 else (math.nan, math.nan)
+        if not (0 < lo <= hi and math.isfinite(hi)):
+            raise ValueError(f"FramePairConfig.crop_ratio must be (lo, hi) with 0 < lo <= hi, got {self.crop_ratio}")
+        if not 0 <= self.hflip <= 1:
+            raise ValueError(f"FramePairConfig.hflip must be a probability in [0, 1], got {self.hflip}")
+        if self.repeats < 1:
+            raise ValueError(f"FramePairConfig.repeats must be >= 1, got {self.repeats}")
+
+
+def crop_boxes(n: int, src_hw: tuple[int, int], out_hw: tuple[int, int], scale: tuple[float, float],
+               ratio: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """``n`` random-resized-crop boxes -> [n, 4] int64 (x0, y0, x1, y1), end-exclusive source pixels.
+
+    Area fraction uniform in ``scale``; aspect (w/h) log-uniform in ``ratio`` times the output
+    aspect; width and height rounded to whole pixels (so on small images the area may leave
+    ``scale`` by a pixel row or column). The first of CROP_ATTEMPTS draws that fits the image wins;
+    if none fits, the largest centred crop with the output aspect. Always draws the same amount
+    of randomness, so later draws do not depend on which attempt fitted.
+    """
+    H, W = src_hw
+    oh, ow = out_hw
+    area = H * W * rng.uniform(scale[0], scale[1], size=(n, CROP_ATTEMPTS))  # [n, A]
+    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=(n, CROP_ATTEMPTS))) * (ow / oh)
+    w = np.round(np.sqrt(area * aspect)).astype(np.int64)  # [n, A]
+    h = np.round(np.sqrt(area / aspect)).astype(np.int64)
+    fits = (w >= 1) & (w <= W) & (h >= 1) & (h <= H)
+    first = np.argmax(fits, axis=1)  # [n] first fitting attempt (0 when none fits)
+    ok = fits[np.arange(n), first]
+    w, h = w[np.arange(n), first], h[np.arange(n), first]  # [n]
+    # fallback: largest centred crop with the output aspect
+    if W * oh >= H * ow:  # source wider than the output
+        fh, fw = H, min(W, max(1, round(H * ow / oh)))
+    else:
+        fh, fw = min(H, max(1, round(W * oh / ow))), W
+    w, h = np.where(ok, w, fw), np.where(ok, h, fh)
+    u = rng.random((n, 2))  # position within the free range, uniform over integer offsets
+    x0 = np.where(ok, np.floor(u[:, 0] * (W - w + 1)), (W - fw) // 2).astype(np.int64)
+    y0 = np.where(ok, np.floor(u[:, 1] * (H - h + 1)), (H - fh) // 2).astype(np.int64)
+    x0, y0 = np.minimum(x0, W - w), np.minimum(y0, H - h)
+    return np.stack([x0, y0, x0 + w, y0 + h], axis=1)
+
+
+def sample_frame_pairs(frames: np.ndarray, batch: int, cfg: FramePairConfig, rng: np.random.Generator,
+                       out_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """A batch of (x_t, x_{t+k}) pairs from ordered ``frames`` [N, H, W, 3] uint8.
+
+    Returns ``x_t``, ``x_k``: float32 [B, 3, h, w] in [0, 1] (``out_size`` = (h, w)); ``t``, ``gap``:
+    int64 [B]; ``boxes``: float32 [B, 4] (x0, y0, x1, y1) crop in source pixels (end-exclusive);
+    ``flip``: bool [B]. Samples ``r*i .. r*i + r-1`` (r = cfg.repeats) share t and gap.
+    """
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+        raise ValueError(f"frames must be uint8 [N, H, W, 3], got {getattr(frames, 'dtype', type(frames))} "
+                         f"{getattr(frames, 'shape', '')}")
+    N, H, W = frames.shape[:3]
+    if N <= cfg.gap_min:
+        raise ValueError(f"sample_frame_pairs needs at least gap_min+1 = {cfg.gap_min + 1} frames, got {N}")
+    if batch < 1 or batch % cfg.repeats:
+        raise ValueError(f"batch must be a positive multiple of repeats={cfg.repeats}, got {batch}")
+    if len(out_size) != 2 or any(int(s) != s or s < 1 for s in out_size):
+        raise ValueError(f"out_size must be (height, width) positive integers, got {out_size!r}")
+    oh, ow = int(out_size[0]), int(out_size[1])
+
+    pairs = batch // cfg.repeats
+    gap_hi = min(cfg.gap_max, N - 1)
+    gap = rng.integers(cfg.gap_min, gap_hi + 1, size=pairs)  # [P]
+    t = rng.integers(0, N - gap)  # [P] in [0, N-1-gap]
+    gap, t = np.repeat(gap, cfg.repeats), np.repeat(t, cfg.repeats)  # [B]
+    out = crop_pairs(lambda b: frames[[t[b], t[b] + gap[b]]], batch, (H, W), cfg, rng, (oh, ow))
+    return {"x_t": out["x_t"], "x_k": out["x_k"], "t": torch.from_numpy(t.astype(np.int64)),
+            "gap": torch.from_numpy(gap.astype(np.int64)), "boxes": out["boxes"], "flip": out["flip"]}
+
+
+def crop_pairs(get_pair, batch: int, src_hw: tuple[int, int], cfg: FramePairConfig, rng: np.random.Generator,
+               out_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """The same random-resized crop and flip on both frames of each of ``batch`` pairs.
+
+    ``get_pair(b)`` returns the b-th pair as uint8 [2, H, W, 3] (H, W = ``src_hw``); used by
+    :func:`sample_frame_pairs` and by the online learner's replay buffer. Returns x_t, x_k
+    [B, 3, h, w] in [0, 1], boxes [B, 4] and flip [B]."""
+    (H, W), (oh, ow) = src_hw, out_size
+    boxes = crop_boxes(batch, (H, W), (oh, ow), cfg.crop_scale, cfg.crop_ratio, rng)  # [B, 4]
+    flip = rng.random(batch) < cfg.hflip  # [B]
+
+    # Resize in uint8, channels-last: torch's antialiased bilinear has a fast path for it (about 10x
+    # faster than float32 on CPU); rounding to the 1/255 grid of the uint8 source costs nothing.
+    x8 = torch.empty(batch, 2, 3, oh, ow, dtype=torch.uint8)  # [B, 2 (t, t+k), 3, h, w]
+    for b in range(batch):
+        x0, y0, x1, y1 = boxes[b].tolist()
+        pair = get_pair(b)
+        if pair.shape[1:3] != (H, W):
+            raise ValueError(f"crop_pairs: pair {b} has frames of {pair.shape[1:3]}, expected {(H, W)}")
+        crop = torch.from_numpy(np.ascontiguousarray(pair[:, y0:y1, x0:x1]))  # [2, ch, cw, 3] uint8
+        crop = crop.permute(0, 3, 1, 2)  # [2, 3, ch, cw], channels-last in memory
+        if crop.shape[-2:] != (oh, ow):
+            crop = F.interpolate(crop, size=(oh, ow), mode="bilinear", align_corners=False, antialias=True)
+        x8[b] = crop
+    x = x8.float().div_(255.0)  # [B, 2, 3, h, w] in [0, 1]
+    flip_t = torch.from_numpy(flip)
+    if flip.any():
+        x[flip_t] = x[flip_t].flip(-1)
+    return {
+        "x_t": x[:, 0].contiguous(),
+        "x_k": x[:, 1].contiguous(),
+        "boxes": torch.from_numpy(boxes.astype(np.float32)),
+        "flip": flip_t,
+    }

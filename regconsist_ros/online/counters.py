@@ -1,0 +1,98 @@
+"""Counting what a node accepts and drops (with throttled warnings), and measuring rates."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+
+class DropCounter:
+    """Counts accepted and dropped items per reason; logs each reason at most once per ``throttle_s``.
+
+    The first drop of a reason always logs ``"<name>: dropped (<reason>): <detail> [N so far]"`` as
+    a warning; later drops of that reason within ``throttle_s`` of the last logged one are only
+    counted. ``received`` is the number of ``accept()`` plus ``drop()`` calls. Thread-safe.
+    """
+
+    def __init__(self, logger: logging.Logger, name: str, throttle_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if not throttle_s >= 0:
+            raise ValueError(f"DropCounter.throttle_s must be >= 0, got {throttle_s}")
+        self.logger = logger
+        self.name = name
+        self.throttle_s = float(throttle_s)
+        self.clock = clock
+        self.counts: dict[str, int] = {}
+        self.accepted = 0
+        self._last_log: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def accept(self, n: int = 1) -> None:
+        with self._lock:
+            self.accepted += int(n)
+
+    def drop(self, reason: str, detail: str = "") -> None:
+        with self._lock:
+            n = self.counts.get(reason, 0) + 1
+            self.counts[reason] = n
+            now = self.clock()
+            last = self._last_log.get(reason)
+            log = last is None or now - last >= self.throttle_s
+            if log:
+                self._last_log[reason] = now
+        if log:  # outside the lock: handlers may be slow
+            self.logger.warning("%s: dropped (%s): %s [%d so far]", self.name, reason, detail, n)
+
+    @property
+    def dropped_total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
+
+    def snapshot(self) -> dict:
+        """``{"received", "accepted", "dropped": {reason: n}, "dropped_total"}`` (a consistent copy)."""
+        with self._lock:
+            dropped = dict(self.counts)
+            total = sum(dropped.values())
+            return {"received": self.accepted + total, "accepted": self.accepted, "dropped": dropped,
+                    "dropped_total": total}
+
+
+class RateMeter:
+    """Events per second over a sliding window. Thread-safe.
+
+    ``rate()`` divides the events of the last ``window_s`` seconds by ``window_s``, or by the time
+    since the meter was created while that is shorter (so a fresh meter does not under-report);
+    0 before any time has passed.
+    """
+
+    def __init__(self, window_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        if not window_s > 0:
+            raise ValueError(f"RateMeter.window_s must be > 0, got {window_s}")
+        self.window_s = float(window_s)
+        self.clock = clock
+        self._start = clock()
+        self._events: deque[tuple[float, int]] = deque()
+        self._n = 0
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        while self._events and self._events[0][0] <= now - self.window_s:
+            self._n -= self._events.popleft()[1]
+
+    def tick(self, n: int = 1) -> None:
+        with self._lock:
+            now = self.clock()
+            self._events.append((now, int(n)))
+            self._n += int(n)
+            self.total += int(n)
+            self._expire(now)
+
+    def rate(self) -> float:
+        with self._lock:
+            now = self.clock()
+            self._expire(now)
+            span = min(self.window_s, now - self._start)
+            return self._n / span if span > 0 else 0.0

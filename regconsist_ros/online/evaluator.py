@@ -1,0 +1,176 @@
+"""The evaluator without ROS: watch a learner's checkpoints, run readouts on each new one, log JSON lines.
+
+A checkpoint is *complete* when ``latest_checkpoint``-style checks pass (``step_*`` directory with
+weights and config; the learner writes into a hidden temp directory and renames it atomically), so
+a half-written checkpoint is never read. When checkpoints arrive faster than readouts finish, the
+intermediate ones are skipped (counted) and the newest of each objective is evaluated.
+
+Readouts:
+* ``propagation``: label propagation of first-frame instance masks on held-out simulated clips
+  (J, F, J&F) for any encoder;
+* ``segmentation``: few-label fine-tuning (mIoU) for dense encoders (DeepLabV3+ from RegConsist);
+  skipped, with a reason, for encoders without a segmentation head.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+READOUTS = ("propagation", "segmentation")
+STEP_DIR = re.compile(r"^step_(\d{8,})$")
+
+
+@dataclass
+class EvaluatorConfig:
+    """What the evaluator watches, which readouts it runs, on what data."""
+
+    watch_dir: str = field(default="runs/online", metadata={"help": "the learner's out_dir (one sub-directory per objective)"})
+    results: str = field(default="", metadata={"help": "JSON-lines results file (default: <watch_dir>/eval_results.jsonl)"})
+    readouts: tuple[str, ...] = field(default=("propagation", "segmentation"), metadata={"help": f"readouts to run, from {READOUTS}"})
+    poll_s: float = field(default=2.0, metadata={"help": "seconds between looks at the checkpoint directories"})
+    eval_seed: int = field(default=100, metadata={"help": "apartment seed of the held-out evaluation sequence"})
+    eval_frames: int = field(default=40, metadata={"help": "frames of the held-out sequence"})
+    eval_width: int = field(default=128, metadata={"help": "evaluation image width"})
+    eval_height: int = field(default=96, metadata={"help": "evaluation image height"})
+    clip_len: int = field(default=20, metadata={"help": "frames per label-propagation clip"})
+    min_object_pixels: int = field(default=50, metadata={"help": "smallest first-frame object propagated (pixels)"})
+    seg_steps: int = field(default=50, metadata={"help": "fine-tuning steps of the segmentation readout"})
+    seg_labels: float = field(default=0.2, metadata={"help": "fraction of labelled views used for fine-tuning"})
+
+    def __post_init__(self):
+        bad = [r for r in self.readouts if r not in READOUTS]
+        if bad or not self.readouts:
+            raise ValueError(f"EvaluatorConfig.readouts must be names from {READOUTS}, got {self.readouts}")
+        if not self.poll_s > 0 or self.clip_len < 2 or self.eval_frames < self.clip_len or self.seg_steps < 1:
+            raise ValueError(f"EvaluatorConfig: poll_s > 0, 2 <= clip_len <= eval_frames and seg_steps >= 1 needed, got "
+                             f"{self.poll_s}, {self.clip_len}, {self.eval_frames}, {self.seg_steps}")
+        if not 0 < self.seg_labels < 1:
+            raise ValueError(f"EvaluatorConfig.seg_labels must be in (0, 1), got {self.seg_labels}")
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self.results) if self.results else Path(self.watch_dir) / "eval_results.jsonl"
+
+
+def complete_checkpoints(watch_dir: str | Path) -> dict[str, list[tuple[int, Path]]]:
+    """objective -> [(step, checkpoint dir)] of complete checkpoints, ascending."""
+    out: dict[str, list[tuple[int, Path]]] = {}
+    root = Path(watch_dir)
+    if not root.is_dir():
+        return out
+    for run in sorted(p for p in root.iterdir() if (p / "checkpoints").is_dir()):
+        found = []
+        for p in (run / "checkpoints").iterdir():
+            m = STEP_DIR.match(p.name)
+            if m and p.is_dir() and (p / "model.safetensors").is_file() and (p / "config.json").is_file():
+                found.append((int(m.group(1)), p))
+        if found:
+            out[run.name] = sorted(found)
+    return out
+
+
+class Evaluator:
+    """Prepares the evaluation data once; ``poll()`` evaluates what is new and returns the results."""
+
+    def __init__(self, cfg: EvaluatorConfig, progress: bool = False):
+        self.cfg = cfg
+        self.progress = progress
+        self.done: set[tuple[str, int]] = set()
+        self.skipped = 0
+        self.failed = 0
+        self._data = None
+        path = cfg.results_path
+        if path.exists():  # a restarted evaluator does not redo finished work
+            for line in path.read_text().splitlines():
+                try:
+                    r = json.loads(line)
+                    self.done.add((r["objective"], int(r["step"])))
+                except (ValueError, KeyError):
+                    continue
+
+    def data(self):
+        if self._data is None:
+            import numpy as np
+
+            from sim.source import SimConfig, SimSource
+
+            src = SimSource(SimConfig(seed=self.cfg.eval_seed, frames=self.cfg.eval_frames, width=self.cfg.eval_width,
+                                      height=self.cfg.eval_height, step=0.05))
+            frames = list(src)
+            self._data = {"frames": frames, "classes": src.classes,
+                          "rgb": np.stack([f.rgb for f in frames]), "instance": np.stack([f.instance for f in frames])}
+        return self._data
+
+    def pending(self) -> list[tuple[str, int, Path]]:
+        """The newest not-yet-evaluated checkpoint of each objective (older new ones are skipped)."""
+        todo = []
+        for objective, ckpts in complete_checkpoints(self.cfg.watch_dir).items():
+            new = [(s, p) for s, p in ckpts if (objective, s) not in self.done]
+            if not new:
+                continue
+            self.skipped += len(new) - 1
+            for s, _ in new[:-1]:
+                self.done.add((objective, s))
+            todo.append((objective, *new[-1]))
+        return todo
+
+    def evaluate(self, objective: str, step: int, ckpt: Path) -> dict:
+        import copy
+
+        from models.checkpoint import CheckpointError, load_checkpoint
+        from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
+        from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
+
+        t0 = time.time()
+        row = {"objective": objective, "step": step, "checkpoint": str(ckpt), "time": round(t0, 3)}
+        try:
+            model, info = load_checkpoint(ckpt)
+        except (CheckpointError, OSError) as e:
+            self.failed += 1
+            row["error"] = f"unreadable checkpoint: {e}"
+            return row
+        row["kind"] = info["kind"]
+        d = self.data()
+        if "propagation" in self.cfg.readouts:
+            clips = clips_from_frames(d["rgb"], d["instance"], self.cfg.clip_len, f"apartment{self.cfg.eval_seed}")
+            size = "model"
+            if info["kind"] == "vit":  # a ViT runs at the evaluation size (rounded down to its patch grid)
+                p = model.cfg.patch
+                size = (max(p, self.cfg.eval_height // p * p), max(p, self.cfg.eval_width // p * p))
+            r = run_propagation(model, clips, PropagationConfig(min_object_pixels=self.cfg.min_object_pixels),
+                                progress=self.progress, size=size)
+            row["propagation"] = {k: r[k] for k in ("J_mean", "F_mean", "JF_mean")}
+        if "segmentation" in self.cfg.readouts:
+            if hasattr(model, "reset_classifier"):
+                r = run_readout(copy.deepcopy(model), d["frames"], d["classes"],
+                                FinetuneConfig(labels=self.cfg.seg_labels, steps=self.cfg.seg_steps, warmup=5),
+                                progress=self.progress)
+                row["segmentation"] = {"miou": r["miou"], "pixel_acc": r["pixel_acc"]}
+            else:
+                row["segmentation"] = {"skipped": f"a {info['kind']} encoder has no dense segmentation head"}
+        row["seconds"] = round(time.time() - t0, 2)
+        return row
+
+    def append(self, row: dict) -> None:
+        """One JSON line, flushed and fsynced (a crash loses at most the line being written)."""
+        path = self.cfg.results_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done.add((row["objective"], int(row["step"])))
+
+    def poll(self) -> list[dict]:
+        rows = []
+        for objective, step, ckpt in self.pending():
+            row = self.evaluate(objective, step, ckpt)
+            self.append(row)
+            rows.append(row)
+        return rows

@@ -1,0 +1,135 @@
+"""Online view pairs: keyframes from a stream of frames, paired with recent keyframes by overlap IoU.
+
+A frame becomes a keyframe when it moved or turned enough since the last keyframe. Each new
+keyframe's overlap IoU with up to ``candidates`` recent keyframes is estimated with
+:func:`regconsist_ros.registration.pairs.pair_overlaps` (every ``stride``-th pixel warped into
+the full-resolution target), and pairs inside the :class:`PairSelectionConfig` IoU band get exact
+correspondences from :func:`regconsist_ros.registration.geometry.correspond`.
+
+Of the PairSelectionConfig only the band (``iou_low``, ``iou_high``) and ``batch`` are used:
+index gaps between keyframes are bounded by ``candidates``, and the pixel stride is
+``KeyframeConfig.stride``. Keyframes hold whole frames: at 640x480 one is about 2.1 MB
+(colour + depth), so the default 200 keyframes take about 420 MB.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from regconsist_ros.registration.geometry import CorrespondenceConfig, RegistrationError, correspond
+from regconsist_ros.registration.pairs import PairSelectionConfig, pair_overlaps
+from sim.frame import Frame
+
+
+@dataclass
+class KeyframeConfig:
+    """When a frame becomes a keyframe, and how many keyframes a new one is compared with."""
+
+    min_translation: float = field(default=0.1, metadata={"help": "metres moved since the last keyframe that make a keyframe"})
+    min_rotation_deg: float = field(default=10.0, metadata={"help": "degrees turned since the last keyframe that make a keyframe"})
+    max_keyframes: int = field(default=200, metadata={"help": "keyframes kept (oldest dropped)"})
+    candidates: int = field(default=8, metadata={"help": "recent keyframes each new keyframe is compared with"})
+    stride: int = field(default=4, metadata={"help": "pixel stride for the IoU estimate"})
+
+    def __post_init__(self):
+        if not (math.isfinite(self.min_translation) and self.min_translation >= 0):
+            raise ValueError(f"KeyframeConfig.min_translation must be >= 0, got {self.min_translation}")
+        if not (math.isfinite(self.min_rotation_deg) and 0 <= self.min_rotation_deg <= 180):
+            raise ValueError(f"KeyframeConfig.min_rotation_deg must be in [0, 180], got {self.min_rotation_deg}")
+        if self.max_keyframes < 2:
+            raise ValueError(f"KeyframeConfig.max_keyframes must be >= 2, got {self.max_keyframes}")
+        if not 1 <= self.candidates < self.max_keyframes:
+            raise ValueError(f"KeyframeConfig.candidates must be in [1, max_keyframes), got {self.candidates}")
+        if self.stride < 1:
+            raise ValueError(f"KeyframeConfig.stride must be >= 1, got {self.stride}")
+
+
+def motion(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
+    """(translation in metres, rotation in degrees) between two camera poses."""
+    dt = float(np.linalg.norm(T_b[:3, 3] - T_a[:3, 3]))
+    c = (np.trace(T_a[:3, :3].T @ T_b[:3, :3]) - 1.0) / 2.0
+    return dt, math.degrees(math.acos(float(np.clip(c, -1.0, 1.0))))
+
+
+class PairBuilder:
+    """Feed frames with :meth:`add`; get view pairs ``{"src", "dst", "overlap_iou", ...}`` back.
+
+    ``counts``: frames seen, keyframes made, candidate pairs checked, pairs returned, and frames
+    skipped for having no valid depth (``no_depth``) or pairs skipped because exact
+    correspondence failed or came out empty (``empty``). Thread-safe (one add at a time).
+    """
+
+    def __init__(self, cfg: KeyframeConfig | None = None, pair_cfg: PairSelectionConfig | None = None,
+                 corr_cfg: CorrespondenceConfig | None = None):
+        self.cfg = cfg or KeyframeConfig()
+        self.pair_cfg = pair_cfg or PairSelectionConfig()
+        self.corr_cfg = corr_cfg or CorrespondenceConfig()
+        self._iou_cfg = dataclasses.replace(self.pair_cfg, stride=self.cfg.stride)
+        self._keyframes: deque[Frame] = deque(maxlen=self.cfg.max_keyframes)
+        self.counts = {"frames": 0, "keyframes": 0, "candidates": 0, "pairs": 0, "no_depth": 0, "empty": 0}
+        self._lock = threading.Lock()
+
+    @property
+    def keyframes(self) -> list[Frame]:
+        with self._lock:
+            return list(self._keyframes)
+
+    def is_keyframe(self, frame: Frame) -> bool:
+        """Whether ``frame`` moved or turned enough since the last keyframe (the first always does)."""
+        with self._lock:
+            last = self._keyframes[-1] if self._keyframes else None
+        if last is None:
+            return True
+        dt, dr = motion(last.T_world_cam, frame.T_world_cam)
+        return dt >= self.cfg.min_translation or dr >= self.cfg.min_rotation_deg
+
+    def add(self, frame: Frame) -> list[dict]:
+        """Consider ``frame``; when it becomes a keyframe, return its pairs with recent keyframes.
+
+        Each pair: ``{"src": older keyframe, "dst": new keyframe, "overlap_iou": strided estimate
+        (the value the band was applied to), "overlap_iou_exact": full-resolution IoU, "uv1": [M, 2]
+        float32 integer pixel coordinates (x, y) in src, "uv2": [M, 2] float32 sub-pixel (x, y) in
+        dst}`` (field names of :class:`regconsist_ros.registration.geometry.Correspondences`).
+        """
+        if not isinstance(frame, Frame):
+            raise TypeError(f"PairBuilder.add needs a sim.frame.Frame, got {type(frame).__name__}")
+        with self._lock:
+            self.counts["frames"] += 1
+            d = frame.depth
+            if not np.any((d >= max(self.corr_cfg.min_depth, 1e-9)) & (d <= self.corr_cfg.max_range)):
+                self.counts["no_depth"] += 1
+                return []
+            if self._keyframes:
+                dt, dr = motion(self._keyframes[-1].T_world_cam, frame.T_world_cam)
+                if dt < self.cfg.min_translation and dr < self.cfg.min_rotation_deg:
+                    return []
+            # candidates: most recent keyframes of the same image size (pair_overlaps stacks depth maps)
+            cands = [kf for kf in reversed(self._keyframes) if kf.size == frame.size][: self.cfg.candidates]
+            self._keyframes.append(frame)
+            self.counts["keyframes"] += 1
+            if not cands:
+                return []
+            self.counts["candidates"] += len(cands)
+            seq = cands + [frame]
+            n = len(cands)
+            ious = pair_overlaps(seq, [(i, n) for i in range(n)], self._iou_cfg, self.corr_cfg)
+            out = []
+            for kf, iou in sorted(zip(cands, ious), key=lambda p: float(p[0].stamp)):
+                if not self.pair_cfg.iou_low <= iou <= self.pair_cfg.iou_high:
+                    continue
+                try:
+                    c = correspond(kf, frame, self.corr_cfg)
+                except RegistrationError:
+                    c = None
+                if c is None or len(c) == 0:
+                    self.counts["empty"] += 1
+                    continue
+                out.append({"src": kf, "dst": frame, "overlap_iou": float(iou), "overlap_iou_exact": float(c.overlap_iou),
+                            "uv1": c.uv1, "uv2": c.uv2})
+            self.counts["pairs"] += len(out)
+            return out

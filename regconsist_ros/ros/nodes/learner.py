@@ -1,0 +1,215 @@
+"""`learner`: trains encoders online from the stream (RSP/MAE on frame pairs, RegConsist on view pairs).
+
+Subscribes:
+
+| topic | type | used by |
+|---|---|---|
+| ``camera/color/image_raw`` | sensor_msgs/Image | RSP / MAE frame buffer (stored at ``learner.store_*``) |
+| ``registration/keyframe/image_raw`` | sensor_msgs/Image | RegConsist keyframes (regions computed once) |
+| ``registration/view_pairs`` | sensor_msgs/PointCloud2 | RegConsist view pairs (joined to keyframes by stamp) |
+
+Publishes ``/diagnostics`` (buffers, steps, losses, checkpoints, drops) once per second.
+
+Callbacks only enqueue into a bounded queue; an ingest worker decodes and fills the replay buffers
+(memory caps ``learner.frame_buffer_mb`` / ``learner.pair_buffer_mb``, oldest evicted) and a train
+worker runs :meth:`OnlineLearner.train` in slices (CUDA with bf16 autocast when available, CPU
+otherwise: ``trainer.device``). Checkpoints are atomic (``<learner.out_dir>/<objective>/checkpoints/
+step_*``: safetensors + JSON + optimizer/scheduler/RNG state), every ``learner.ckpt_every`` steps and
+at shutdown (SIGINT/SIGTERM). A restarted learner resumes each objective at its last checkpoint.
+Scalars go to ``metrics.jsonl`` in each run directory, and to TensorBoard when it is installed.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from regconsist_ros.online.learner import LearnerConfig
+from regconsist_ros.ros.qos import QosConfig
+
+NAME = "learner"
+
+
+@dataclass
+class LearnerNodeConfig:
+    """Queues and pacing of the learner node."""
+
+    ingest_queue: int = field(default=64, metadata={"help": "messages waiting for the ingest worker (more are dropped as 'busy')"})
+    train_slice: int = field(default=5, metadata={"help": "steps per train call between status updates"})
+    max_steps: int = field(default=0, metadata={"help": "stop training after this many steps in total (0 = never)"})
+    tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard scalars when tensorboard is installed"})
+    sources: tuple[str, ...] = field(default=("",), metadata={"help": "namespaces of the robots feeding this learner ('' = the node's own namespace), e.g. [/robot1, /robot2]"})
+
+    def __post_init__(self):
+        if self.ingest_queue < 1 or self.train_slice < 1 or self.max_steps < 0:
+            raise ValueError(f"LearnerNodeConfig: ingest_queue, train_slice >= 1 and max_steps >= 0 needed, got "
+                             f"{self.ingest_queue}, {self.train_slice}, {self.max_steps}")
+
+
+def build_learner(node, params_mod):
+    """OnlineLearner from the node's parameters (every group is a config dataclass)."""
+    from models.deeplab import DeepLabConfig
+    from models.objectives.mae import MAEConfig
+    from models.objectives.regconsist import RegConsistConfig
+    from models.objectives.rsp import RSPConfig
+    from models.vit import ViTConfig
+    from regconsist_ros.learning.frame_pairs import FramePairConfig
+    from regconsist_ros.learning.trainer import TrainerConfig
+    from regconsist_ros.online.learner import OnlineLearner
+    from regconsist_ros.registration.regions import RegionConfig
+
+    groups = {"learner": LearnerConfig, "trainer": TrainerConfig, "rc_trainer": TrainerConfig, "vit": ViTConfig,
+              "rsp": RSPConfig, "mae": MAEConfig, "frame_pairs": FramePairConfig, "deeplab": DeepLabConfig,
+              "regconsist": RegConsistConfig, "regions": RegionConfig}
+    defaults = {
+        "trainer": TrainerConfig(steps=1_000_000, lr=1e-3, optimizer="adamw", betas=(0.9, 0.95), weight_decay=0.05, warmup=50),
+        "rc_trainer": TrainerConfig(steps=1_000_000, lr=0.02, optimizer="sgd", weight_decay=1e-4, warmup=50),
+        "vit": ViTConfig(size="tiny", depth=6, img_size=(96, 128), patch=16),
+        "rsp": RSPConfig(decoder_width=256, decoder_depth=2, decoder_heads=8),
+        "mae": MAEConfig(decoder_width=256, decoder_depth=2, decoder_heads=8),
+        "frame_pairs": FramePairConfig(gap_min=2, gap_max=16),
+        "deeplab": DeepLabConfig.small(width=0.5),
+        "regconsist": RegConsistConfig(view_pairs=4, pixel_pairs=2048),
+    }
+    cfgs = {}
+    for g, cls in groups.items():
+        params_mod.declare(node, cls, g, defaults=defaults.get(g))
+        cfgs[g] = params_mod.read(node, cls, g)
+    lc = cfgs["learner"]
+    return OnlineLearner(lc, trainer=cfgs["trainer"], vit=cfgs["vit"], rsp=cfgs["rsp"], mae=cfgs["mae"],
+                         pairs=cfgs["frame_pairs"], deeplab=cfgs["deeplab"], regconsist=cfgs["regconsist"],
+                         regions=cfgs["regions"], rc_trainer=cfgs["rc_trainer"])
+
+
+def make_node_class():
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image, PointCloud2
+
+    from regconsist_ros.online.counters import DropCounter
+    from regconsist_ros.online.errors import BadInput
+    from regconsist_ros.ros import convert, params
+    from regconsist_ros.ros.diagnostics import status_array
+    from regconsist_ros.ros.pair_msg import read_pair_cloud
+    from regconsist_ros.ros.qos import make_qos
+
+    class LearnerNode(Node):
+        def __init__(self, **kwargs):
+            super().__init__(NAME, **kwargs)
+            params.declare(self, LearnerNodeConfig)
+            params.declare(self, QosConfig, "qos")
+            self.cfg = params.read(self, LearnerNodeConfig)
+            qos = make_qos(params.read(self, QosConfig, "qos"))
+            self.counter = DropCounter(logging.getLogger(f"regconsist.{NAME}"), NAME)
+            self.learner = build_learner(self, params)
+            for name, resumed in self.learner.resumed.items():
+                step = self.learner.runs[name].step
+                self.get_logger().info(f"{name}: {'resumed at step ' + str(step) if resumed else 'starting from scratch'}"
+                                       f" on {self.learner.runs[name].device}")
+            self.writer = self._tensorboard() if self.cfg.tensorboard else None
+            self.inbox: queue.Queue = queue.Queue(maxsize=self.cfg.ingest_queue)
+            self.stop = threading.Event()
+            self.train_error = None
+            for src in self.cfg.sources or ("",):
+                pre = f"{src.rstrip('/')}/" if src else ""
+                self.create_subscription(Image, f"{pre}camera/color/image_raw",
+                                         lambda m, s=src: self._enqueue("frame", m, s), qos)
+                self.create_subscription(Image, f"{pre}registration/keyframe/image_raw",
+                                         lambda m, s=src: self._enqueue("keyframe", m, s), qos)
+                self.create_subscription(PointCloud2, f"{pre}registration/view_pairs",
+                                         lambda m, s=src: self._enqueue("pair", m, s), qos)
+            self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self.ingest = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
+            self.trainer = threading.Thread(target=self._train_loop, name="train", daemon=True)
+            self.ingest.start()
+            self.trainer.start()
+            self.create_timer(1.0, self._diagnostics)
+            self._decode = {"frame": convert.decode_color_msg, "keyframe": convert.decode_color_msg}
+            self._read_pair = read_pair_cloud
+            self._BadInput = BadInput
+
+        def _tensorboard(self):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self.get_logger().info("tensorboard is not installed: scalars go to metrics.jsonl only")
+                return None
+            return SummaryWriter(str(self.learner.out / "tensorboard"))
+
+        def _enqueue(self, kind: str, msg, source: str = "") -> None:
+            try:
+                self.inbox.put_nowait((kind, msg, source))
+            except queue.Full:
+                self.counter.drop("busy", f"ingest queue full ({kind} dropped)")
+
+        def _ingest_loop(self) -> None:
+            while not self.stop.is_set():
+                try:
+                    kind, msg, source = self.inbox.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                try:
+                    stamp = convert.stamp_to_sec(msg.header.stamp)
+                    if kind == "pair":
+                        p = self._read_pair(msg)
+                        self.learner.add_view_pair(p["src_stamp"], p["dst_stamp"], p["uv1"], p["uv2"], p["iou"], source)
+                    elif kind == "keyframe":
+                        self.learner.add_keyframe(self._decode[kind](msg), stamp, source)
+                    else:
+                        self.learner.add_frame(self._decode[kind](msg), stamp, source)
+                    self.counter.accept()
+                except self._BadInput as e:
+                    self.counter.drop(e.reason, e.message)
+                except Exception as e:  # never let one message kill the learner
+                    self.counter.drop("error", f"{type(e).__name__}: {e}")
+
+        def _train_loop(self) -> None:
+            while not self.stop.is_set():
+                total = sum(t.step for t in self.learner.runs.values())
+                if self.cfg.max_steps and total >= self.cfg.max_steps:
+                    time.sleep(0.2)
+                    continue
+                try:
+                    done = self.learner.train(self.cfg.train_slice)
+                except Exception as e:  # keep the node (and what it learnt) alive; report it
+                    self.train_error = f"{type(e).__name__}: {e}"
+                    self.get_logger().error(f"training step failed: {self.train_error}", throttle_duration_sec=10.0)
+                    time.sleep(1.0)
+                    continue
+                if not any(done.values()):
+                    time.sleep(0.2)  # buffers not ready yet
+                elif self.writer is not None:
+                    for name, rows in self.learner.losses.items():
+                        for step, loss in rows[-done.get(name, 0):] if done.get(name) else []:
+                            self.writer.add_scalar(f"{name}/loss", loss, step)
+
+        def _diagnostics(self) -> None:
+            st = self.learner.status()
+            st["messages"] = self.counter.snapshot()
+            if self.train_error:
+                st["train_error"] = self.train_error
+            self.pub_diag.publish(status_array(self, f"{NAME}: status", st, level="error" if self.train_error else "ok"))
+
+        def shutdown(self) -> None:
+            """Stop the workers and write a final checkpoint of every objective that trained."""
+            self.stop.set()
+            self.trainer.join(timeout=60.0)
+            self.ingest.join(timeout=2.0)
+            paths = self.learner.checkpoint()
+            if self.writer is not None:
+                self.writer.close()
+            self.get_logger().info(f"final checkpoints: {paths}")
+
+    return LearnerNode
+
+
+def main(args=None) -> int:
+    from regconsist_ros.ros.runtime import run_node
+
+    return run_node(make_node_class(), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

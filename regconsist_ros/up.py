@@ -1,0 +1,150 @@
+"""`regconsist up sim|robot|eval`: start a node graph from config/graph.yaml as separate processes.
+
+The same definition the ROS 2 launch files read (``launch`` is not installable from the registries
+here). Each node runs as ``python -m regconsist_ros.ros.nodes.<node> --ros-args ...`` with the
+graph's parameters and remappings, in one ROS domain and with the graph's Fast DDS transport. Logs
+are forwarded with ``[node]`` prefixes. Ctrl-C / SIGTERM / ``--duration`` stop every node with
+SIGINT (the learner writes its final checkpoint), then SIGKILL after ``grace`` seconds. The exit
+status is non-zero when a node died on its own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from regconsist_ros.config import ConfigError
+
+DEFAULT_GRAPH = Path(__file__).resolve().parents[1] / "config" / "graph.yaml"
+
+
+def load_graph(name: str, path: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
+    """``{"transport", "nodes": {node: {"params", "remap", "namespace"}}}`` of graph ``name``."""
+    from regconsist_ros.ros import NODES
+
+    path = Path(path or DEFAULT_GRAPH)
+    if not path.is_file():
+        raise ConfigError(f"graph file {path} does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    graphs = doc.get("graphs") or {}
+    if name not in graphs:
+        raise ConfigError(f"{path}: no graph {name!r}; graphs: {sorted(graphs)}")
+    nodes = {}
+    for node, spec in ((graphs[name] or {}).get("nodes") or {}).items():
+        if node not in NODES:
+            raise ConfigError(f"{path}: graph {name!r} names unknown node {node!r}; nodes: {sorted(NODES)}")
+        spec = spec or {}
+        unknown = set(spec) - {"params", "remap", "namespace"}
+        if unknown:
+            raise ConfigError(f"{path}: node {node!r} has unknown keys {sorted(unknown)} (params, remap, namespace)")
+        nodes[node] = {"params": dict(spec.get("params") or {}), "remap": dict(spec.get("remap") or {}),
+                       "namespace": spec.get("namespace", "")}
+    if not nodes:
+        raise ConfigError(f"{path}: graph {name!r} has no nodes")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        node, dot, param = key.partition(".")
+        if not sep or not dot or node not in nodes:
+            raise ConfigError(f"--set {item!r}: expected NODE.PARAM=VALUE with NODE one of {sorted(nodes)}")
+        nodes[node]["params"][param] = yaml.safe_load(value)
+    transport = doc.get("transport", "default")
+    return {"name": name, "file": str(path), "transport": transport, "nodes": nodes}
+
+
+def _ros_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_ros_value(x) if not isinstance(x, str) else json.dumps(x) for x in v) + "]"
+    if isinstance(v, str):
+        return json.dumps(v) if (not v or any(c in v for c in " :,[]{}#")) else v
+    return repr(v)
+
+
+def node_command(node: str, spec: dict) -> list[str]:
+    """The command line of one node process (its ROS arguments come from the graph)."""
+    cmd = [sys.executable, "-m", f"regconsist_ros.ros.nodes.{node}", "--ros-args"]
+    if spec.get("namespace"):
+        cmd += ["-r", f"__ns:={spec['namespace']}"]
+    for k, v in spec["params"].items():
+        cmd += ["-p", f"{k}:={_ros_value(v)}"]
+    for a, b in spec["remap"].items():
+        cmd += ["-r", f"{a}:={b}"]
+    return cmd
+
+
+def _forward(name: str, stream, out, lock) -> None:
+    for line in iter(stream.readline, ""):
+        with lock:
+            out.write(f"[{name}] {line}" if line.endswith("\n") else f"[{name}] {line}\n")
+            out.flush()
+
+
+def up(graph: dict, duration: float = 0.0, grace: float = 60.0, domain_id: int | None = None, out=None) -> dict:
+    """Run the graph until ``duration`` seconds pass (0 = until Ctrl-C/SIGTERM) or a node dies."""
+    from regconsist_ros.ros.qos import transport_env
+
+    out = out or sys.stdout
+    env = transport_env(graph["transport"])
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    env["PYTHONUNBUFFERED"] = "1"
+    lock = threading.Lock()
+    procs: dict[str, subprocess.Popen] = {}
+    stopping = threading.Event()
+    reason = {"why": "duration"}
+
+    def on_signal(signum, frame):
+        reason["why"] = signal.Signals(signum).name
+        stopping.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    t0 = time.monotonic()
+    died: dict[str, int] = {}
+    try:
+        for name, spec in graph["nodes"].items():
+            cmd = node_command(name, spec)
+            with lock:
+                out.write(f"[up] starting {name}: {' '.join(cmd[1:])}\n")
+            p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                 start_new_session=True)  # our own SIGINT handling, not the terminal's
+            procs[name] = p
+            threading.Thread(target=_forward, args=(name, p.stdout, out, lock), daemon=True).start()
+        while not stopping.is_set():
+            if duration and time.monotonic() - t0 >= duration:
+                break
+            for name, p in procs.items():
+                if p.poll() is not None and name not in died:
+                    died[name] = p.returncode
+            if died:
+                reason["why"] = f"node died: {', '.join(f'{n} (exit {c})' for n, c in died.items())}"
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + grace
+        codes = {}
+        for name, p in procs.items():
+            try:
+                codes[name] = p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes[name] = p.wait()
+                with lock:
+                    out.write(f"[up] {name} did not stop within {grace:.0f} s: killed\n")
+        for s, h in old.items():
+            signal.signal(s, h)
+    return {"graph": graph["name"], "stopped_by": reason["why"], "seconds": round(time.monotonic() - t0, 1),
+            "exit_codes": codes, "died": died, "ok": not died and all(c in (0, -2) for c in codes.values())}

@@ -1,0 +1,139 @@
+"""`regconsist pretrain --method rsp|mae`, `embed`, `eval propagate`, `bench pretrain`, `experiment rsp`
+end to end at toy scale."""
+import json
+
+import numpy as np
+import pytest
+
+from models.checkpoint import read_info
+from regconsist_ros.cli import main
+
+TINY_VIT = ["--vit-size", "tiny", "--vit-depth", "1", "--vit-img-size", "32", "48", "--vit-patch", "8"]
+TINY_DEC = ["--rsp-decoder-width", "32", "--rsp-decoder-depth", "1", "--rsp-decoder-heads", "4",
+            "--mae-decoder-width", "32", "--mae-decoder-depth", "1", "--mae-decoder-heads", "4"]
+PAIRS = ["--pairs-gap-min", "2", "--pairs-gap-max", "5", "--batch", "4"]
+
+
+@pytest.fixture(scope="module")
+def seq(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seq") / "s"
+    assert main(["sim", "render", "--frames", "16", "--width", "64", "--height", "48", "--seed", "3",
+                 "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def last_json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("method,extra", [
+    ("rsp", []),
+    ("rsp", ["--rsp-latent", "none"]),
+    ("rsp", ["--rsp-latent", "gaussian", "--rsp-separate-decoder"]),
+    ("rsp", ["--no-rsp-mae"]),
+    ("mae", []),
+])
+def test_pretrain_frame_methods_and_ablation_flags(method, extra, seq, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", method, "--data", str(seq), "--out", str(run), "--steps", "2", "--warmup", "1",
+            "--quiet", "--json", *TINY_VIT, *TINY_DEC, *PAIRS, *extra]
+    assert main(args) == 0
+    r = last_json(capsys)
+    assert r["steps"] == 2 and r["method"] == method and r["frames"] == 16
+    info = read_info(run / "checkpoints" / "step_00000002")
+    assert info["kind"] == "vit" and info["config"].img_size == (32, 48) and info["meta"]["method"] == method
+    run_json = json.loads((run / "run.json").read_text())
+    assert run_json["trainer"]["optimizer"] == "adamw" and run_json["trainer"]["weight_decay"] == 0.05
+    assert run_json["trainer"]["lr"] == pytest.approx(1.5e-4 * 4 / 256)  # lr = 1.5e-4 x batch / 256
+    if method == "rsp":
+        want = {"latent": "categorical", "mae": True, "separate_decoder": False}
+        if "none" in extra:
+            want["latent"] = "none"
+        if "gaussian" in extra:
+            want.update(latent="gaussian", separate_decoder=True)
+        if "--no-rsp-mae" in extra:
+            want["mae"] = False
+        assert {k: run_json["rsp"][k] for k in want} == want
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert ("kl" in rows[-1]) == (want["latent"] != "none") and ("mae" in rows[-1]) == want["mae"]
+
+
+def test_pretrain_from_several_sources_and_clear_errors(seq, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--method", "rsp", "--data", str(seq), "sim:seed=4,frames=10,width=64,height=48",
+                 "--out", str(run), "--steps", "1", "--quiet", "--json", *TINY_VIT, *TINY_DEC, *PAIRS]) == 0
+    assert last_json(capsys)["frames"] == 26
+    assert json.loads((run / "run.json").read_text())["frames"] == [16, 10]
+    # a sequence shorter than the smallest gap
+    assert main(["pretrain", "--method", "rsp", "--data", "sim:seed=4,frames=2,width=64,height=48", "--out",
+                 str(tmp_path / "r2"), "--steps", "1", "--quiet", *TINY_VIT, *TINY_DEC, *PAIRS]) == 2
+    assert "gap_min" in capsys.readouterr().err
+    # an odd batch with repeated sampling 2
+    assert main(["pretrain", "--method", "mae", "--data", str(seq), "--out", str(tmp_path / "r3"), "--steps", "1",
+                 "--quiet", *TINY_VIT, *TINY_DEC, "--batch", "3"]) == 2
+    assert "repeats" in capsys.readouterr().err
+    assert main(["pretrain", "--method", "regconsist", "--data", str(seq), str(seq), "--out", str(tmp_path / "r4"),
+                 "--quiet"]) == 2
+    assert "one TUM sequence" in capsys.readouterr().err
+
+
+def test_embed_and_propagate_from_a_checkpoint_and_random(seq, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--method", "rsp", "--data", str(seq), "--out", str(run), "--steps", "1", "--quiet",
+                 *TINY_VIT, *TINY_DEC, *PAIRS]) == 0
+    capsys.readouterr()
+    out = tmp_path / "emb.npz"
+    assert main(["embed", "--ckpt", str(run), "--data", str(seq), "--out", str(out), "--patches", "--quiet", "--json"]) == 0
+    r = last_json(capsys)
+    assert r["frames"] == 16 and r["dim"] == 192 and r["patch_grid"] == [4, 6] and r["step"] == 1
+    z = np.load(out)
+    assert z["cls"].shape == (16, 192) and z["patches"].shape == (16, 192, 4, 6) and len(z["names"]) == 16
+    assert np.all(np.diff(z["stamps"]) > 0) and np.isfinite(z["cls"]).all()
+    # a larger evaluation size: the ViT runs on a finer patch grid
+    assert main(["embed", "--ckpt", str(run), "--data", str(seq), "--out", str(out), "--size", "64", "96",
+                 "--quiet", "--json"]) == 0
+    r = last_json(capsys)
+    assert r["patch_grid"] == [8, 12] and not r["patches_saved"] and "patches" not in np.load(out)
+
+    assert main(["eval", "propagate", "--ckpt", str(run), "--data", str(seq), "--clip-len", "8",
+                 "--min-object-pixels", "20", "--out", str(tmp_path / "prop"), "--quiet", "--json"]) == 0
+    p = last_json(capsys)
+    assert len(p["clips"]) == 2 and all(0 <= p[k] <= 1 for k in ("J_mean", "F_mean", "JF_mean"))
+    assert p["JF_mean"] == pytest.approx((p["J_mean"] + p["F_mean"]) / 2)
+    assert (tmp_path / "prop" / "propagation.json").exists() and (tmp_path / "prop" / "propagation.png").exists()
+    assert main(["eval", "propagate", "--ckpt", "random", *TINY_VIT, "--data", str(seq), "--min-object-pixels", "20",
+                 "--quiet", "--json"]) == 0
+    assert last_json(capsys)["init"] == "random"
+    assert main(["eval", "propagate", "--ckpt", str(tmp_path / "missing"), "--data", str(seq), "--quiet"]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_bench_pretrain_prints_throughput(capsys):
+    assert main(["bench", "pretrain", "--method", "rsp", "--height", "32", "--width", "32", "--batch", "4", "--n", "1",
+                 "--decoder-width", "32", "--decoder-depth", "1", "--nthreads", "1"]) == 0
+    r = last_json(capsys)
+    assert r["bench"] == "pretrain" and r["steps_per_s"] > 0 and r["images_per_s"] == pytest.approx(8 * r["steps_per_s"], rel=0.01)
+    assert r["device"] == "cpu" and r["bf16_autocast"] is False
+
+
+def test_experiment_rsp_runs_end_to_end_and_resumes(tmp_path, capsys):
+    out = tmp_path / "exp"
+    args = ["experiment", "rsp", "--out", str(out), "--methods", "random", "mae", "rsp", "--train-seeds", "1",
+            "--train-frames", "12", "--train-width", "64", "--train-height", "48", "--eval-seeds", "7",
+            "--eval-frames", "8", "--clip-len", "4", "--eval-width", "64", "--eval-height", "48", "--vit-depth", "1",
+            "--img-width", "48", "--img-height", "32", "--patch", "8", "--decoder-width", "32", "--decoder-depth", "1",
+            "--steps", "2", "--batch", "4", "--gap-min", "2", "--gap-max", "4", "--json"]
+    assert main(args) == 0
+    r = last_json(capsys)
+    assert set(r["table"]) == {"random", "mae", "rsp"}
+    for row in r["table"].values():
+        assert 0 <= row["JF"] <= 1 and row["clips"] == 2
+    md = (out / "results.md").read_text()
+    assert "| MAE |" in md and "| random init |" in md and "J&F" in md
+    for f in ("results.json", "propagation_scores.png", "pretrain_loss.png", "rsp_predictions.png"):
+        assert (out / f).exists(), f
+    before = {p: p.stat().st_mtime for p in (out / "evals").glob("*.json")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime for p in (out / "evals").glob("*.json")} == before
+    assert main(["experiment", "rsp", "--out", str(tmp_path / "x"), "--methods", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -1,0 +1,65 @@
+"""The evaluator without ROS: complete checkpoints only, newest first, results survive a restart."""
+import json
+
+import pytest
+import torch
+
+from models.checkpoint import save_checkpoint
+from models.deeplab import DeepLabConfig
+from models.encoder import random_encoder
+from models.vit import ViTConfig
+from regconsist_ros.online.evaluator import Evaluator, EvaluatorConfig, complete_checkpoints
+
+VIT = ViTConfig(size="tiny", img_size=(32, 48), patch=8, depth=1)
+
+
+def _cfg(tmp_path, **kw):
+    return EvaluatorConfig(watch_dir=str(tmp_path / "online"), eval_frames=8, clip_len=4, eval_width=64, eval_height=48,
+                           min_object_pixels=20, seg_steps=2, **kw)
+
+
+def test_only_complete_checkpoints_are_seen_and_the_newest_is_evaluated(tmp_path):
+    root = tmp_path / "online" / "rsp" / "checkpoints"
+    vit = random_encoder("vit", VIT)
+    for step in (5, 10):
+        save_checkpoint(root / f"step_{step:08d}", vit, "vit", VIT, step=step)
+    (root / ".step_00000015.tmp-123").mkdir()  # a save in progress (hidden temp directory)
+    (root / "step_00000020").mkdir()  # a directory without weights: not complete
+    (root / "step_00000020" / "config.json").write_text("{}")
+    assert [s for s, _ in complete_checkpoints(tmp_path / "online")["rsp"]] == [5, 10]
+    ev = Evaluator(_cfg(tmp_path, readouts=("propagation",)))
+    rows = ev.poll()
+    assert [(r["objective"], r["step"]) for r in rows] == [("rsp", 10)] and ev.skipped == 1
+    assert 0 <= rows[0]["propagation"]["JF_mean"] <= 1
+    assert ev.poll() == []  # nothing new
+    # a restarted evaluator reads its results file and does not redo step 10
+    again = Evaluator(_cfg(tmp_path, readouts=("propagation",)))
+    assert again.pending() == [] or all(s != 10 for _, s, _ in again.pending())
+    lines = [json.loads(l) for l in (tmp_path / "online" / "eval_results.jsonl").read_text().splitlines()]
+    assert [(l["objective"], l["step"]) for l in lines] == [("rsp", 10)]
+
+
+def test_segmentation_readout_for_dense_encoders_and_clear_skips(tmp_path):
+    dl_cfg = DeepLabConfig.small(width=0.25, aspp_channels=32, decoder_channels=32)
+    dl = random_encoder("deeplabv3plus", dl_cfg)
+    save_checkpoint(tmp_path / "online" / "regconsist" / "checkpoints" / "step_00000003", dl, "deeplabv3plus", dl_cfg, step=3)
+    save_checkpoint(tmp_path / "online" / "rsp" / "checkpoints" / "step_00000003", random_encoder("vit", VIT), "vit", VIT, step=3)
+    rows = {r["objective"]: r for r in Evaluator(_cfg(tmp_path)).poll()}
+    assert 0 <= rows["regconsist"]["segmentation"]["miou"] <= 1
+    assert "skipped" in rows["rsp"]["segmentation"] and "propagation" in rows["rsp"]
+
+
+def test_a_corrupt_checkpoint_is_reported_not_fatal(tmp_path):
+    root = tmp_path / "online" / "rsp" / "checkpoints" / "step_00000007"
+    save_checkpoint(root, random_encoder("vit", VIT), "vit", VIT, step=7)
+    (root / "model.safetensors").write_bytes(b"garbage")
+    ev = Evaluator(_cfg(tmp_path))
+    rows = ev.poll()
+    assert "unreadable checkpoint" in rows[0]["error"] and ev.failed == 1
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="readouts"):
+        EvaluatorConfig(readouts=("bc_everything",))
+    with pytest.raises(ValueError, match="clip_len"):
+        EvaluatorConfig(clip_len=50, eval_frames=40)

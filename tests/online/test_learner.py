@@ -1,0 +1,108 @@
+"""The online learner without ROS: buffers fed from a rendered stream, both objectives, resume."""
+import numpy as np
+import pytest
+
+from models.checkpoint import latest_checkpoint, read_info
+from models.deeplab import DeepLabConfig
+from models.objectives.mae import MAEConfig
+from models.objectives.regconsist import RegConsistConfig
+from models.objectives.rsp import RSPConfig
+from models.vit import ViTConfig
+from regconsist_ros.learning.frame_pairs import FramePairConfig
+from regconsist_ros.learning.trainer import TrainerConfig
+from regconsist_ros.online.keyframes import KeyframeConfig, PairBuilder
+from regconsist_ros.online.learner import LearnerConfig, OnlineLearner, resize_rgb
+
+
+@pytest.fixture(scope="module")
+def stream():
+    from sim.source import SimConfig, SimSource
+
+    return list(SimSource(SimConfig(seed=0, frames=40, width=64, height=48, step=0.1)))
+
+
+def _learner(tmp_path, objectives=("rsp", "regconsist"), **kw):
+    cfg = LearnerConfig(objectives=objectives, out_dir=str(tmp_path / "online"), store_height=32, store_width=48,
+                        min_frames=8, min_pairs=2, slice_steps=2, batch=4, view_pairs=2, pixel_pairs=64, ckpt_every=4, **kw)
+    small = dict(decoder_width=32, decoder_depth=1, decoder_heads=4)
+    return OnlineLearner(cfg, trainer=TrainerConfig(steps=1000, lr=1e-3, optimizer="adamw", warmup=1),
+                         vit=ViTConfig(size="tiny", depth=1, img_size=(32, 48), patch=8), rsp=RSPConfig(**small),
+                         mae=MAEConfig(**small), pairs=FramePairConfig(gap_min=2, gap_max=6),
+                         deeplab=DeepLabConfig.small(width=0.25, aspp_channels=32, decoder_channels=32),
+                         regconsist=RegConsistConfig(view_pairs=2, pixel_pairs=64),
+                         rc_trainer=TrainerConfig(steps=1000, lr=0.01, warmup=1))
+
+
+def _feed(learner, stream):
+    builder = PairBuilder(KeyframeConfig(min_translation=0.15))
+    for f in stream:
+        learner.add_frame(f.rgb, f.stamp)
+        kf_before = builder.counts["keyframes"]
+        pairs = builder.add(f)
+        if builder.counts["keyframes"] > kf_before:
+            learner.add_keyframe(f.rgb, f.stamp)
+        for p in pairs:
+            assert learner.add_view_pair(p["src"].stamp, p["dst"].stamp, p["uv1"], p["uv2"], p["overlap_iou"])
+
+
+def test_both_objectives_train_from_the_stream_and_resume(stream, tmp_path):
+    learner = _learner(tmp_path)
+    assert not learner.ready("rsp") and learner.train(4) == {"rsp": 0, "regconsist": 0}  # nothing buffered yet
+    _feed(learner, stream)
+    st = learner.status()
+    assert st["buffers"]["frames"] == 40 and st["buffers"]["view_pairs"] >= 2
+    done = learner.train(16)
+    assert sum(done.values()) == 16 and done["rsp"] > 0 and done["regconsist"] > 0
+    for name in ("rsp", "regconsist"):
+        losses = [l for _, l in learner.losses[name]]
+        assert losses and np.isfinite(losses).all()
+    learner.checkpoint()
+    steps = {n: t.step for n, t in learner.runs.items()}
+    for name, kind in (("rsp", "vit"), ("regconsist", "deeplabv3plus")):
+        ckpt = latest_checkpoint(tmp_path / "online" / name)
+        info = read_info(ckpt)
+        assert info["kind"] == kind and info["step"] == steps[name] and info["meta"]["online"] is True
+    # a new learner (a restarted process) resumes every objective at its checkpoint step
+    again = _learner(tmp_path)
+    assert {n: t.step for n, t in again.runs.items()} == steps and all(again.resumed.values())
+
+
+def test_mixing_ratio_and_buffer_caps(stream, tmp_path):
+    learner = _learner(tmp_path, mix=(1.0, 0.0), frame_buffer_mb=0.05)  # regconsist gets no share
+    _feed(learner, stream)
+    assert learner.train(6) == {"rsp": 6, "regconsist": 0}
+    # 0.05 MB holds ~11 frames of 32x48x3: the oldest are evicted
+    assert len(learner.frames) < 40 and learner.frames.evicted == 40 - len(learner.frames)
+    assert learner.frames.nbytes <= 0.05 * 2**20
+
+
+def test_view_pairs_need_both_keyframes_and_configs_are_checked(tmp_path):
+    learner = _learner(tmp_path, objectives=("regconsist",))
+    uv = np.zeros((5, 2), np.float32)
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    # a pair that arrives before its keyframes waits for them (topics are not ordered with each other)
+    assert not learner.add_view_pair(1.0, 2.0, uv, uv, 0.5)
+    learner.add_keyframe(rgb, 1.0)
+    assert len(learner.view_pairs) == 0 and learner.counts["view_pairs_unjoined"] == 0
+    learner.add_keyframe(rgb, 2.0)
+    assert len(learner.view_pairs) == 1
+    # a pair referring to a keyframe older than the newest one received can never be joined
+    assert not learner.add_view_pair(1.5, 2.0, uv, uv, 0.5)
+    assert learner.counts["view_pairs_unjoined"] == 1 and not learner._pending
+    with pytest.raises(ValueError, match="rsp and mae"):
+        LearnerConfig(objectives=("rsp", "mae"))
+    with pytest.raises(ValueError, match="objectives"):
+        LearnerConfig(objectives=("dino",))
+    with pytest.raises(ValueError, match="mix"):
+        LearnerConfig(objectives=("rsp",), mix=(1.0, 2.0))
+    assert resize_rgb(np.zeros((48, 64, 3), np.uint8), (24, 32)).shape == (24, 32, 3)
+
+
+def test_several_robots_feed_one_learner(stream, tmp_path):
+    """Namespaced sources keep their own ordered buffers: interleaved stamps are not 'backwards'."""
+    learner = _learner(tmp_path, objectives=("rsp",))
+    for f in stream[:20]:
+        learner.add_frame(f.rgb, f.stamp, source="/robot1")
+        learner.add_frame(f.rgb[:, ::-1], f.stamp + 0.01, source="/robot2")
+    assert learner.status()["buffers"] == {**learner.status()["buffers"], "frames": 40, "sources": 2}
+    assert learner.train(4)["rsp"] == 4

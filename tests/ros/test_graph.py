@@ -1,0 +1,130 @@
+"""The real graph: `regconsist up sim` on CPU for a bounded time; learner kill/resume; evaluator results."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+# CPU-sized settings for a ~1 minute run: tiny images, tiny models, frequent checkpoints
+FAST = [
+    "sim_camera.sim.width=64", "sim_camera.sim.height=48", "sim_camera.sim.frames=200", "sim_camera.sim.step=0.1",
+    "sim_camera.rate=10.0",
+    "learner.learner.store_height=32", "learner.learner.store_width=48", "learner.learner.min_frames=8",
+    "learner.learner.min_pairs=2", "learner.learner.batch=4", "learner.learner.view_pairs=2",
+    "learner.learner.pixel_pairs=64", "learner.learner.ckpt_every=10", "learner.learner.slice_steps=2",
+    "learner.vit.img_size=[32, 48]", "learner.vit.patch=8", "learner.vit.depth=1",
+    "learner.rsp.decoder_width=32", "learner.rsp.decoder_depth=1", "learner.rsp.decoder_heads=4",
+    "learner.deeplab.width=0.25", "learner.deeplab.aspp_channels=32", "learner.deeplab.decoder_channels=32",
+    "learner.frame_pairs.gap_min=2", "learner.frame_pairs.gap_max=6", "learner.trainer.threads=1",
+    "learner.rc_trainer.threads=1",
+    "evaluator.eval_width=64", "evaluator.eval_height=48", "evaluator.eval_frames=16", "evaluator.clip_len=8",
+    "evaluator.min_object_pixels=20", "evaluator.seg_steps=3", "evaluator.poll_s=1.0",
+]
+
+
+def _up(args, tmp_path, domain_id, duration):
+    out = tmp_path / "online"
+    cmd = [sys.executable, "-m", "regconsist_ros.cli", "up", "sim", "--duration", str(duration), "--domain-id",
+           str(domain_id), "--json", "--set", f"learner.learner.out_dir={out}", "--set", f"evaluator.watch_dir={out}"]
+    for s in FAST + list(args):
+        cmd += ["--set", s]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120), out
+
+
+def test_up_sim_runs_the_whole_graph(tmp_path, domain_id):
+    r, out = _up([], tmp_path, domain_id, duration=45)
+    log = r.stdout[-6000:] + r.stderr[-2000:]
+    assert r.returncode == 0, log
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["ok"] and result["stopped_by"] == "duration" and not result["died"], result
+    assert "[registration]" in r.stdout and "[learner]" in r.stdout  # logs forwarded with prefixes
+    # learner: both objectives trained and checkpointed (final checkpoint at shutdown)
+    for name in ("rsp", "regconsist"):
+        rows = [json.loads(l) for l in (out / name / "metrics.jsonl").read_text().splitlines()]
+        assert rows and all(r_["loss"] == r_["loss"] and abs(r_["loss"]) < 1e6 for r_ in rows), name  # finite
+        ckpts = sorted((out / name / "checkpoints").glob("step_*"))
+        assert ckpts, name
+    assert list((out / "tensorboard").glob("events.out.tfevents*")), "no TensorBoard scalars"
+    # evaluator: at least one result line with a label-propagation score
+    lines = [json.loads(l) for l in (out / "eval_results.jsonl").read_text().splitlines()]
+    assert lines and any("propagation" in l and 0 <= l["propagation"]["JF_mean"] <= 1 for l in lines), lines
+    assert any(l.get("segmentation", {}).get("miou") is not None for l in lines if l["objective"] == "regconsist") \
+        or not any(l["objective"] == "regconsist" for l in lines)
+    # the demo's report from this run: loss curves, readouts over steps
+    from regconsist_ros.report import write_report
+
+    md = write_report(tmp_path, out, result, {}).read_text()
+    assert "| rsp |" in md and "| regconsist |" in md and "![readouts](readouts.png)" in md
+    assert (tmp_path / "losses.png").is_file() and (tmp_path / "readouts.png").is_file()
+
+
+def test_learner_killed_with_sigkill_resumes_at_its_last_checkpoint(tmp_path, domain_id, nodes):
+    from models.checkpoint import latest_checkpoint, read_info
+
+    out = tmp_path / "online"
+    params = {"learner.objectives": "[rsp]", "learner.out_dir": str(out), "learner.store_height": 32,
+              "learner.store_width": 48, "learner.min_frames": 8, "learner.batch": 4, "learner.ckpt_every": 5,
+              "learner.slice_steps": 1, "vit.img_size": "[32, 48]", "vit.patch": 8, "vit.depth": 1,
+              "rsp.decoder_width": 32, "rsp.decoder_depth": 1, "rsp.decoder_heads": 4, "frame_pairs.gap_min": 2,
+              "frame_pairs.gap_max": 6, "trainer.threads": 1}
+    nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "sim.frames": 100, "rate": 10.0})
+    learner = nodes.start("learner", params)
+    end = time.monotonic() + 90
+    while time.monotonic() < end and (latest_checkpoint(out / "rsp") is None or read_info(latest_checkpoint(out / "rsp"))["step"] < 10):
+        assert learner.poll() is None, nodes.log("learner")
+        time.sleep(0.5)
+    learner.send_signal(signal.SIGKILL)
+    learner.wait()
+    ckpt = latest_checkpoint(out / "rsp")
+    assert ckpt is not None, nodes.log("learner")
+    step = read_info(ckpt)["step"]
+    assert step >= 10
+    # no half-written checkpoint is visible as a checkpoint
+    for p in (out / "rsp" / "checkpoints").iterdir():
+        if p.name.startswith("step_"):
+            assert (p / "model.safetensors").exists() and (p / "config.json").exists()
+    again = nodes.start("learner", params, name="learner2")
+    ok = False
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not ok:
+        ok = f"resumed at step {step}" in nodes.log("learner2")
+        time.sleep(0.5)
+    assert ok, nodes.log("learner2")
+    # SIGINT: clean shutdown with a final checkpoint past the resumed step
+    time.sleep(3)
+    assert nodes.stop(again, timeout=60) == 0, nodes.log("learner2")
+    assert read_info(latest_checkpoint(out / "rsp"))["step"] > step
+
+
+def test_up_reports_a_node_that_dies(tmp_path, domain_id):
+    cmd = [sys.executable, "-m", "regconsist_ros.cli", "up", "eval", "--duration", "30", "--domain-id", str(domain_id),
+           "--json", "--set", "evaluator.poll_s=-1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert r.returncode == 1, r.stdout[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["died"] == {"evaluator": 2} and "node died" in result["stopped_by"]
+    assert "poll_s" in r.stdout
+
+
+def test_graph_definition_errors_are_clear(tmp_path):
+    from regconsist_ros.config import ConfigError
+    from regconsist_ros.up import load_graph, node_command
+
+    g = load_graph("sim", overrides=["learner.learner.objectives=[rsp]"])
+    assert set(g["nodes"]) == {"sim_camera", "registration", "learner", "evaluator"}
+    assert g["nodes"]["learner"]["params"]["learner.objectives"] == ["rsp"]
+    cmd = node_command("learner", g["nodes"]["learner"])
+    assert cmd[1:3] == ["-m", "regconsist_ros.ros.nodes.learner"] and "learner.objectives:=[\"rsp\"]" in cmd
+    robot = load_graph("robot")
+    assert "camera/color/image_raw:=/camera/camera/color/image_raw" in node_command("registration", robot["nodes"]["registration"])
+    with pytest.raises(ConfigError, match="no graph"):
+        load_graph("mars")
+    with pytest.raises(ConfigError, match="NODE.PARAM"):
+        load_graph("sim", overrides=["nonode.x=1"])
+    bad = tmp_path / "g.yaml"
+    bad.write_text("graphs:\n  x:\n    nodes:\n      teleporter: {}\n")
+    with pytest.raises(ConfigError, match="teleporter"):
+        load_graph("x", bad)

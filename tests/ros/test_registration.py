@@ -1,0 +1,105 @@
+"""Registration node: view pairs from the camera source; malformed input is counted, never fatal."""
+import math
+import time
+
+import numpy as np
+
+SIM = {"sim.width": 64, "sim.height": 48, "sim.frames": 60, "sim.step": 0.1, "rate": 10.0}
+
+
+def _diag(probe, name):
+    from regconsist_ros.ros.diagnostics import values_of
+
+    out = {}
+    for arr in probe.msgs.get("/diagnostics", []):
+        for st in arr.status:
+            if st.name.startswith(name):
+                out = values_of(st)
+    return out
+
+
+def test_view_pairs_from_the_simulated_camera(probe, nodes):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image, PointCloud2
+
+    from regconsist_ros.ros import convert
+    from regconsist_ros.ros.pair_msg import read_pair_cloud
+
+    probe.subscribe(PointCloud2, "registration/view_pairs")
+    probe.subscribe(Image, "registration/keyframe/image_raw")
+    probe.subscribe(DiagnosticArray, "/diagnostics")
+    nodes.start("registration", {"keyframes.min_translation": 0.15})
+    nodes.start("sim_camera", SIM)
+    ok = probe.spin_until(lambda: len(probe.msgs["registration/view_pairs"]) >= 3, timeout=60)
+    assert ok, nodes.log("registration") + nodes.log("sim_camera")
+    probe.spin_until(lambda: int(_diag(probe, "registration").get("view_pairs", 0)) >= 3, timeout=5)
+    kf_stamps = {convert.stamp_to_sec(m.header.stamp) for m in probe.msgs["registration/keyframe/image_raw"]}
+    for msg in probe.msgs["registration/view_pairs"]:
+        p = read_pair_cloud(msg)
+        assert p["src_stamp"] < p["dst_stamp"]
+        # both views were published as keyframes before the pair (joinable by stamp)
+        assert any(abs(p["src_stamp"] - s) < 1e-6 for s in kf_stamps)
+        assert any(abs(p["dst_stamp"] - s) < 1e-6 for s in kf_stamps)
+        assert 0.3 <= p["iou"] <= 0.7 and len(p["uv1"]) > 10
+        assert (p["uv1"] >= 0).all() and (p["uv1"][:, 0] < 64).all() and (p["uv2"][:, 1] < 48).all()
+    d = _diag(probe, "registration")
+    assert int(d["frames_registered"]) >= 3 and int(d["view_pairs"]) >= 3, d
+    for name in ("registration", "sim_camera"):
+        assert nodes.procs[name].poll() is None, nodes.log(name)
+
+
+def test_malformed_messages_are_counted_and_the_node_stays_alive(probe, nodes):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from regconsist_ros.ros import convert
+    from sim.frame import Intrinsics
+
+    probe.subscribe(DiagnosticArray, "/diagnostics")
+    proc = nodes.start("registration", {})
+    node = probe.node
+    pubs = {"color": node.create_publisher(Image, "camera/color/image_raw", 10),
+            "depth": node.create_publisher(Image, "camera/aligned_depth_to_color/image_raw", 10),
+            "info": node.create_publisher(CameraInfo, "camera/color/camera_info", 10),
+            "pose": node.create_publisher(PoseStamped, "camera/pose", 10)}
+    probe.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), timeout=30)
+    intr = Intrinsics.from_fov(32, 24, 90)
+    rgb = np.full((24, 32, 3), 100, np.uint8)
+    depth = np.full((24, 32), 2.0, np.float32)
+    T = np.eye(4)
+    t0 = time.time()
+
+    def send(i, color=None, dep=None, pose=None, info=True):
+        t = t0 + 0.1 * i
+        if info:
+            pubs["info"].publish(convert.camera_info_msg(intr, t, "cam"))
+        pubs["depth"].publish(dep if dep is not None else convert.depth_msg(depth, t, "cam"))
+        pubs["pose"].publish(pose if pose is not None else convert.pose_msg(T, t, "world"))
+        pubs["color"].publish(color if color is not None else convert.color_msg(rgb, t, "cam"))
+        probe.spin_until(lambda: False, 0.05)
+
+    bad_enc = convert.color_msg(rgb, t0 + 0.1, "cam")
+    bad_enc.encoding = "yuv422"
+    send(1, color=bad_enc)
+    send(2, dep=convert.depth_msg(np.full((12, 16), 2.0, np.float32), t0 + 0.2, "cam"))  # size mismatch
+    nan_pose = convert.pose_msg(T, t0 + 0.3, "world")
+    nan_pose.pose.position.x = math.nan
+    send(3, pose=nan_pose)
+    skew = convert.pose_msg(T, t0 + 0.4, "world")
+    skew.pose.orientation.w = 2.0  # not a unit quaternion: not a rigid motion
+    send(4, pose=skew)
+    short = convert.color_msg(rgb, t0 + 0.5, "cam")
+    short.data = bytes(short.data)[:100]  # truncated buffer
+    send(5, color=short)
+    send(6)  # a good one
+    send(3)  # stamps going backwards
+    ok = probe.spin_until(lambda: int(_diag(probe, "registration").get("frames_registered", 0)) >= 1
+                          and int(_diag(probe, "registration").get("dropped_total", 0)) >= 5, timeout=15)
+    d = _diag(probe, "registration")
+    assert ok, (d, nodes.log("registration"))
+    for reason in ("dropped.encoding", "dropped.size_mismatch", "dropped.pose_non_finite", "dropped.pose_non_rigid",
+                   "dropped.step"):
+        assert int(d.get(reason, 0)) >= 1, (reason, d)
+    assert sum(int(v) for k, v in d.items() if k.startswith("dropped.sync.stamp_backwards")) >= 1, d
+    assert proc.poll() is None, nodes.log("registration")
