@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=5.0, help="publishing time (transport)")
     b.add_argument("--reliability", choices=["reliable", "best_effort"], default="reliable", help="QoS (transport)")
     b.add_argument("--qos-depth", type=int, default=10, help="QoS history depth (transport)")
-    b.add_argument("--transport", choices=["default", "large_data", "udpv4", "shm"], default="large_data",
+    b.add_argument("--transport", choices=["default", "large_data", "udpv4", "shm"], default="default",
                    help="Fast DDS builtin transports (transport)")
     b.add_argument("--colour-only", action="store_true", help="one rgb8 stream instead of colour + 16UC1 depth (transport)")
     b.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)

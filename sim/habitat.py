@@ -229,3 +229,27 @@ def _category_table(names: dict[int, str]) -> ClassTable | None:
         seen.add(name)
         table.append(name)
     return ClassTable.from_names(table)
+
+
+class HabitatTrajectorySource:
+    """A camera path through a Habitat scene: poses planned on the scene's mesh by our trajectory
+    generator (``planner``: a :class:`sim.source.SimSource` over the same scene file, or anything
+    with ``poses [N, 4, 4]`` and ``cfg.fps``), frames rendered by habitat-sim. Indexable like the
+    other frame sources (``len``, ``[i]``), so the camera source node can publish it."""
+
+    def __init__(self, scene_path, planner, width: int = 640, height: int = 480, hfov_deg: float = 90.0,
+                 semantic: bool = True):
+        self.habitat = HabitatSource(scene_path, width=width, height=height, hfov_deg=hfov_deg, semantic=semantic)
+        self.poses = np.asarray(planner.poses)
+        self.fps = float(planner.cfg.fps)
+        self.intrinsics = self.habitat.intrinsics
+        self.classes = self.habitat.classes
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    def __getitem__(self, i: int) -> Frame:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"frame {i} out of range for {len(self)} frames")
+        i %= len(self)
+        return self.habitat.render(self.poses[i], stamp=i / self.fps)

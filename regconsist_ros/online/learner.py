@@ -112,7 +112,12 @@ class OnlineLearner:
         self._pending: list[tuple] = []
         self._newest_kf: dict[str, float] = {}
         self._lock = threading.Lock()
-        self.rng = np.random.default_rng(cfg.seed)
+        from regconsist_ros.learning.trainer import dist_rank
+
+        # batches differ per rank under torch.distributed; the objective chosen for a slice must not
+        self.rank = dist_rank()
+        self.rng = np.random.default_rng([cfg.seed, self.rank] if self.rank else cfg.seed)
+        self.choice_rng = np.random.default_rng([cfg.seed, 7919])
         self.runs: dict[str, Trainer] = {}
         self.counts = {"frames": 0, "keyframes": 0, "view_pairs": 0, "view_pairs_unjoined": 0}
         seed_everything(cfg.seed)
@@ -268,11 +273,12 @@ class OnlineLearner:
         shares = np.asarray(self.cfg.mix or [1.0] * len(names), np.float64)
         left = steps
         while left > 0:
-            ready = [i for i, nm in enumerate(names) if self.ready(nm) and shares[i] > 0]
+            flags = self.agree([self.ready(nm) for nm in names])  # every rank trains the same objective
+            ready = [i for i, nm in enumerate(names) if flags[i] and shares[i] > 0]
             if not ready:
                 break
             w = shares[ready] / shares[ready].sum()
-            name = names[ready[int(self.rng.choice(len(ready), p=w))]]
+            name = names[ready[int(self.choice_rng.choice(len(ready), p=w))]]
             t = self.runs[name]
             k = min(left, self.cfg.slice_steps)
             fn = self._frame_batch if name in ("rsp", "mae") else self._regconsist_batch
@@ -285,14 +291,29 @@ class OnlineLearner:
                 self.checkpoint(name)
         return done
 
+    @staticmethod
+    def agree(flags: list[bool]) -> list[bool]:
+        """Flags that hold on every rank (logical AND over torch.distributed ranks; as is otherwise).
+
+        Every rank receives the stream itself, so buffers fill at slightly different times; training
+        a slice only when all ranks can keeps DDP's collective calls in step."""
+        d = torch.distributed
+        if not (d.is_available() and d.is_initialized()):
+            return list(flags)
+        t = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int64)
+        d.all_reduce(t, op=d.ReduceOp.MIN)
+        return [bool(x) for x in t.tolist()]
+
     def checkpoint(self, name: str | None = None) -> list[str]:
-        """Atomic checkpoint of one (or every) objective at its current step."""
+        """Atomic checkpoint of one (or every) objective at its current step (rank 0 writes under DDP)."""
         paths = []
         for nm in ([name] if name else list(self.runs)):
             t = self.runs[nm]
             if t.step == 0:
                 continue
-            paths.append(str(t.save()))
+            path = t.save()
+            if path is not None:
+                paths.append(str(path))
             self._last_ckpt[nm] = t.step
         return paths
 

@@ -37,7 +37,7 @@ def run_node(node_cls, args=None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ConfigError, ValueError, ParameterException) as e:
+    except (ConfigError, ValueError, ParameterException, ImportError) as e:  # ImportError: an optional back-end
         name = getattr(node_cls, "__name__", "node")
         print(f"{name}: configuration error: {e}", file=sys.stderr)
         code = 2

@@ -73,7 +73,7 @@ def _publisher(width: int, height: int, rate: float, seconds: float, qos: QosCon
 
 
 def bench_transport(width: int = 640, height: int = 480, rate: float = 30.0, seconds: float = 5.0,
-                    reliability: str = "reliable", depth: int = 10, transport: str = "large_data",
+                    reliability: str = "reliable", depth: int = 10, transport: str = "default",
                     settle: float = 1.0, match_timeout: float = 15.0, rgbd: bool = True) -> dict:
     """Run a publisher subprocess and subscribe here; returns delivery and latency figures.
 

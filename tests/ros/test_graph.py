@@ -25,17 +25,27 @@ FAST = [
 ]
 
 
-def _up(args, tmp_path, domain_id, duration):
+def _up(args, tmp_path, domain_id, duration, probe=None):
+    """Run `regconsist up sim`; while it runs, a probe node (if given) spins on the same domain."""
     out = tmp_path / "online"
     cmd = [sys.executable, "-m", "regconsist_ros.cli", "up", "sim", "--duration", str(duration), "--domain-id",
            str(domain_id), "--json", "--set", f"learner.learner.out_dir={out}", "--set", f"evaluator.watch_dir={out}"]
     for s in FAST + list(args):
         cmd += ["--set", s]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120), out
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if probe is not None:
+        probe.spin_until(lambda: proc.poll() is not None, timeout=duration + 120)
+    stdout, stderr = proc.communicate(timeout=duration + 120)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), out
 
 
-def test_up_sim_runs_the_whole_graph(tmp_path, domain_id):
-    r, out = _up([], tmp_path, domain_id, duration=45)
+def test_up_sim_runs_the_whole_graph(tmp_path, domain_id, probe):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from regconsist_ros.ros.diagnostics import values_of
+
+    probe.subscribe(DiagnosticArray, "/diagnostics", keep=100000)
+    r, out = _up([], tmp_path, domain_id, duration=45, probe=probe)
     log = r.stdout[-6000:] + r.stderr[-2000:]
     assert r.returncode == 0, log
     result = json.loads(r.stdout.strip().splitlines()[-1])
@@ -48,6 +58,14 @@ def test_up_sim_runs_the_whole_graph(tmp_path, domain_id):
         ckpts = sorted((out / name / "checkpoints").glob("step_*"))
         assert ckpts, name
     assert list((out / "tensorboard").glob("events.out.tfevents*")), "no TensorBoard scalars"
+    # what a ROS user sees on /diagnostics: frames registered, learner steps, evaluator results
+    status = {}
+    for arr in probe.msgs["/diagnostics"]:
+        for st in arr.status:
+            status[st.name] = values_of(st)
+    assert int(status["registration: status"]["frames_registered"]) > 0, status.keys()
+    assert int(status["learner: status"]["rsp.step"]) > 0 and int(status["learner: status"]["regconsist.step"]) > 0
+    assert any(name.startswith("evaluator: ") and name != "evaluator: status" for name in status), sorted(status)
     # evaluator: at least one result line with a label-propagation score
     lines = [json.loads(l) for l in (out / "eval_results.jsonl").read_text().splitlines()]
     assert lines and any("propagation" in l and 0 <= l["propagation"]["JF_mean"] <= 1 for l in lines), lines
@@ -93,9 +111,10 @@ def test_learner_killed_with_sigkill_resumes_at_its_last_checkpoint(tmp_path, do
         ok = f"resumed at step {step}" in nodes.log("learner2")
         time.sleep(0.5)
     assert ok, nodes.log("learner2")
-    # SIGINT: clean shutdown with a final checkpoint past the resumed step
+    # SIGTERM (what `kill` and process managers send): clean shutdown, final checkpoint past the resumed step
     time.sleep(3)
-    assert nodes.stop(again, timeout=60) == 0, nodes.log("learner2")
+    again.send_signal(signal.SIGTERM)
+    assert again.wait(60) == 0, nodes.log("learner2")
     assert read_info(latest_checkpoint(out / "rsp"))["step"] > step
 
 
@@ -128,3 +147,41 @@ def test_graph_definition_errors_are_clear(tmp_path):
     bad.write_text("graphs:\n  x:\n    nodes:\n      teleporter: {}\n")
     with pytest.raises(ConfigError, match="teleporter"):
         load_graph("x", bad)
+
+
+def test_one_learner_on_two_ranks_under_torchrun(tmp_path, domain_id, nodes):
+    """The online learner with DDP (gloo on CPU): both ranks train on the stream in step, rank 0 logs and
+    checkpoints, SIGINT stops both cleanly with a final checkpoint."""
+    from models.checkpoint import latest_checkpoint, read_info
+
+    out = tmp_path / "online"
+    nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "sim.frames": 100, "rate": 10.0})
+    args = ["learner.objectives:=[rsp]", f"learner.out_dir:={out}", "learner.store_height:=32", "learner.store_width:=48",
+            "learner.min_frames:=8", "learner.batch:=4", "learner.ckpt_every:=5", "learner.slice_steps:=1",
+            "vit.img_size:=[32, 48]", "vit.patch:=8", "vit.depth:=1", "rsp.decoder_width:=32", "rsp.decoder_depth:=1",
+            "rsp.decoder_heads:=4", "frame_pairs.gap_min:=2", "frame_pairs.gap_max:=6", "trainer.threads:=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29600 + domain_id), "-m", "regconsist_ros.ros.nodes.learner", "--ros-args"]
+    for a in args:
+        cmd += ["-p", a]
+    log = tmp_path / "torchrun.log"
+    proc = subprocess.Popen(cmd, env={**os.environ, "ROS_DOMAIN_ID": str(domain_id), "OMP_NUM_THREADS": "1"},
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            ckpt = latest_checkpoint(out / "rsp")
+            if ckpt is not None and read_info(ckpt)["step"] >= 10:
+                break
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        else:
+            raise AssertionError(log.read_text()[-3000:])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(90)
+    text = log.read_text()
+    assert "rank 1 of 2 (DDP)" in text and "final checkpoints" in text, text[-3000:]
+    steps = [json.loads(l)["step"] for l in (out / "rsp" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] >= 10  # one writer (rank 0), one line per step
+    assert read_info(latest_checkpoint(out / "rsp"))["step"] == steps[-1]  # the final checkpoint at shutdown

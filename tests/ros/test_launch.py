@@ -44,8 +44,20 @@ def test_launch_files_build_one_node_action_per_graph_node(fake_launch, graph, n
     assert {a.kwargs["executable"] for a in node_actions} == nodes
     for a in node_actions:
         assert a.kwargs["package"] == "regconsist_ros" and isinstance(a.kwargs["parameters"][0], dict)
-    env = [a for a in desc["actions"] if type(a).__name__ == "SetEnvironmentVariable"]
-    assert env and env[0].args == ("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # the default graph uses Fast DDS's default transports: no environment is set
+    assert not [a for a in desc["actions"] if type(a).__name__ == "SetEnvironmentVariable"]
     if graph == "robot":
         reg = next(a for a in node_actions if a.kwargs["executable"] == "registration")
         assert ("camera/color/image_raw", "/camera/camera/color/image_raw") in reg.kwargs["remappings"]
+
+
+def test_a_large_data_graph_sets_the_transport_for_every_node(fake_launch, tmp_path):
+    from regconsist_ros.launch_description import launch_description
+
+    g = tmp_path / "graph.yaml"
+    g.write_text("transport: large_data\ngraphs:\n  eval:\n    nodes:\n      evaluator: {params: {watch_dir: x}}\n")
+    desc = launch_description("eval", str(g))
+    env = [a for a in desc["actions"] if type(a).__name__ == "SetEnvironmentVariable"]
+    assert env and env[0].args == ("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    node = next(a for a in desc["actions"] if type(a).__name__ == "Node")
+    assert node.kwargs["parameters"] == [{"watch_dir": "x"}]

@@ -97,3 +97,9 @@ def test_pair_cloud_round_trip_and_rejects_other_clouds():
     assert len(sub["uv1"]) == 2
     with pytest.raises(BadInput):
         read_pair_cloud(PointCloud2())
+
+
+def test_habitat_source_without_habitat_sim_exits_with_the_install_hint(nodes):
+    proc = nodes.start("sim_camera", {"source": "habitat", "sim.width": 32, "sim.height": 24})
+    assert proc.wait(60) == 2
+    assert "habitat-sim is not installed" in nodes.log("sim_camera")

@@ -103,3 +103,39 @@ def test_malformed_messages_are_counted_and_the_node_stays_alive(probe, nodes):
         assert int(d.get(reason, 0)) >= 1, (reason, d)
     assert sum(int(v) for k, v in d.items() if k.startswith("dropped.sync.stamp_backwards")) >= 1, d
     assert proc.poll() is None, nodes.log("registration")
+
+
+def test_frames_without_camera_info_wait_then_are_counted(probe, nodes):
+    """No camera_info yet: frames wait in the bounded sync queue, overflow is counted; once camera_info
+    arrives, registration proceeds."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from regconsist_ros.ros import convert
+    from sim.frame import Intrinsics
+
+    probe.subscribe(DiagnosticArray, "/diagnostics")
+    proc = nodes.start("registration", {"sync_queue": 3})
+    node = probe.node
+    pubs = {"color": node.create_publisher(Image, "camera/color/image_raw", 10),
+            "depth": node.create_publisher(Image, "camera/aligned_depth_to_color/image_raw", 10),
+            "info": node.create_publisher(CameraInfo, "camera/color/camera_info", 10),
+            "pose": node.create_publisher(PoseStamped, "camera/pose", 10)}
+    probe.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), timeout=30)
+    intr = Intrinsics.from_fov(32, 24, 90)
+    rgb, depth, T = np.full((24, 32, 3), 90, np.uint8), np.full((24, 32), 2.0, np.float32), np.eye(4)
+    t0 = time.time()
+    for i in range(8):
+        t = t0 + 0.1 * i
+        if i == 7:
+            pubs["info"].publish(convert.camera_info_msg(intr, t, "cam"))
+        pubs["depth"].publish(convert.depth_msg(depth, t, "cam"))
+        pubs["pose"].publish(convert.pose_msg(T, t, "world"))
+        pubs["color"].publish(convert.color_msg(rgb, t, "cam"))
+        probe.spin_until(lambda: False, 0.05)
+    ok = probe.spin_until(lambda: int(_diag(probe, "registration").get("frames_registered", 0)) >= 1, timeout=15)
+    d = _diag(probe, "registration")
+    assert ok, (d, nodes.log("registration"))
+    assert sum(int(v) for k, v in d.items() if k.startswith("dropped.sync.")) >= 3, d
+    assert proc.poll() is None

@@ -259,3 +259,20 @@ def test_render_without_semantics(fake_habitat):
     src.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         src.render(np.eye(4))
+
+
+def test_trajectory_source_renders_the_planned_poses(fake_habitat):
+    """The camera source's Habitat mode: our planner's poses, habitat-sim's pixels."""
+    import types as _types
+
+    from sim.habitat import HabitatTrajectorySource
+
+    poses = np.stack([camera_from_yaw_pitch([1.0, 2.0, 1.4], yaw=0.1 * k) for k in range(3)])
+    planner = _types.SimpleNamespace(poses=poses, cfg=_types.SimpleNamespace(fps=10.0))
+    src = HabitatTrajectorySource("scene.glb", planner, width=W, height=H)
+    assert len(src) == 3
+    f = src[2]
+    assert f.stamp == pytest.approx(0.2) and f.rgb.shape == (H, W, 3)
+    np.testing.assert_allclose(f.T_world_cam, poses[2], atol=1e-6)
+    with pytest.raises(IndexError):
+        src[3]

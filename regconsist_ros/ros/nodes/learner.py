@@ -97,7 +97,16 @@ def make_node_class():
 
     class LearnerNode(Node):
         def __init__(self, **kwargs):
-            super().__init__(NAME, **kwargs)
+            from regconsist_ros.learning.trainer import dist_rank, init_distributed_from_env
+
+            # under torchrun every rank is a learner node on the same topics; DDP averages their gradients
+            distributed = init_distributed_from_env()
+            self.rank = dist_rank()
+            super().__init__(NAME if self.rank == 0 else f"{NAME}_rank{self.rank}", **kwargs)
+            if distributed:
+                import torch
+
+                self.get_logger().info(f"rank {self.rank} of {torch.distributed.get_world_size()} (DDP)")
             params.declare(self, LearnerNodeConfig)
             params.declare(self, QosConfig, "qos")
             self.cfg = params.read(self, LearnerNodeConfig)
@@ -108,7 +117,7 @@ def make_node_class():
                 step = self.learner.runs[name].step
                 self.get_logger().info(f"{name}: {'resumed at step ' + str(step) if resumed else 'starting from scratch'}"
                                        f" on {self.learner.runs[name].device}")
-            self.writer = self._tensorboard() if self.cfg.tensorboard else None
+            self.writer = self._tensorboard() if self.cfg.tensorboard and self.rank == 0 else None
             self.inbox: queue.Queue = queue.Queue(maxsize=self.cfg.ingest_queue)
             self.stop = threading.Event()
             self.train_error = None
@@ -166,7 +175,10 @@ def make_node_class():
                     self.counter.drop("error", f"{type(e).__name__}: {e}")
 
         def _train_loop(self) -> None:
-            while not self.stop.is_set():
+            while True:
+                # all ranks stop together (DDP: a rank leaving mid-slice would block the others)
+                if not self.learner.agree([not self.stop.is_set()])[0]:
+                    break
                 total = sum(t.step for t in self.learner.runs.values())
                 if self.cfg.max_steps and total >= self.cfg.max_steps:
                     time.sleep(0.2)
@@ -200,7 +212,12 @@ def make_node_class():
             paths = self.learner.checkpoint()
             if self.writer is not None:
                 self.writer.close()
-            self.get_logger().info(f"final checkpoints: {paths}")
+            if paths:
+                self.get_logger().info(f"final checkpoints: {paths}")
+            import torch
+
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
     return LearnerNode
 

@@ -34,7 +34,7 @@ NAME = "sim_camera"
 class CameraSourceConfig:
     """What the camera source publishes and how fast."""
 
-    source: Literal["sim", "tum", "rosbag"] = field(default="sim", metadata={"help": "sim: the embedded world (sim.* parameters); tum: replay the TUM sequence at 'path'; rosbag: replay the rosbag2 at 'path' (RealSense topic names + camera/pose)"})
+    source: Literal["sim", "tum", "rosbag", "habitat"] = field(default="sim", metadata={"help": "sim: the embedded world or a scan (sim.* parameters); habitat: the scan at sim.scene rendered by habitat-sim (when installed) along a path planned on its mesh; tum / rosbag: replay the TUM sequence / rosbag2 at 'path' (RealSense topic names + camera/pose)"})
     path: str = field(default="", metadata={"help": "TUM sequence or rosbag2 directory"})
     rate: float = field(default=10.0, metadata={"help": "frames per second"})
     depth_encoding: Literal["16UC1", "32FC1"] = field(default="16UC1", metadata={"help": "16UC1 (millimetres) or 32FC1 (metres)"})
@@ -68,6 +68,11 @@ def open_source(cfg: CameraSourceConfig, sim_cfg: SimConfig):
     from sim.source import SimSource
 
     src = SimSource(sim_cfg)
+    if cfg.source == "habitat":
+        from sim.habitat import HabitatTrajectorySource
+
+        hab = HabitatTrajectorySource(sim_cfg.scene, src, sim_cfg.width, sim_cfg.height, sim_cfg.hfov)
+        return hab, hab.intrinsics
     return src, src.intrinsics
 
 
