@@ -10,7 +10,6 @@ status is non-zero when a node died on its own.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,9 +1,7 @@
 """Two-process torch.distributed (gloo, CPU) training of the learner's objective step: DDP averages
 gradients so both ranks hold identical weights after steps on different data; rank 0 checkpoints."""
-import json
 import os
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 

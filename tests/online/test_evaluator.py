@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from models.checkpoint import save_checkpoint
 from models.deeplab import DeepLabConfig

@@ -19,9 +19,12 @@ def domain_id():
     return base + random.Random(os.getpid() * 1000 + time.time_ns()).randrange(50)
 
 
-def start_node(module: str, domain: int, params: dict, log_path: Path, extra_env: dict | None = None) -> subprocess.Popen:
-    """``python -m regconsist_ros.ros.nodes.<module> --ros-args -p k:=v ...`` as its own process."""
+def start_node(module: str, domain: int, params: dict, log_path: Path, extra_env: dict | None = None,
+               namespace: str = "") -> subprocess.Popen:
+    """``python -m regconsist_ros.ros.nodes.<module> --ros-args [-r __ns:=NS] -p k:=v ...`` as its own process."""
     args = [sys.executable, "-m", f"regconsist_ros.ros.nodes.{module}", "--ros-args"]
+    if namespace:
+        args += ["-r", f"__ns:={namespace}"]
     for k, v in params.items():
         if isinstance(v, bool):
             v = "true" if v else "false"
@@ -94,9 +97,10 @@ class Nodes:
     def __init__(self, domain: int, tmp_path: Path):
         self.domain, self.tmp_path, self.procs = domain, tmp_path, {}
 
-    def start(self, module: str, params: dict, name: str | None = None, extra_env: dict | None = None) -> subprocess.Popen:
+    def start(self, module: str, params: dict, name: str | None = None, extra_env: dict | None = None,
+              namespace: str = "") -> subprocess.Popen:
         name = name or module
-        proc = start_node(module, self.domain, params, self.tmp_path / f"{name}.log", extra_env)
+        proc = start_node(module, self.domain, params, self.tmp_path / f"{name}.log", extra_env, namespace)
         self.procs[name] = proc
         return proc
 

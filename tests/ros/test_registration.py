@@ -34,12 +34,15 @@ def test_view_pairs_from_the_simulated_camera(probe, nodes):
     assert ok, nodes.log("registration") + nodes.log("sim_camera")
     probe.spin_until(lambda: int(_diag(probe, "registration").get("view_pairs", 0)) >= 3, timeout=5)
     kf_stamps = {convert.stamp_to_sec(m.header.stamp) for m in probe.msgs["registration/keyframe/image_raw"]}
+    assert kf_stamps, "no keyframe image received"
     for msg in probe.msgs["registration/view_pairs"]:
         p = read_pair_cloud(msg)
         assert p["src_stamp"] < p["dst_stamp"]
-        # both views were published as keyframes before the pair (joinable by stamp)
-        assert any(abs(p["src_stamp"] - s) < 1e-6 for s in kf_stamps)
-        assert any(abs(p["dst_stamp"] - s) < 1e-6 for s in kf_stamps)
+        # both views were published as keyframes before the pair (joinable by stamp); keyframes sent
+        # before the probe's discovery finished (volatile QoS) cannot have reached it
+        for st in (p["src_stamp"], p["dst_stamp"]):
+            if st >= min(kf_stamps) - 1e-6:
+                assert any(abs(st - s) < 1e-6 for s in kf_stamps), (st, sorted(kf_stamps))
         assert 0.3 <= p["iou"] <= 0.7 and len(p["uv1"]) > 10
         assert (p["uv1"] >= 0).all() and (p["uv1"][:, 0] < 64).all() and (p["uv2"][:, 1] < 48).all()
     d = _diag(probe, "registration")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -73,7 +72,7 @@ class Registrar:
         self.cfg, self.counter = cfg, counter
         self.builder = PairBuilder(kf, pairs, corr)
 
-    def frame(self, stamp: float, color, depth, info, T) :
+    def frame(self, stamp: float, color, depth, info, T):
         """Decoded, validated Frame, or None (the reason is counted)."""
         from regconsist_ros.online.decode import check_sizes
         from regconsist_ros.online.errors import BadInput

@@ -17,7 +17,6 @@ queue; the timer only publishes. When the trajectory ends the source loops (``lo
 """
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
