@@ -18,6 +18,20 @@ def _diag(probe, name):
     return out
 
 
+def _camera_publishers(probe) -> dict:
+    """Publishers of the four camera streams on the probe node, matched with the registration node."""
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import CameraInfo, Image
+
+    node = probe.node
+    pubs = {"color": node.create_publisher(Image, "camera/color/image_raw", 10),
+            "depth": node.create_publisher(Image, "camera/aligned_depth_to_color/image_raw", 10),
+            "info": node.create_publisher(CameraInfo, "camera/color/camera_info", 10),
+            "pose": node.create_publisher(PoseStamped, "camera/pose", 10)}
+    probe.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), timeout=30)
+    return pubs
+
+
 def test_view_pairs_from_the_simulated_camera(probe, nodes):
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image, PointCloud2
@@ -53,20 +67,13 @@ def test_view_pairs_from_the_simulated_camera(probe, nodes):
 
 def test_malformed_messages_are_counted_and_the_node_stays_alive(probe, nodes):
     from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import PoseStamped
-    from sensor_msgs.msg import CameraInfo, Image
 
     from regconsist_ros.ros import convert
     from sim.frame import Intrinsics
 
     probe.subscribe(DiagnosticArray, "/diagnostics")
     proc = nodes.start("registration", {})
-    node = probe.node
-    pubs = {"color": node.create_publisher(Image, "camera/color/image_raw", 10),
-            "depth": node.create_publisher(Image, "camera/aligned_depth_to_color/image_raw", 10),
-            "info": node.create_publisher(CameraInfo, "camera/color/camera_info", 10),
-            "pose": node.create_publisher(PoseStamped, "camera/pose", 10)}
-    probe.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), timeout=30)
+    pubs = _camera_publishers(probe)
     intr = Intrinsics.from_fov(32, 24, 90)
     rgb = np.full((24, 32, 3), 100, np.uint8)
     depth = np.full((24, 32), 2.0, np.float32)
@@ -112,20 +119,13 @@ def test_frames_without_camera_info_wait_then_are_counted(probe, nodes):
     """No camera_info yet: frames wait in the bounded sync queue, overflow is counted; once camera_info
     arrives, registration proceeds."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import PoseStamped
-    from sensor_msgs.msg import CameraInfo, Image
 
     from regconsist_ros.ros import convert
     from sim.frame import Intrinsics
 
     probe.subscribe(DiagnosticArray, "/diagnostics")
     proc = nodes.start("registration", {"sync_queue": 3})
-    node = probe.node
-    pubs = {"color": node.create_publisher(Image, "camera/color/image_raw", 10),
-            "depth": node.create_publisher(Image, "camera/aligned_depth_to_color/image_raw", 10),
-            "info": node.create_publisher(CameraInfo, "camera/color/camera_info", 10),
-            "pose": node.create_publisher(PoseStamped, "camera/pose", 10)}
-    probe.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), timeout=30)
+    pubs = _camera_publishers(probe)
     intr = Intrinsics.from_fov(32, 24, 90)
     rgb, depth, T = np.full((24, 32, 3), 90, np.uint8), np.full((24, 32), 2.0, np.float32), np.eye(4)
     t0 = time.time()
