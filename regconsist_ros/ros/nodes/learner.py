@@ -135,9 +135,6 @@ def make_node_class():
             self.ingest.start()
             self.trainer.start()
             self.create_timer(1.0, self._diagnostics)
-            self._decode = {"frame": convert.decode_color_msg, "keyframe": convert.decode_color_msg}
-            self._read_pair = read_pair_cloud
-            self._BadInput = BadInput
 
         def _tensorboard(self):
             try:
@@ -162,14 +159,14 @@ def make_node_class():
                 try:
                     stamp = convert.stamp_to_sec(msg.header.stamp)
                     if kind == "pair":
-                        p = self._read_pair(msg)
+                        p = read_pair_cloud(msg)
                         self.learner.add_view_pair(p["src_stamp"], p["dst_stamp"], p["uv1"], p["uv2"], p["iou"], source)
                     elif kind == "keyframe":
-                        self.learner.add_keyframe(self._decode[kind](msg), stamp, source)
+                        self.learner.add_keyframe(convert.decode_color_msg(msg), stamp, source)
                     else:
-                        self.learner.add_frame(self._decode[kind](msg), stamp, source)
+                        self.learner.add_frame(convert.decode_color_msg(msg), stamp, source)
                     self.counter.accept()
-                except self._BadInput as e:
+                except BadInput as e:
                     self.counter.drop(e.reason, e.message)
                 except Exception as e:  # never let one message kill the learner
                     self.counter.drop("error", f"{type(e).__name__}: {e}")
