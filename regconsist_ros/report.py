@@ -6,22 +6,11 @@ loss curves per objective, readout scores over training steps, correspondence an
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by a crash
-    return rows
+from regconsist_ros.learning.trainer import read_jsonl
 
 
 def region_figure(f1, f2, c, path: Path, region_cfg=None) -> Path:
@@ -78,7 +67,7 @@ def write_report(out: Path, online_dir: Path, up_result: dict | None, pictures: 
     if objectives:
         fig, axes = plt.subplots(1, len(objectives), figsize=(5 * len(objectives), 3.2), squeeze=False)
         for ax, name in zip(axes[0], objectives):
-            rows = _jsonl(Path(online_dir) / name / "metrics.jsonl")
+            rows = read_jsonl(Path(online_dir) / name / "metrics.jsonl")
             steps = [r["step"] for r in rows]
             loss = [r["loss"] for r in rows]
             ax.plot(steps, loss, lw=0.8, alpha=0.5, label="loss")
@@ -98,7 +87,7 @@ def write_report(out: Path, online_dir: Path, up_result: dict | None, pictures: 
         for name, s, a, b, n in summary:
             lines.append(f"| {name} | {s} | {a:.4g} | {b:.4g} | {n} |" if a is not None else f"| {name} | {s} | - | - | {n} |")
         lines += ["", "![losses](losses.png)", ""]
-    results = _jsonl(Path(online_dir) / "eval_results.jsonl")
+    results = read_jsonl(Path(online_dir) / "eval_results.jsonl")
     if results:
         fig, ax = plt.subplots(figsize=(7, 3.2))
         for name in sorted({r["objective"] for r in results}):

@@ -63,24 +63,8 @@ def _model_cfg(cfg: ExperimentConfig):
     return replace(small, width=cfg.width_mult)
 
 
-def render_once(sim_cfg, out: Path, desc: str = "render") -> None:
-    """Render ``sim_cfg`` into a TUM sequence at ``out`` unless an identical one is already there."""
-    from tqdm import tqdm
-
-    from sim.sequences import TumWriter
-    from sim.source import SimSource, frames_meta
-
-    stamp = out / "sim_config.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == asdict(sim_cfg):
-        return
-    src = SimSource(sim_cfg)
-    with TumWriter(out, src.intrinsics, classes=src.classes, meta=frames_meta(src), overwrite=True) as w:
-        for f in tqdm(src, total=len(src), desc=desc, unit="frame"):
-            w.write(f)
-    stamp.write_text(json.dumps(asdict(sim_cfg)))
-
-
 def _render(cfg: ExperimentConfig, data_dir: Path) -> None:
+    from regconsist_ros.experiments.common import render_once
     from sim.source import SimConfig
 
     render_once(SimConfig(seed=cfg.scene_seed, frames=cfg.frames, width=cfg.width, height=cfg.height,
@@ -106,18 +90,14 @@ def run(cfg: ExperimentConfig) -> dict:
     from models.checkpoint import latest_checkpoint, load_checkpoint
     from models.deeplab import DeepLabV3Plus
     from models.objectives.regconsist import RegConsistConfig
+    from regconsist_ros.experiments.common import start_run
     from regconsist_ros.learning.pretrain import load_frames, pretrain_regconsist
     from regconsist_ros.learning.trainer import TrainerConfig
     from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
     from regconsist_ros.registration.pairs import PairSelectionConfig
     from regconsist_ros.registration.regions import RegionConfig
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.json").write_text(json.dumps(asdict(cfg), indent=1))
-    t0 = time.perf_counter()
+    out, t0 = start_run(cfg)
     data_dir = out / "data"
     _render(cfg, data_dir)
     frames, seq = load_frames(data_dir)
@@ -220,6 +200,8 @@ def figures(out: Path, results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from regconsist_ros.learning.trainer import read_jsonl
+
     budgets = list(results)
     names = list(results[budgets[0]])
     fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -238,8 +220,7 @@ def figures(out: Path, results: dict) -> None:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for run_dir in sorted((out / "pretrain").glob("*")):
-        rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()] \
-            if (run_dir / "metrics.jsonl").exists() else []
+        rows = read_jsonl(run_dir / "metrics.jsonl")
         if rows:
             ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=run_dir.name)
     ax.set_xlabel("step")

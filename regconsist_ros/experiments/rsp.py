@@ -84,7 +84,7 @@ class RSPExperimentConfig:
 
 def _render(seed: int, frames: int, width: int, height: int, step: float, out: Path):
     """Render one exploration trajectory into a TUM sequence (skipped when an identical one exists)."""
-    from regconsist_ros.experiments.regconsist import render_once
+    from regconsist_ros.experiments.common import render_once
     from sim.source import SimConfig
 
     render_once(SimConfig(seed=seed, frames=frames, width=width, height=height, trajectory="explore", step=step), out,
@@ -120,19 +120,13 @@ def _pretrain(name: str, cfg: RSPExperimentConfig, sources: list, run_dir: Path)
 
 
 def run(cfg: RSPExperimentConfig) -> dict:
-    import torch
-
     from models.checkpoint import load_checkpoint
     from models.encoder import random_encoder
     from regconsist_ros.learning.frame_sources import load_ordered_frames
+    from regconsist_ros.experiments.common import start_run
     from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.json").write_text(json.dumps(asdict(cfg), indent=1))
-    t0 = time.perf_counter()
+    out, t0 = start_run(cfg)
     train_dirs = [out / "data" / f"train_{s}" for s in cfg.train_seeds]
     eval_dirs = [out / "data" / f"eval_{s}" for s in cfg.eval_seeds]
     for s, d in zip(cfg.train_seeds, train_dirs):
@@ -199,6 +193,8 @@ def figures(out: Path, cfg: RSPExperimentConfig, results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from regconsist_ros.learning.trainer import read_jsonl
+
     names = list(results)
     fig, ax = plt.subplots(figsize=(8, 3.5))
     x = np.arange(len(names))
@@ -214,8 +210,7 @@ def figures(out: Path, cfg: RSPExperimentConfig, results: dict) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for run_dir in sorted((out / "pretrain").glob("*")):
-        path = run_dir / "metrics.jsonl"
-        rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+        rows = read_jsonl(run_dir / "metrics.jsonl")
         if not rows:
             continue
         steps = [r["step"] for r in rows]

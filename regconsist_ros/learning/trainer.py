@@ -96,6 +96,21 @@ def init_distributed_from_env() -> bool:
     return True
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Rows of a JSON-lines file (metrics.jsonl, eval_results.jsonl); [] when it does not exist. A line
+    cut short by a crash is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
 def dist_rank() -> int:
     """This process' rank under torch.distributed (0 when not distributed): batch samplers mix it into
     their seeds so every rank trains on different data."""

@@ -85,14 +85,11 @@ class Evaluator:
         self.skipped = 0
         self.failed = 0
         self._data = None
-        path = cfg.results_path
-        if path.exists():  # a restarted evaluator does not redo finished work
-            for line in path.read_text().splitlines():
-                try:
-                    r = json.loads(line)
-                    self.done.add((r["objective"], int(r["step"])))
-                except (ValueError, KeyError):
-                    continue
+        from regconsist_ros.learning.trainer import read_jsonl
+
+        for r in read_jsonl(cfg.results_path):  # a restarted evaluator does not redo finished work
+            if "objective" in r and "step" in r:
+                self.done.add((r["objective"], int(r["step"])))
 
     def data(self):
         if self._data is None:
