@@ -50,6 +50,8 @@ setup(
         # torch is installed by the Makefile with a pinned, overridable spec (TORCH_SPEC)
         "torch": ["torch"],
         "io": ["rosbags", "imageio", "av", "tensorboard"],
+        # the BC readout's MetaWorld suite (brings mujoco and gymnasium)
+        "readout": ["metaworld"],
         "test": ["pytest", "pytest-xdist"],
     },
     entry_points={

@@ -95,11 +95,13 @@ def cmd_bench(a: argparse.Namespace) -> dict:
     from regconsist_ros import bench
 
     pre = a.what == "pretrain"
-    a.width = a.width if a.width is not None else (128 if pre else 640)
+    a.width = a.width if a.width is not None else (128 if pre or a.what == "bc" else 640)
     a.height = a.height if a.height is not None else (96 if pre else 480)
-    a.n = a.n if a.n is not None else (10 if pre else 30)
+    a.n = a.n if a.n is not None else (10 if pre else 50 if a.what == "bc" else 30)
     a.nthreads = a.nthreads if a.nthreads is not None else (0 if pre else 1)
 
+    if a.what == "bc":
+        return bench.bench_bc(task=a.task, size=a.width, n=a.n, seed=a.seed)
     if a.what == "regions":
         return bench.bench_regions(width=a.width, height=a.height, n=a.n, seed=a.seed)
     if a.what == "transport":
@@ -255,6 +257,37 @@ def cmd_eval_propagate(a: argparse.Namespace) -> dict:
     return {**result, **info}
 
 
+def cmd_eval_bc(a: argparse.Namespace) -> dict:
+    """Behaviour-cloning readout: one task, several (--task a b), or the suite's list (--all)."""
+    from models.vit import ViTConfig
+    from regconsist_ros.readout.bc import BCConfig
+    from regconsist_ros.readout.bc_run import BCReadoutConfig, resolve_encoder, run_readout
+    from regconsist_ros.readout.suites import get_suite
+
+    cfg = from_args(BCReadoutConfig, a)
+    bc = from_args(BCConfig, a)
+    suite = get_suite(cfg.suite)
+    if a.all == bool(a.task):
+        raise ConfigError("give either --task NAME [NAME ...] or --all")
+    tasks = list(suite.tasks) if a.all else a.task
+    encoders = [resolve_encoder(e, from_args(ViTConfig, a, prefix="vit_"), bc.seed) for e in a.encoder]
+    labels = [e.label for e in encoders]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--encoder labels must differ, got {labels} (name them: label=path)")
+    summary, results = run_readout(tasks, encoders, cfg, bc, a.out, progress=not a.quiet)
+    if len(results) == 1:
+        r = results[0]
+        if r.get("status") != "ok":
+            return {**r, "_exit": 1}
+        keep = ("suite", "task", "encoder", "success", "best_success", "best_epoch", "episodes", "demos", "demo_steps",
+                "evaluations", "videos", "seconds", "encoder_info")
+        return {k: r[k] for k in keep} | {"out": str(Path(a.out) / cfg.suite / r["encoder"] / r["task"]),
+                                          "resumed": bool(r.get("resumed"))}
+    if not summary["encoders"]:
+        return {**summary, "_exit": 1}
+    return summary
+
+
 # ---- up -----------------------------------------------------------------------------------------------
 def cmd_up(a: argparse.Namespace) -> dict:
     from regconsist_ros.up import load_graph, up
@@ -315,10 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_correspond)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
-    b.add_argument("what", choices=["sim", "correspond", "regions", "pretrain", "transport"],
+    b.add_argument("what", choices=["sim", "correspond", "regions", "pretrain", "transport", "bc"],
                    help="sim: frames/s of the renderer; correspond: ms per pair; regions: Cantor vs all-pairs region "
                    "overlap; pretrain: RSP/MAE training steps/s and images/s; transport: delivered fraction and "
-                   "latency of images between two ROS 2 processes")
+                   "latency of images between two ROS 2 processes; bc: ms per MetaWorld frame and BC rollout step")
+    b.add_argument("--task", default="hammer", help="MetaWorld task (bc)")
     b.add_argument("--width", type=int, default=None, help="image width (default 640; pretrain 128)")
     b.add_argument("--height", type=int, default=None, help="image height (default 480; pretrain 96)")
     b.add_argument("--n", type=int, default=None, help="frames (sim), pairs (correspond) or steps (pretrain) to time")
@@ -419,6 +453,23 @@ def build_parser() -> argparse.ArgumentParser:
     encoder_flags(pg)
     add_arguments(pg, PropagationConfig)
     pg.set_defaults(fn=cmd_eval_propagate)
+    from regconsist_ros.readout.bc import BCConfig
+    from regconsist_ros.readout.bc_run import BCReadoutConfig
+
+    bcp = ev.add_parser("bc", help="behaviour-cloning readout (CortexBench protocol) in MetaWorld and other suites",
+                        description="Frozen encoder -> flare-fused embeddings (+ proprioception) -> BatchNorm-MLP policy "
+                                    "trained on demonstrations, rolled out every --eval-every epochs.")
+    bcp.add_argument("--task", nargs="+", default=None, help="task name(s), e.g. button-press-topdown")
+    bcp.add_argument("--all", action="store_true", help="the suite's benchmark task list, aggregated (IQM, bootstrap CIs, plots)")
+    bcp.add_argument("--encoder", nargs="+", required=True,
+                     help="'random', 'state' (ground-truth state, no images), or checkpoint/run directories (label=path)")
+    bcp.add_argument("--out", type=Path, default=Path("runs/bc"), help="results directory (resumes per task)")
+    bcp.add_argument("--quiet", action="store_true", help="no progress bars")
+    bcp.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_arguments(bcp, BCReadoutConfig)
+    add_arguments(bcp, BCConfig)
+    add_arguments(bcp, ViTConfig, prefix="vit_")
+    bcp.set_defaults(fn=cmd_eval_bc)
 
     from regconsist_ros.experiments.regconsist import ExperimentConfig
 

@@ -9,7 +9,12 @@ Readouts:
 * ``propagation``: label propagation of first-frame instance masks on held-out simulated clips
   (J, F, J&F) for any encoder;
 * ``segmentation``: few-label fine-tuning (mIoU) for dense encoders (DeepLabV3+ from RegConsist);
-  skipped, with a reason, for encoders without a segmentation head.
+  skipped, with a reason, for encoders without a segmentation head;
+* ``bc``: the behaviour-cloning readout (``readout.bc_run``) on ``bc_tasks`` of a suite (MetaWorld by
+  default), with the settings of ``bc_config`` (a YAML file with ``bc_readout`` = BCReadoutConfig
+  and ``bc_policy`` = BCConfig sections) or, without one, a quick CPU setting (10 demonstrations,
+  5 rollouts of 150 steps, 20 epochs, 128 px frames, 112 px crops). Demonstrations are cached
+  once under ``<watch_dir>/bc_demos``; per-checkpoint results under ``<watch_dir>/bc_eval``.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-READOUTS = ("propagation", "segmentation")
+READOUTS = ("propagation", "segmentation", "bc")
 STEP_DIR = re.compile(r"^step_(\d{8,})$")
 
 
@@ -42,6 +47,8 @@ class EvaluatorConfig:
     min_object_pixels: int = field(default=50, metadata={"help": "smallest first-frame object propagated (pixels)"})
     seg_steps: int = field(default=50, metadata={"help": "fine-tuning steps of the segmentation readout"})
     seg_labels: float = field(default=0.2, metadata={"help": "fraction of labelled views used for fine-tuning"})
+    bc_tasks: tuple[str, ...] = field(default=("button-press-topdown",), metadata={"help": "tasks of the BC readout"})
+    bc_config: str = field(default="", metadata={"help": "YAML with bc_readout/bc_policy sections ('' = quick CPU setting)"})
 
     def __post_init__(self):
         bad = [r for r in self.readouts if r not in READOUTS]
@@ -52,6 +59,17 @@ class EvaluatorConfig:
                              f"{self.poll_s}, {self.clip_len}, {self.eval_frames}, {self.seg_steps}")
         if not 0 < self.seg_labels < 1:
             raise ValueError(f"EvaluatorConfig.seg_labels must be in (0, 1), got {self.seg_labels}")
+
+    def bc_settings(self):
+        """(BCReadoutConfig, BCConfig) of the ``bc`` readout."""
+        from regconsist_ros.config import load_yaml
+        from regconsist_ros.readout.bc import BCConfig
+        from regconsist_ros.readout.bc_run import BCReadoutConfig
+
+        if not self.bc_config:
+            return (BCReadoutConfig(demos=10, episodes=5, eval_every=10, horizon=150, render_size=128, crop_size=112,
+                                    videos=1, demo_dir=str(Path(self.watch_dir) / "bc_demos")), BCConfig(epochs=20))
+        return load_yaml(BCReadoutConfig, self.bc_config, "bc_readout"), load_yaml(BCConfig, self.bc_config, "bc_policy")
 
     @property
     def results_path(self) -> Path:
@@ -151,8 +169,29 @@ class Evaluator:
                 row["segmentation"] = {"miou": r["miou"], "pixel_acc": r["pixel_acc"]}
             else:
                 row["segmentation"] = {"skipped": f"a {info['kind']} encoder has no dense segmentation head"}
+        if "bc" in self.cfg.readouts:
+            row["bc"] = self.bc_readout(objective, step, model, info)
         row["seconds"] = round(time.time() - t0, 2)
         return row
+
+    def bc_readout(self, objective: str, step: int, model, info: dict) -> dict:
+        """BC success on ``bc_tasks``; a missing simulator or demonstrations is reported, not raised."""
+        from regconsist_ros.readout.bc_run import Encoder, run_readout
+
+        try:
+            readout_cfg, policy_cfg = self.cfg.bc_settings()
+            enc = Encoder(f"{objective}_step{step:08d}", model, {"init": f"{objective} step {step}", "kind": info["kind"]})
+            summary, results = run_readout(list(self.cfg.bc_tasks), [enc], readout_cfg, policy_cfg,
+                                           Path(self.cfg.watch_dir) / "bc_eval", progress=self.progress)
+        except (ImportError, ValueError, OSError) as e:
+            log.warning("bc readout of %s step %d failed: %s", objective, step, e)
+            return {"error": f"{type(e).__name__}: {e}"}
+        out = {r["task"]: ({"success": r["success"], "best_success": r["best_success"]} if r.get("status") == "ok"
+                           else {"status": r.get("status"), "reason": r.get("reason", "")}) for r in results}
+        agg = summary["encoders"].get(enc.label)
+        if agg:
+            out["iqm_success"] = agg["iqm_success"]
+        return out
 
     def append(self, row: dict) -> None:
         """One JSON line, flushed and fsynced (a crash loses at most the line being written)."""

@@ -62,3 +62,23 @@ def test_config_errors():
         EvaluatorConfig(readouts=("bc_everything",))
     with pytest.raises(ValueError, match="clip_len"):
         EvaluatorConfig(clip_len=50, eval_frames=40)
+
+
+def test_bc_readout_runs_for_each_new_checkpoint(tmp_path):
+    """The evaluator calls the BC readout (real MetaWorld) with the settings of its YAML file."""
+    (tmp_path / "bc.yaml").write_text(
+        "bc_readout: {demos: 2, episodes: 2, eval_every: 1, horizon: 10, render_size: 48, crop_size: 32, videos: 0,"
+        f" demo_dir: {tmp_path / 'demos'}}}\nbc_policy: {{epochs: 2}}\n")
+    save_checkpoint(tmp_path / "online" / "rsp" / "checkpoints" / "step_00000004", random_encoder("vit", VIT), "vit", VIT, step=4)
+    ev = Evaluator(_cfg(tmp_path, readouts=("bc",), bc_config=str(tmp_path / "bc.yaml")))
+    (row,) = ev.poll()
+    bc = row["bc"]
+    assert "error" not in bc, bc
+    assert 0 <= bc["button-press-topdown"]["success"] <= bc["button-press-topdown"]["best_success"] <= 1
+    assert 0 <= bc["iqm_success"] <= 1 and "propagation" not in row
+    result = tmp_path / "online" / "bc_eval" / "metaworld" / "rsp_step00000004" / "button-press-topdown" / "result.json"
+    assert json.loads(result.read_text())["episodes"] == 2
+    (tmp_path / "bad.yaml").write_text("bc_readout: {demos: 0}\nbc_policy: {}\n")
+    save_checkpoint(tmp_path / "online" / "rsp" / "checkpoints" / "step_00000008", random_encoder("vit", VIT), "vit", VIT, step=8)
+    (row,) = Evaluator(_cfg(tmp_path, readouts=("bc",), bc_config=str(tmp_path / "bad.yaml"))).poll()
+    assert "demos" in row["bc"]["error"]  # a bad BC setting is reported in the row, the evaluator goes on

@@ -1,0 +1,190 @@
+"""MetaWorld for the BC readout: the five CortexBench tasks, scripted-expert demonstrations, fast rendering.
+
+Environments are MetaWorld v3 single-task environments (``gym.make("Meta-World/MT1", env_name=...)``,
+driven below the wrappers, see ``MetaWorldEnv.reset``); ``reset(seed)`` draws the object and goal
+positions from the seed alone, so demonstrations (seeds 0, 1, ...) and evaluation rollouts (seeds
+from 1000) see different, reproducible layouts.
+
+Camera and resolution (the benchmark's demonstration files cannot be downloaded, and the camera
+its configs name belongs to an older MetaWorld fork that the current release does not ship):
+frames come from ``corner2`` (60 degree field of view, the arm, table and objects in view),
+flipped vertically (MetaWorld's corner cameras render upside down), square ``render_size``
+(benchmark: 256, then a 224 centre crop in the readout). ``fast_render`` switches off shadows,
+reflections and multisampling, which cuts software-GL (llvmpipe) rendering from ~110 ms to ~20 ms
+per frame on a CPU machine; the geometry and textures are unchanged.
+
+Proprioception: the first 4 observation dims (hand xyz, gripper opening), as the benchmark uses.
+The ground-truth state is the full 39-dim observation.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from regconsist_ros.readout.demos import DemoDir, Episode, NoDemonstrations, save_episode
+from regconsist_ros.readout.suites.base import EnvSpec, Obs
+
+log = logging.getLogger(__name__)
+TASKS = ("assembly", "bin-picking", "button-press-topdown", "drawer-open", "hammer")
+DEFAULT_CAMERA = "corner2"
+MAX_PATH = 500  # MetaWorld's own episode limit
+PROPRIO_DIMS = 4
+DEMO_SEED0 = 0
+
+
+def env_name(task: str) -> str:
+    return task if task.endswith(("-v3", "-v2")) else f"{task}-v3"
+
+
+def _import():
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before mujoco is imported
+    try:
+        import gymnasium as gym
+        import metaworld  # noqa: F401  (registers Meta-World/* environments)
+        import mujoco
+    except ImportError as e:
+        raise ImportError(f"the MetaWorld suite needs metaworld (pip install metaworld; 'make setup' installs it): {e}") from e
+    return gym, mujoco
+
+
+class MetaWorldEnv:
+    """One MetaWorld task with our own renderer; ``step`` -> (obs, success, done)."""
+
+    def __init__(self, task: str, spec: EnvSpec):
+        gym, mujoco = _import()
+        self.task, self.spec = task, spec
+        try:
+            self.env = gym.make("Meta-World/MT1", env_name=env_name(task), seed=0, disable_env_checker=True)
+        except Exception as e:  # unknown task names come back as gymnasium/metaworld errors
+            raise ValueError(f"MetaWorld has no task {task!r} ({env_name(task)}): {e}") from e
+        self.u = self.env.unwrapped
+        self.env.reset()  # the wrappers' first reset sets a task, which MetaWorld requires before stepping
+        self.camera = spec.camera or DEFAULT_CAMERA
+        names = [mujoco.mj_id2name(self.u.model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(self.u.model.ncam)]
+        if self.camera not in names:
+            self.close()
+            raise ValueError(f"MetaWorld camera {self.camera!r} does not exist; cameras: {names}")
+        if spec.fast_render:
+            self.u.model.vis.quality.offsamples = 0
+        self._renderer = mujoco.Renderer(self.u.model, spec.render_size, spec.render_size)
+        self._flags = {mujoco.mjtRndFlag.mjRND_SHADOW: 0, mujoco.mjtRndFlag.mjRND_REFLECTION: 0} if spec.fast_render else {}
+        self.action_dim = int(self.env.action_space.shape[0])
+        self.horizon = min(spec.horizon or MAX_PATH, MAX_PATH)
+        self._t = 0
+        self._state = None
+
+    def render(self) -> np.ndarray:
+        self._renderer.update_scene(self.u.data, camera=self.camera)
+        for flag, value in self._flags.items():
+            self._renderer.scene.flags[flag] = value
+        return np.ascontiguousarray(self._renderer.render()[::-1])  # [H, W, 3] uint8, upright
+
+    def _obs(self, state) -> Obs:
+        self._state = np.asarray(state, np.float32)
+        return Obs(rgb=self.render(), proprio=self._state[:PROPRIO_DIMS].copy(), state=self._state.copy())
+
+    def reset(self, seed: int) -> Obs:
+        """A layout drawn from ``seed`` alone (the same seed, the same object/goal positions).
+
+        MetaWorld's wrappers ignore ``reset(seed=...)`` and pick one of 50 pre-sampled layouts at
+        random, so the raw environment is driven directly: its layout vector is sampled from its
+        own generator, reseeded here; the goal is observable (as in the benchmark's
+        goal-observable environments)."""
+        u = self.u
+        u._freeze_rand_vec = False
+        u.seeded_rand_vec = True
+        if u._partially_observable:
+            u._partially_observable = False
+            u.__dict__.pop("sawyer_observation_space", None)  # a cached property that depends on it
+        u.seed(int(seed))
+        state, _ = u.reset()
+        self._t = 0
+        return self._obs(state)
+
+    def step(self, action: np.ndarray) -> tuple[Obs, bool, bool]:
+        a = np.clip(np.asarray(action, np.float32).reshape(self.action_dim), -1.0, 1.0)
+        state, _, terminated, truncated, info = self.u.step(a)
+        self._t += 1
+        success = bool(info.get("success", 0.0) > 0.5)
+        return self._obs(state), success, bool(terminated or truncated or self._t >= self.horizon)
+
+    def expert_action(self) -> np.ndarray:
+        """MetaWorld's scripted policy for this task, on the current state."""
+        if not hasattr(self, "_expert"):
+            from metaworld.policies import ENV_POLICY_MAP
+
+            self._expert = ENV_POLICY_MAP[env_name(self.task)]()
+        return np.asarray(self._expert.get_action(self._state), np.float32)
+
+    def close(self) -> None:
+        r = getattr(self, "_renderer", None)
+        if r is not None:
+            r.close()
+            self._renderer = None
+        self.env.close()
+
+
+class MetaWorldSuite:
+    name = "metaworld"
+    tasks = TASKS
+
+    def make_env(self, task: str, spec: EnvSpec) -> MetaWorldEnv:
+        return MetaWorldEnv(task, spec)
+
+    def cache_dir(self, task: str, spec: EnvSpec, demo_dir: Path) -> DemoDir:
+        """Demonstrations depend on the camera and frame size, not on the evaluation horizon."""
+        tag = f"{spec.camera or DEFAULT_CAMERA}_{spec.render_size}{'' if spec.fast_render else '_full'}"
+        return DemoDir(Path(demo_dir) / self.name / task / tag)
+
+    def demonstrations(self, task: str, spec: EnvSpec, n: int, demo_dir: Path, progress: bool = False) -> list[Episode]:
+        """``n`` scripted-expert demonstrations, collected once and cached with their frames.
+
+        Expert episodes that do not reach the goal within the horizon are discarded (counted in
+        meta.json) and the next seed is used; a resumed collection continues after the last seed."""
+        cache = self.cache_dir(task, spec, demo_dir)
+        have = cache.paths()
+        if len(have) < n:
+            self._collect(task, spec, cache, n, progress)
+        return cache.load(n, progress=progress)
+
+    def _collect(self, task: str, spec: EnvSpec, cache: DemoDir, n: int, progress: bool) -> None:
+        from tqdm import tqdm
+
+        meta = cache.meta or {"suite": self.name, "task": task, "env": env_name(task), "camera": spec.camera or DEFAULT_CAMERA,
+                              "render_size": spec.render_size, "fast_render": spec.fast_render,
+                              "expert": "metaworld.policies scripted policy", "failed_seeds": []}
+        done = cache.paths()
+        seed = max([DEMO_SEED0 - 1] + [int(np.load(p)["seed"]) for p in done] + meta["failed_seeds"]) + 1
+        horizon = MAX_PATH  # experts get MetaWorld's full episode, whatever the evaluation horizon
+        env = MetaWorldEnv(task, EnvSpec(spec.camera, spec.render_size, MAX_PATH, spec.fast_render))
+        bar = tqdm(total=n, initial=len(done), desc=f"expert demos {task}", disable=not progress, leave=False)
+        try:
+            i = len(done)
+            while i < n:
+                if len(meta["failed_seeds"]) > max(10, n):
+                    raise NoDemonstrations(f"MetaWorld {task}: the scripted expert failed on {len(meta['failed_seeds'])} seeds")
+                obs = env.reset(seed)
+                frames, actions, prop, states = [], [], [], []
+                success = False
+                for _ in range(horizon):
+                    a = env.expert_action()
+                    frames.append(obs.rgb), actions.append(a), prop.append(obs.proprio), states.append(obs.state)
+                    obs, success, done_ = env.step(a)
+                    if success or done_:
+                        break
+                if success:
+                    save_episode(cache.episode_path(i), Episode(np.stack(frames), np.stack(actions), np.stack(prop),
+                                                                np.stack(states), True, seed))
+                    i += 1
+                    bar.update(1)
+                else:
+                    log.warning("MetaWorld %s: the scripted expert missed the goal on seed %d; skipped", task, seed)
+                    meta["failed_seeds"].append(seed)
+                cache.write_meta(meta)
+                seed += 1
+        finally:
+            bar.close()
+            env.close()
