@@ -44,7 +44,7 @@ $(STAMP): setup.py pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(ROS_WHEELS)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[io,readout,test]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[io,readout,suites,test]"
 	@touch $(STAMP)
 
 clean:

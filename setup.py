@@ -52,6 +52,9 @@ setup(
         "io": ["rosbags", "imageio", "av", "tensorboard"],
         # the BC readout's MetaWorld suite (brings mujoco and gymnasium)
         "readout": ["metaworld"],
+        # the other CortexBench suites' simulators (rollouts from local demonstrations); installed
+        # in the same pip call as metaworld, whose mujoco pin then selects a matching dm-control
+        "suites": ["dm-control", "gymnasium-robotics", "trifinger-simulation"],
         "test": ["pytest", "pytest-xdist"],
     },
     entry_points={
