@@ -51,10 +51,10 @@ setup(
         "torch": ["torch"],
         "io": ["rosbags", "imageio", "av", "tensorboard"],
         # the BC readout's MetaWorld suite (brings mujoco and gymnasium)
-        "readout": ["metaworld"],
-        # the other CortexBench suites' simulators (rollouts from local demonstrations); installed
-        # in the same pip call as metaworld, whose mujoco pin then selects a matching dm-control
-        "suites": ["dm-control", "gymnasium-robotics", "trifinger-simulation"],
+        # versions verified together (metaworld pins mujoco 3.3.0; newer dm-control needs mujoco 4)
+        "readout": ["metaworld==3.1.1"],
+        # the other CortexBench suites' simulators (rollouts from local demonstrations)
+        "suites": ["dm-control==1.0.28", "gymnasium-robotics==1.4.2", "trifinger-simulation==2.0.0"],
         "test": ["pytest", "pytest-xdist"],
     },
     entry_points={

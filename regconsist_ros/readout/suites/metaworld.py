@@ -56,10 +56,12 @@ class MetaWorldEnv:
     def __init__(self, task: str, spec: EnvSpec):
         gym, mujoco = _import()
         self.task, self.spec = task, spec
-        try:
-            self.env = gym.make("Meta-World/MT1", env_name=env_name(task), seed=0, disable_env_checker=True)
-        except Exception as e:  # unknown task names come back as gymnasium/metaworld errors
-            raise ValueError(f"MetaWorld has no task {task!r} ({env_name(task)}): {e}") from e
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        if env_name(task) not in ALL_V3_ENVIRONMENTS:
+            raise ValueError(f"MetaWorld has no task {task!r} ({env_name(task)}); tasks: "
+                             f"{sorted(n.removesuffix('-v3') for n in ALL_V3_ENVIRONMENTS)}")
+        self.env = gym.make("Meta-World/MT1", env_name=env_name(task), seed=0, disable_env_checker=True)
         self.u = self.env.unwrapped
         self.env.reset()  # the wrappers' first reset sets a task, which MetaWorld requires before stepping
         self.camera = spec.camera or DEFAULT_CAMERA
