@@ -129,7 +129,7 @@ def cmd_pretrain(a: argparse.Namespace) -> dict:
     if init_distributed_from_env():  # under torchrun: DDP, rank 0 shows progress and writes checkpoints
         a.quiet = a.quiet or dist_rank() != 0
 
-    if a.method in ("rsp", "mae"):
+    if a.method in ("rsp", "mae", "rotation", "simclr", "byol", "tcn", "shuffle", "flowe"):
         return _pretrain_frames(a)
     from models.deeplab import DeepLabConfig
     from models.objectives.regconsist import RegConsistConfig
@@ -161,11 +161,47 @@ def _pretrain_frames(a: argparse.Namespace) -> dict:
     from regconsist_ros.learning.trainer import TrainerConfig
 
     data = from_args(FrameDataConfig, a)
+    if a.method not in ("rsp", "mae"):  # DeepLabV3+ objectives: AdamW 1e-3 by default
+        return _pretrain_dense(a, data)
     return pretrain_frames(
         a.method, a.data, a.out, from_args(ViTConfig, a, prefix="vit_"),
         from_args(TrainerConfig, a, base=frame_trainer_defaults(data.batch)), from_args(FramePairConfig, a, prefix="pairs_"),
         data, rsp_cfg=from_args(RSPConfig, a, prefix="rsp_"), mae_cfg=from_args(MAEConfig, a, prefix="mae_"),
         resume=not a.no_resume, progress=not a.quiet)
+
+
+def _pretrain_dense(a: argparse.Namespace, data) -> dict:
+    """Pretext baselines, shuffling and FlowE: DeepLabV3+ encoders (--model-*), so every readout takes them."""
+    from models.deeplab import DeepLabConfig
+    from regconsist_ros.learning.frame_pairs import FramePairConfig
+    from regconsist_ros.learning import pretrain as P
+    from regconsist_ros.learning.trainer import TrainerConfig
+
+    enc = from_args(DeepLabConfig, a, prefix="model_")
+    trainer = from_args(TrainerConfig, a, base=TrainerConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-4))
+    progress, resume = not a.quiet, not a.no_resume
+    if a.method == "flowe":
+        from models.objectives.flowe import FlowEConfig
+
+        if len(a.data) != 1:
+            raise ConfigError(f"--method flowe takes one TUM RGB-D sequence as --data, got {len(a.data)}")
+        gmin = a.pairs_gap_min if a.pairs_gap_min is not None else 1
+        gmax = a.pairs_gap_max if a.pairs_gap_max is not None else 8
+        return P.pretrain_flowe(a.data[0], a.out, enc, trainer, data, from_args(FlowEConfig, a, prefix="flowe_"),
+                                gap_min=gmin, gap_max=gmax, resume=resume, progress=progress)
+    pairs = from_args(FramePairConfig, a, prefix="pairs_")
+    if a.method == "shuffle":
+        from models.objectives.shuffle import ShuffleConfig
+
+        return P.pretrain_clips(a.data, a.out, enc, trainer, pairs, data, from_args(ShuffleConfig, a, prefix="shuffle_"),
+                                resume=resume, progress=progress)
+    from models.objectives.pretext import PRETEXT
+
+    cfg_cls = PRETEXT[a.method][0]
+    prefix = {"RotationConfig": "rotation_", "ContrastiveConfig": "contrastive_", "TCNConfig": "tcn_"}[cfg_cls.__name__]
+    over = {"repeats": pairs.repeats} if "repeats" in cfg_cls.__dataclass_fields__ else {}  # repeats are never negatives
+    return P.pretrain_frames(a.method, a.data, a.out, enc, trainer, pairs, data,
+                             pretext_cfg=from_args(cfg_cls, a, prefix=prefix, **over), resume=resume, progress=progress)
 
 
 def load_encoder(init: str, model_cfg, seed: int = 0):
@@ -304,6 +340,10 @@ def cmd_experiment(a: argparse.Namespace) -> dict:
         from regconsist_ros.experiments import rsp as exp
 
         return exp.run(from_args(exp.RSPExperimentConfig, a))
+    if a.exp == "objectives":
+        from regconsist_ros.experiments import objectives as exp
+
+        return exp.run(from_args(exp.ObjectivesExperimentConfig, a))
     from regconsist_ros.experiments import regconsist as exp
 
     return exp.run(from_args(exp.ExperimentConfig, a))
@@ -395,7 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "of any ordered frames: TUM sequences, image folders, videos, or 'sim:seed=3,frames=200' "
                         "(--rsp-*, --mae-*, --pairs-* and the data flags). Ablations: --rsp-latent none|gaussian, "
                         "--rsp-separate-decoder, --no-rsp-mae.")
-    pt.add_argument("--method", required=True, choices=["regconsist", "rsp", "mae"], help="objective")
+    from models.objectives.flowe import FlowEConfig
+    from models.objectives.pretext import ContrastiveConfig, RotationConfig, TCNConfig
+    from models.objectives.shuffle import ShuffleConfig
+    from regconsist_ros.learning.pretrain import METHODS
+
+    pt.add_argument("--method", required=True, choices=list(METHODS),
+                    help="objective: regconsist | rsp | mae | rotation | simclr | byol | tcn (pretext baselines on frame "
+                    "pairs) | shuffle (jigsaw + temporal order, --shuffle-schedule policy|uniform) | flowe (flow "
+                    "equivariance on a TUM RGB-D sequence)")
     pt.add_argument("--data", required=True, nargs="+",
                     help="TUM sequence (regconsist); one or more ordered-frame sources (rsp, mae)")
     pt.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, metrics.jsonl, run.json)")
@@ -412,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(pt, MAEConfig, prefix="mae_")
     add_arguments(pt, FramePairConfig, prefix="pairs_")
     add_arguments(pt, FrameDataConfig)
+    add_arguments(pt, RotationConfig, prefix="rotation_")
+    add_arguments(pt, ContrastiveConfig, prefix="contrastive_")
+    add_arguments(pt, TCNConfig, prefix="tcn_")
+    add_arguments(pt, ShuffleConfig, prefix="shuffle_")
+    add_arguments(pt, FlowEConfig, prefix="flowe_")
     pt.set_defaults(fn=cmd_pretrain)
 
     ft = sub.add_parser("finetune", help="few-label segmentation readout: fine-tune and report mIoU")
@@ -484,6 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(xr, RSPExperimentConfig)
     xr.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     xr.set_defaults(fn=cmd_experiment)
+
+    from regconsist_ros.experiments.objectives import ObjectivesExperimentConfig
+
+    xo = ex.add_parser("objectives", help="every DeepLabV3+ objective through segmentation and label propagation (CPU scale)")
+    add_arguments(xo, ObjectivesExperimentConfig)
+    xo.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    xo.set_defaults(fn=cmd_experiment)
 
     u = sub.add_parser("up", help="start a node graph (config/graph.yaml) as processes, like a launch file")
     u.add_argument("graph", help="graph name in the graph file: sim, robot or eval")

@@ -119,30 +119,42 @@ def crop_pairs(get_pair, batch: int, src_hw: tuple[int, int], cfg: FramePairConf
     ``get_pair(b)`` returns the b-th pair as uint8 [2, H, W, 3] (H, W = ``src_hw``); used by
     :func:`sample_frame_pairs` and by the online learner's replay buffer. Returns x_t, x_k
     [B, 3, h, w] in [0, 1], boxes [B, 4] and flip [B]."""
+    out = crop_clips(get_pair, batch, src_hw, cfg, rng, out_size)
+    x = out.pop("clips")
+    if x.shape[1] != 2:
+        raise ValueError(f"crop_pairs: get_pair must return 2 frames, got {x.shape[1]}")
+    return {"x_t": x[:, 0].contiguous(), "x_k": x[:, 1].contiguous(), **out}
+
+
+def crop_clips(get_clip, batch: int, src_hw: tuple[int, int], cfg: FramePairConfig, rng: np.random.Generator,
+               out_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """The same random-resized crop and flip on every frame of each of ``batch`` clips.
+
+    ``get_clip(b)`` returns the b-th clip as uint8 [U, H, W, 3] (U fixed, H, W = ``src_hw``).
+    Returns clips [B, U, 3, h, w] in [0, 1], boxes [B, 4] and flip [B]."""
     (H, W), (oh, ow) = src_hw, out_size
     boxes = crop_boxes(batch, (H, W), (oh, ow), cfg.crop_scale, cfg.crop_ratio, rng)  # [B, 4]
     flip = rng.random(batch) < cfg.hflip  # [B]
 
     # Resize in uint8, channels-last: torch's antialiased bilinear has a fast path for it (about 10x
     # faster than float32 on CPU); rounding to the 1/255 grid of the uint8 source costs nothing.
-    x8 = torch.empty(batch, 2, 3, oh, ow, dtype=torch.uint8)  # [B, 2 (t, t+k), 3, h, w]
+    x8 = None
     for b in range(batch):
         x0, y0, x1, y1 = boxes[b].tolist()
-        pair = get_pair(b)
-        if pair.shape[1:3] != (H, W):
-            raise ValueError(f"crop_pairs: pair {b} has frames of {pair.shape[1:3]}, expected {(H, W)}")
-        crop = torch.from_numpy(np.ascontiguousarray(pair[:, y0:y1, x0:x1]))  # [2, ch, cw, 3] uint8
-        crop = crop.permute(0, 3, 1, 2)  # [2, 3, ch, cw], channels-last in memory
+        clip = get_clip(b)
+        if clip.shape[1:3] != (H, W):
+            raise ValueError(f"crop_clips: clip {b} has frames of {clip.shape[1:3]}, expected {(H, W)}")
+        if x8 is None:
+            x8 = torch.empty(batch, clip.shape[0], 3, oh, ow, dtype=torch.uint8)  # [B, U, 3, h, w]
+        elif clip.shape[0] != x8.shape[1]:
+            raise ValueError(f"crop_clips: clip {b} has {clip.shape[0]} frames, expected {x8.shape[1]}")
+        crop = torch.from_numpy(np.ascontiguousarray(clip[:, y0:y1, x0:x1]))  # [U, ch, cw, 3] uint8
+        crop = crop.permute(0, 3, 1, 2)  # [U, 3, ch, cw], channels-last in memory
         if crop.shape[-2:] != (oh, ow):
             crop = F.interpolate(crop, size=(oh, ow), mode="bilinear", align_corners=False, antialias=True)
         x8[b] = crop
-    x = x8.float().div_(255.0)  # [B, 2, 3, h, w] in [0, 1]
+    x = x8.float().div_(255.0)  # [B, U, 3, h, w] in [0, 1]
     flip_t = torch.from_numpy(flip)
     if flip.any():
         x[flip_t] = x[flip_t].flip(-1)
-    return {
-        "x_t": x[:, 0].contiguous(),
-        "x_k": x[:, 1].contiguous(),
-        "boxes": torch.from_numpy(boxes.astype(np.float32)),
-        "flip": flip_t,
-    }
+    return {"clips": x, "boxes": torch.from_numpy(boxes.astype(np.float32)), "flip": flip_t}

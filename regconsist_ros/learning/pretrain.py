@@ -12,12 +12,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from regconsist_ros.learning.trainer import Trainer, TrainerConfig, dist_rank, seed_everything
 
 log = logging.getLogger(__name__)
 
-METHODS = ("regconsist", "rsp", "mae")
+METHODS = ("regconsist", "rsp", "mae", "rotation", "simclr", "byol", "tcn", "shuffle", "flowe")
 
 
 def cache_dir_for(data_dir: Path, run_dir: Path) -> Path:
@@ -77,6 +78,7 @@ def pretrain_regconsist(data_dir, out, rc, model, trainer: TrainerConfig, pairs,
 
 # ---- frame-pair methods (RSP, MAE) ----------------------------------------------------------------
 FRAME_METHODS = ("rsp", "mae")
+PRETEXT_METHODS = ("rotation", "simclr", "byol", "tcn")  # models/objectives/pretext.py, DeepLabV3+ encoders
 
 
 @dataclass
@@ -88,11 +90,18 @@ class FrameDataConfig:
     load_width: int = field(default=0, metadata={"help": "resize frames to this width when loading (0 = native)"})
     max_frames: int = field(default=0, metadata={"help": "frames read per source (0 = all)"})
     stride: int = field(default=1, metadata={"help": "take every stride-th frame of each source"})
+    crop_height: int = field(default=96, metadata={"help": "crop height fed to a DeepLabV3+ encoder (a ViT uses its img_size)"})
+    crop_width: int = field(default=128, metadata={"help": "crop width fed to a DeepLabV3+ encoder (a ViT uses its img_size)"})
+    clip_gap: int = field(default=4, metadata={"help": "frames between consecutive frames of a clip (shuffle)"})
 
     def __post_init__(self):
         if self.batch < 1 or self.max_frames < 0 or self.stride < 1:
             raise ValueError(f"FrameDataConfig: batch >= 1, max_frames >= 0 and stride >= 1 needed, got "
                              f"batch={self.batch}, max_frames={self.max_frames}, stride={self.stride}")
+        if self.clip_gap < 1:
+            raise ValueError(f"FrameDataConfig: clip_gap must be >= 1, got {self.clip_gap}")
+        if self.crop_height < 8 or self.crop_width < 8:
+            raise ValueError(f"FrameDataConfig: crop_height and crop_width must be >= 8, got {self.crop_height}x{self.crop_width}")
         if (self.load_height > 0) != (self.load_width > 0) or min(self.load_height, self.load_width) < 0:
             raise ValueError(f"FrameDataConfig: give both load_height and load_width (or neither), got "
                              f"{self.load_height}x{self.load_width}")
@@ -150,28 +159,73 @@ class FramePairSampler:
         return {k: torch.cat([p[k] for p in parts]) for k in ("x_t", "x_k", "gap")}
 
 
-def build_frame_objective(method: str, encoder_cfg, rsp_cfg=None, mae_cfg=None):
-    """The RSP or MAE objective around a ViT of ``encoder_cfg``."""
+class FrameClipSampler:
+    """Batches of clips of ``clip_len`` frames, ``frame_gap`` apart, from several ordered sources.
+
+    Every frame of a clip gets the same random-resized crop and flip (``crop``: a FramePairConfig's
+    crop settings); sources are drawn in proportion to the clips they offer; a batch is a pure
+    function of (seed, step, rank). Returns ``{"clip": [B, U, 3, h, w]}`` in [0, 1]."""
+
+    def __init__(self, sources: list, clip_len: int, frame_gap: int, batch: int, out_size: tuple[int, int],
+                 crop, seed: int = 0):
+        span = (clip_len - 1) * frame_gap + 1
+        self.sources = [s for s in sources if len(s) >= span]
+        if clip_len < 2 or frame_gap < 1 or batch < 1:
+            raise ValueError(f"FrameClipSampler: clip_len >= 2, frame_gap >= 1, batch >= 1 needed, got "
+                             f"{clip_len}, {frame_gap}, {batch}")
+        if not self.sources:
+            raise ValueError(f"no source has the {span} frames a clip of {clip_len} frames {frame_gap} apart spans "
+                             f"(lengths {[len(s) for s in sources]})")
+        self.clip_len, self.gap, self.batch, self.out_size, self.crop, self.seed = clip_len, frame_gap, batch, tuple(out_size), crop, seed
+        starts = np.asarray([len(s) - span + 1 for s in self.sources], np.float64)
+        self.weights = starts / starts.sum()
+
+    def __call__(self, step: int) -> dict:
+        from regconsist_ros.learning.frame_pairs import crop_clips
+
+        rank = dist_rank()
+        rng = np.random.default_rng([self.seed, step] + ([rank] if rank else []))
+        src = rng.choice(len(self.sources), size=self.batch, p=self.weights)
+        offs = np.arange(self.clip_len) * self.gap
+        starts = [int(rng.integers(0, len(self.sources[i]) - offs[-1])) for i in src]
+        parts = {}
+        for i in sorted(set(src.tolist())):  # clips of one source share its frame size
+            idx = [b for b in range(self.batch) if src[b] == i]
+            rgb = self.sources[i].rgb
+            out = crop_clips(lambda j: rgb[starts[idx[j]] + offs], len(idx), rgb.shape[1:3], self.crop, rng, self.out_size)
+            parts[i] = (idx, out["clips"])
+        clips = torch.empty(self.batch, self.clip_len, 3, *self.out_size)
+        for idx, c in parts.values():
+            clips[idx] = c
+        return {"clip": clips}
+
+
+def build_frame_objective(method: str, encoder_cfg, rsp_cfg=None, mae_cfg=None, pretext_cfg=None):
+    """The RSP or MAE objective around a ViT of ``encoder_cfg``, or a pretext baseline around a DeepLabV3+."""
+    if method in PRETEXT_METHODS:
+        from models.objectives.pretext import build_pretext
+        return build_pretext(method, pretext_cfg, encoder_cfg)
     if method == "rsp":
         from models.objectives.rsp import RSP
         return RSP(rsp_cfg, encoder_cfg)
     if method == "mae":
         from models.objectives.mae import MAE
         return MAE(mae_cfg, encoder_cfg)
-    raise ValueError(f"unknown frame-pair method {method!r}; known: {FRAME_METHODS}")
+    raise ValueError(f"unknown frame-pair method {method!r}; known: {FRAME_METHODS + PRETEXT_METHODS}")
 
 
 def pretrain_frames(method: str, data_specs, out, encoder_cfg, trainer: TrainerConfig, pairs, data: FrameDataConfig,
                     rsp_cfg=None, mae_cfg=None, resume: bool = True, progress: bool = True,
-                    sources: list | None = None) -> dict:
-    """Pretrain a ViT with RSP or MAE on frame pairs of one or more ordered sources."""
+                    sources: list | None = None, pretext_cfg=None) -> dict:
+    """Pretrain a ViT with RSP or MAE, or a DeepLabV3+ with a pretext baseline, on frame pairs of ordered sources."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if sources is None:
         sources = load_sources(data_specs, data, progress)
-    sampler = FramePairSampler(sources, pairs, data.batch, encoder_cfg.img_size, seed=trainer.seed)
+    size = encoder_cfg.img_size if hasattr(encoder_cfg, "img_size") else (data.crop_height, data.crop_width)
+    sampler = FramePairSampler(sources, pairs, data.batch, size, seed=trainer.seed)
     seed_everything(trainer.seed)
-    objective = build_frame_objective(method, encoder_cfg, rsp_cfg, mae_cfg)
+    objective = build_frame_objective(method, encoder_cfg, rsp_cfg, mae_cfg, pretext_cfg)
     dropped = {}
     for s in sources:
         for k, v in s.dropped.items():
@@ -179,7 +233,7 @@ def pretrain_frames(method: str, data_specs, out, encoder_cfg, trainer: TrainerC
     specs = [str(s) for s in ([data_specs] if isinstance(data_specs, (str, Path)) else (data_specs or []))]
     run = {"method": method, "data": specs, "frames": [len(s) for s in sources], "dropped_frames": dropped,
            "encoder": asdict(encoder_cfg), "trainer": asdict(trainer), "pairs": asdict(pairs), "data_config": asdict(data),
-           **({"rsp": asdict(rsp_cfg or objective.cfg)} if method == "rsp" else {"mae": asdict(mae_cfg or objective.cfg)})}
+           method: asdict(objective.cfg)}
     (out / "run.json").write_text(json.dumps(run, indent=1, default=list))
     t = Trainer(objective, trainer, out, meta={"method": method, "data": specs,
                                                **({"latent": objective.cfg.latent, "mae": objective.cfg.mae,
@@ -190,3 +244,52 @@ def pretrain_frames(method: str, data_specs, out, encoder_cfg, trainer: TrainerC
     result = t.fit(sampler, progress=progress)
     return {**result, "method": method, "frames": sum(len(s) for s in sources), "dropped_frames": dropped,
             "run_dir": str(out)}
+
+
+def _train(objective, sampler, out: Path, trainer: TrainerConfig, run: dict, resume: bool, progress: bool) -> dict:
+    """Write run.json, train ``objective`` on ``sampler`` batches (resuming), return the fit result."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps(run, indent=1, default=list))
+    t = Trainer(objective, trainer, out, meta={"method": run["method"], "data": run["data"]})
+    if resume:
+        t.resume()
+    return {**t.fit(sampler, progress=progress), "method": run["method"], "run_dir": str(out)}
+
+
+def pretrain_clips(data_specs, out, encoder_cfg, trainer: TrainerConfig, crop, data: FrameDataConfig, shuffle_cfg=None,
+                   resume: bool = True, progress: bool = True, sources: list | None = None) -> dict:
+    """Spatiotemporal shuffling (models/objectives/shuffle.py) on clips of ordered frames."""
+    from models.objectives.shuffle import Shuffle, ShuffleConfig
+
+    shuffle_cfg = shuffle_cfg or ShuffleConfig()
+    sources = sources if sources is not None else load_sources(data_specs, data, progress)
+    sampler = FrameClipSampler(sources, shuffle_cfg.frames, data.clip_gap, data.batch, (data.crop_height, data.crop_width),
+                               crop, seed=trainer.seed)
+    seed_everything(trainer.seed)
+    objective = Shuffle(shuffle_cfg, encoder_cfg)
+    specs = [str(s) for s in ([data_specs] if isinstance(data_specs, (str, Path)) else (data_specs or []))]
+    run = {"method": "shuffle", "data": specs, "frames": [len(s) for s in sources], "encoder": asdict(encoder_cfg),
+           "trainer": asdict(trainer), "crop": asdict(crop), "data_config": asdict(data), "shuffle": asdict(shuffle_cfg)}
+    return {**_train(objective, sampler, Path(out), trainer, run, resume, progress), "frames": sum(len(s) for s in sources)}
+
+
+def pretrain_flowe(data_dir, out, encoder_cfg, trainer: TrainerConfig, data: FrameDataConfig, flowe_cfg=None,
+                   gap_min: int = 1, gap_max: int = 8, resume: bool = True, progress: bool = True) -> dict:
+    """FlowE (models/objectives/flowe.py) on frame pairs of one RGB-D sequence with poses (geometric flow)."""
+    from models.objectives.flowe import FlowE, FlowEConfig
+    from regconsist_ros.learning.flow_pairs import FlowPairSampler
+
+    flowe_cfg = flowe_cfg or FlowEConfig()
+    frames, _ = load_frames(data_dir, progress)
+    if data.stride > 1:
+        frames = frames[::data.stride]
+    if data.max_frames:
+        frames = frames[:data.max_frames]
+    sampler = FlowPairSampler(frames, data.batch, (data.crop_height, data.crop_width), gap_min=gap_min, gap_max=gap_max,
+                              seed=trainer.seed + 1000 * dist_rank(), fb_tol=flowe_cfg.fb_tol)
+    seed_everything(trainer.seed)
+    objective = FlowE(flowe_cfg, encoder_cfg)
+    run = {"method": "flowe", "data": [str(data_dir)], "frames": [len(frames)], "encoder": asdict(encoder_cfg),
+           "trainer": asdict(trainer), "data_config": asdict(data), "flowe": asdict(flowe_cfg),
+           "gap": [gap_min, gap_max]}
+    return {**_train(objective, sampler, Path(out), trainer, run, resume, progress), "frames": len(frames)}

@@ -2,7 +2,8 @@
 
 The trainer knows no method. An *objective* is an ``nn.Module`` whose ``forward(batch)`` returns
 ``(loss, logs)`` and which exposes the encoder that readouts use: ``objective.encoder`` (module),
-``objective.encoder_kind`` (registry name) and ``objective.encoder_config`` (dataclass). Batches
+``objective.encoder_kind`` (registry name) and ``objective.encoder_config`` (dataclass); an optional
+``objective.after_step(step, total_steps)`` runs after every optimiser step (momentum targets). Batches
 come from any iterator of dicts of tensors.
 """
 from __future__ import annotations
@@ -237,6 +238,9 @@ class Trainer:
                          else torch.tensor(0.0))
                 self.opt.step()
                 self.step += 1
+                after = getattr(self.objective, "after_step", None)
+                if after is not None:  # e.g. the EMA update of a BYOL-style target network
+                    after(self.step, stop)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == stop:
                     row = {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm),

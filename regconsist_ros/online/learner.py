@@ -25,7 +25,10 @@ from regconsist_ros.learning.trainer import Trainer, TrainerConfig, seed_everyth
 from regconsist_ros.online.replay import FrameBuffer, ReplayBuffer
 
 log = logging.getLogger(__name__)
-OBJECTIVES = ("rsp", "mae", "regconsist")
+FRAME_OBJECTIVES = ("rsp", "mae", "rotation", "simclr", "byol", "tcn", "shuffle")  # trained on the frame stream
+VIEW_OBJECTIVES = ("regconsist", "flowe")  # trained on registered keyframe pairs
+OBJECTIVES = FRAME_OBJECTIVES + VIEW_OBJECTIVES
+PRETEXT = ("rotation", "simclr", "byol", "tcn")
 
 
 @dataclass
@@ -42,7 +45,8 @@ class LearnerConfig:
     min_frames: int = field(default=32, metadata={"help": "frames buffered before frame-pair training starts"})
     min_pairs: int = field(default=4, metadata={"help": "view pairs buffered before RegConsist training starts"})
     slice_steps: int = field(default=5, metadata={"help": "steps of one objective per slice"})
-    batch: int = field(default=16, metadata={"help": "frame pairs per RSP/MAE step"})
+    batch: int = field(default=16, metadata={"help": "frame pairs (clips) per step of a frame-stream objective"})
+    clip_gap: int = field(default=2, metadata={"help": "stream frames between the frames of a shuffle clip"})
     view_pairs: int = field(default=4, metadata={"help": "view pairs per RegConsist step"})
     pixel_pairs: int = field(default=2048, metadata={"help": "pixel pairs per RegConsist step"})
     ckpt_every: int = field(default=50, metadata={"help": "steps (per objective) between checkpoints"})
@@ -54,6 +58,8 @@ class LearnerConfig:
             raise ValueError(f"LearnerConfig.objectives must be distinct names from {OBJECTIVES}, got {self.objectives}")
         if "rsp" in self.objectives and "mae" in self.objectives:
             raise ValueError("LearnerConfig.objectives: rsp and mae both train the ViT; choose one")
+        if self.clip_gap < 1:
+            raise ValueError(f"LearnerConfig.clip_gap must be >= 1, got {self.clip_gap}")
         if self.mix and (len(self.mix) != len(self.objectives) or min(self.mix) < 0 or sum(self.mix) <= 0):
             raise ValueError(f"LearnerConfig.mix must give one non-negative share per objective, got {self.mix}")
         for f in ("store_height", "store_width", "min_frames", "min_pairs", "slice_steps", "batch", "view_pairs",
@@ -133,16 +139,36 @@ class OnlineLearner:
                 cpu_dec = {"decoder_width": 256, "decoder_depth": 2, "decoder_heads": 8}  # CPU-sized decoder by default
                 obj = build_frame_objective(name, vcfg, rsp or RSPConfig(**cpu_dec), mae or MAEConfig(**cpu_dec))
                 base = self.trainer_cfg
-            else:
+            elif name == "regconsist":
                 from models.objectives.regconsist import RegConsist
 
                 obj = RegConsist(self.rc_cfg, deeplab or DeepLabConfig.small(width=0.5))
                 base = rc_trainer
+            else:  # pretext baselines, shuffling, FlowE: DeepLabV3+ encoders, AdamW 1e-3
+                obj = self._dense_objective(name, deeplab, self.pairs_cfg.repeats)
+                base = TrainerConfig(steps=1_000_000, lr=1e-3, optimizer="adamw", weight_decay=1e-4, warmup=50)
             tcfg = TrainerConfig(**{**asdict(base), "seed": cfg.seed, "ckpt_every": 0, "log_every": 1})
             self.runs[name] = Trainer(obj, tcfg, self.out / name, meta={"method": name, "online": True})
         self.resumed = {name: t.resume() for name, t in self.runs.items()}
         self._last_ckpt = {name: t.step for name, t in self.runs.items()}
         self.losses: dict[str, list[tuple[int, float]]] = {name: [] for name in self.runs}
+
+    @staticmethod
+    def _dense_objective(name: str, deeplab=None, repeats: int = 1):
+        from models.deeplab import DeepLabConfig
+
+        enc = deeplab or DeepLabConfig.small(width=0.5, output_stride=8 if name == "flowe" else 16)
+        if name in PRETEXT:
+            from models.objectives.pretext import PRETEXT as CONFIGS, build_pretext
+
+            cfg_cls = CONFIGS[name][0]
+            cfg = cfg_cls(repeats=repeats) if "repeats" in cfg_cls.__dataclass_fields__ else None  # repeats are never negatives
+            return build_pretext(name, cfg, enc)
+        if name == "shuffle":
+            from models.objectives.shuffle import Shuffle, ShuffleConfig
+            return Shuffle(ShuffleConfig(), enc)
+        from models.objectives.flowe import FlowE, FlowEConfig
+        return FlowE(FlowEConfig(), enc)
 
     # ---- stream input (cheap; safe from callbacks) -------------------------------------------------------
     @property
@@ -153,7 +179,7 @@ class OnlineLearner:
     def add_frame(self, rgb: np.ndarray, stamp: float, source: str = "") -> None:
         """A colour frame of ``source``'s stream (any size; stored resized; each source has its own
         buffer capped at ``frame_buffer_mb``). Non-increasing stamps within a source raise BadInput."""
-        if not any(o in self.runs for o in ("rsp", "mae")):
+        if not any(o in self.runs for o in FRAME_OBJECTIVES):
             return
         buf = self.frame_buffers.get(source)
         if buf is None:
@@ -163,13 +189,14 @@ class OnlineLearner:
 
     def add_keyframe(self, rgb: np.ndarray, stamp: float, source: str = "") -> None:
         """A keyframe from the registration node; its regions are computed here, once."""
-        if "regconsist" not in self.runs:
+        if not any(o in self.runs for o in VIEW_OBJECTIVES):
             return
         from regconsist_ros.registration.regions import felzenszwalb_regions
 
         H, W = rgb.shape[:2]
         small = resize_rgb(rgb, self.size)
-        regions = felzenszwalb_regions(small, self.regions_cfg)
+        regions = (felzenszwalb_regions(small, self.regions_cfg) if "regconsist" in self.runs  # FlowE needs none
+                   else np.zeros(small.shape[:2], np.int32))
         item = (stamp, small, regions, (H, W))
         self.keyframes.add(item, small.nbytes + regions.nbytes)
         with self._lock:
@@ -188,7 +215,7 @@ class OnlineLearner:
         """Correspondences (full-resolution pixels) between two published keyframes. False when either
         keyframe is unknown. A pair whose missing keyframe is newer than every keyframe received waits
         (up to ``PENDING`` pairs) for it; otherwise it counts as unjoined."""
-        if "regconsist" not in self.runs:
+        if not any(o in self.runs for o in VIEW_OBJECTIVES):
             return False
         with self._lock:
             a = self._kf_index.get(round(src_stamp, 6))
@@ -217,13 +244,56 @@ class OnlineLearner:
 
     # ---- training --------------------------------------------------------------------------------------
     def ready(self, name: str) -> bool:
-        if name in ("rsp", "mae"):
-            return bool(self._ready_sources())
+        if name in FRAME_OBJECTIVES:
+            return bool(self._ready_sources(self._clip_span() if name == "shuffle" else self.pairs_cfg.gap_min + 1))
         return len(self.view_pairs) >= self.cfg.min_pairs
 
-    def _ready_sources(self) -> list[FrameBuffer]:
-        need = max(self.cfg.min_frames, self.pairs_cfg.gap_min + 1)
+    def _clip_span(self) -> int:
+        return (self.runs["shuffle"].objective.cfg.frames - 1) * self.cfg.clip_gap + 1
+
+    def _ready_sources(self, need: int | None = None) -> list[FrameBuffer]:
+        need = max(self.cfg.min_frames, need if need is not None else self.pairs_cfg.gap_min + 1)
         return [b for b in list(self.frame_buffers.values()) if len(b) >= need]
+
+    def _clip_batch(self, step: int) -> dict:
+        """Shuffle clips: ``frames`` stream frames ``clip_gap`` apart, one crop and flip per clip."""
+        from regconsist_ros.learning.frame_pairs import crop_clips
+
+        span = self._clip_span()
+        bufs = self._ready_sources(span)
+        n = self.cfg.batch
+        which = self.rng.choice(len(bufs), size=n, p=np.array([len(b) for b in bufs], np.float64) / sum(len(b) for b in bufs))
+        offs = np.arange(0, span, self.cfg.clip_gap)
+        clips = [bufs[i].rgb_array(int(self.rng.integers(0, len(bufs[i]) - span + 1)) + offs) for i in which]
+        out = crop_clips(lambda b: clips[b], n, self.size, self.pairs_cfg, self.rng, self.size)
+        return {"clip": out["clips"]}
+
+    def _flow_batch(self, step: int) -> dict:
+        """FlowE pairs from registered keyframes: the registration's exact correspondences, scattered into a
+        sparse flow field (valid only at corresponding pixels), both directions."""
+        h, w = self.size
+        x1, x2, flows, valids = [], [], [], []
+        for _ in range(20 * self.cfg.view_pairs):
+            if len(x1) == self.cfg.view_pairs:
+                break
+            vp = self.view_pairs.sample(1, self.rng)[0]
+            with self._lock:
+                a, b = self._kf_index.get(vp["src"]), self._kf_index.get(vp["dst"])
+            if a is None or b is None or not len(vp["uv1"]):
+                continue
+            f = np.zeros((2, 2, h, w), np.float32)  # [direction, xy, h, w]
+            v = np.zeros((2, 1, h, w), bool)
+            (u1, y1), (u2, y2) = vp["uv1"].T, vp["uv2"].T
+            f[0, :, y1, u1] = (vp["uv2"] - vp["uv1"]).astype(np.float32)
+            v[0, 0, y1, u1] = True
+            f[1, :, y2, u2] = (vp["uv1"] - vp["uv2"]).astype(np.float32)
+            v[1, 0, y2, u2] = True
+            x1.append(a[1]), x2.append(b[1]), flows.append(f), valids.append(v)
+        if not x1:
+            raise RuntimeError("no view pair with both keyframes buffered could be sampled")
+        img = lambda xs: torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float().div_(255.0)  # noqa: E731
+        fl, va = torch.from_numpy(np.stack(flows)), torch.from_numpy(np.stack(valids))
+        return {"x1": img(x1), "x2": img(x2), "flow": fl[:, 0], "valid": va[:, 0], "flow21": fl[:, 1], "valid21": va[:, 1]}
 
     def _frame_batch(self, step: int) -> dict:
         from regconsist_ros.learning.frame_pairs import crop_pairs
@@ -280,7 +350,8 @@ class OnlineLearner:
             name = names[ready[int(self.choice_rng.choice(len(ready), p=w))]]
             t = self.runs[name]
             k = min(left, self.cfg.slice_steps)
-            fn = self._frame_batch if name in ("rsp", "mae") else self._regconsist_batch
+            fn = {"shuffle": self._clip_batch, "flowe": self._flow_batch, "regconsist": self._regconsist_batch}.get(
+                name, self._frame_batch)
             t.fit(fn, progress=False, until=t.step + k, checkpoint=False)
             for row in t.history[-k:]:
                 self.losses[name].append((row["step"], row["loss"]))

@@ -42,7 +42,8 @@ def _feed(learner, stream):
         if builder.counts["keyframes"] > kf_before:
             learner.add_keyframe(f.rgb, f.stamp)
         for p in pairs:
-            assert learner.add_view_pair(p["src"].stamp, p["dst"].stamp, p["uv1"], p["uv2"], p["overlap_iou"])
+            joined = learner.add_view_pair(p["src"].stamp, p["dst"].stamp, p["uv1"], p["uv2"], p["overlap_iou"])
+            assert joined == any(o in learner.runs for o in ("regconsist", "flowe"))
 
 
 def test_both_objectives_train_from_the_stream_and_resume(stream, tmp_path):
@@ -106,3 +107,28 @@ def test_several_robots_feed_one_learner(stream, tmp_path):
         learner.add_frame(f.rgb[:, ::-1], f.stamp + 0.01, source="/robot2")
     assert learner.status()["buffers"] == {**learner.status()["buffers"], "frames": 40, "sources": 2}
     assert learner.train(4)["rsp"] == 4
+
+
+@pytest.mark.parametrize("objectives", [("rotation", "simclr"), ("byol", "tcn"), ("shuffle", "flowe")])
+def test_more_objectives_train_from_the_stream_with_deeplab_checkpoints(stream, tmp_path, objectives):
+    """Pretext baselines and shuffling on the frame stream, FlowE on registered keyframe pairs."""
+    learner = _learner(tmp_path, objectives=objectives)
+    _feed(learner, stream)
+    assert all(learner.ready(o) for o in objectives)
+    done = learner.train(8)
+    assert all(done[o] > 0 for o in objectives), done
+    learner.checkpoint()
+    for name in objectives:
+        losses = [l for _, l in learner.losses[name]]
+        assert losses and np.isfinite(losses).all()
+        info = read_info(latest_checkpoint(tmp_path / "online" / name))
+        assert info["kind"] == "deeplabv3plus" and info["step"] == done[name]
+    if "flowe" in objectives:
+        b = learner._flow_batch(0)
+        assert b["flow"].shape == (2, 2, 32, 48) and b["valid"].any() and b["valid21"].any()
+        vp = learner.view_pairs.items()[0]  # the flow at a pixel of view 1 points at its correspondence in view 2
+        x, y = vp["uv1"][-1]
+        learner.view_pairs = type(learner.view_pairs)(1 << 30)
+        learner.view_pairs.add(vp, 1)
+        b = learner._flow_batch(0)
+        assert b["valid"][0, 0, y, x] and np.allclose(b["flow"][0, :, y, x].numpy() + [x, y], vp["uv2"][-1])

@@ -1,0 +1,66 @@
+"""`regconsist pretrain --method rotation|simclr|byol|tcn|shuffle|flowe` end to end at toy scale, and their
+checkpoints through the label-propagation and segmentation readouts."""
+import json
+
+import pytest
+
+from models.checkpoint import read_info, latest_checkpoint
+from regconsist_ros.cli import main
+
+TINY = ["--model-width", "0.25", "--model-aspp-channels", "32", "--model-decoder-channels", "32",
+        "--crop-height", "48", "--crop-width", "64", "--batch", "4", "--steps", "3", "--warmup", "1", "--quiet", "--json"]
+EXTRA = {
+    "rotation": [],
+    "simclr": [],
+    "byol": [],
+    "tcn": ["--tcn-loss", "triplet"],
+    "shuffle": ["--shuffle-frames", "3", "--shuffle-temporal-perms", "6", "--shuffle-spatial-perms", "12",
+                "--shuffle-groups", "3", "--shuffle-policy-every", "1", "--clip-gap", "2"],
+    "flowe": ["--model-output-stride", "8"],
+}
+
+
+@pytest.fixture(scope="module")
+def seq(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seq") / "s"
+    assert main(["sim", "render", "--frames", "16", "--width", "64", "--height", "48", "--seed", "3",
+                 "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def last_json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("method", list(EXTRA))
+def test_pretrain_writes_deeplab_checkpoints_and_resumes(method, seq, tmp_path, capsys):
+    run = tmp_path / method
+    args = ["pretrain", "--method", method, "--data", str(seq), "--out", str(run), "--pairs-gap-min", "1",
+            "--pairs-gap-max", "4", *TINY, *EXTRA[method]]
+    assert main(args) == 0, capsys.readouterr().err
+    r = last_json(capsys)
+    assert r["method"] == method and r["steps"] == 3 and r["final_loss"] == r["final_loss"]  # finite (not NaN)
+    info = read_info(latest_checkpoint(run))
+    assert info["kind"] == "deeplabv3plus" and info["step"] == 3
+    assert json.loads((run / "run.json").read_text())["method"] == method
+    assert main(args[:args.index("--steps") + 1] + ["5"] + args[args.index("--steps") + 2:]) == 0
+    assert last_json(capsys)["steps"] == 5  # resumed at 3, trained to 5
+
+
+def test_new_checkpoints_work_with_the_readouts(seq, tmp_path, capsys):
+    run = tmp_path / "byol"
+    assert main(["pretrain", "--method", "byol", "--data", str(seq), "--out", str(run), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["eval", "propagate", "--ckpt", str(run), "--data", str(seq), "--clip-len", "8",
+                 "--min-object-pixels", "20", "--quiet", "--json"]) == 0
+    p = last_json(capsys)
+    assert 0 <= p["JF_mean"] <= 1 and p["kind"] == "deeplabv3plus"
+    assert main(["finetune", "--init", str(run), "--data", str(seq), "--labels", "0.3", "--steps", "2", "--warmup", "1",
+                 "--quiet", "--json"]) == 0
+    f = last_json(capsys)
+    assert 0 <= f["miou"] <= 1
+
+
+def test_flowe_needs_one_rgbd_sequence(seq, tmp_path, capsys):
+    assert main(["pretrain", "--method", "flowe", "--data", str(seq), str(seq), "--out", str(tmp_path / "f"), *TINY]) == 2
+    assert "one TUM RGB-D sequence" in capsys.readouterr().err
