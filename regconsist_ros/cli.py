@@ -324,6 +324,46 @@ def cmd_eval_bc(a: argparse.Namespace) -> dict:
     return summary
 
 
+def cmd_eval_retrieve(a: argparse.Namespace) -> dict:
+    """Nearest-neighbour retrieval (top-k) of frozen [CLS]/pooled features; labels per frame from --label."""
+    import numpy as np
+    import torch
+
+    from models.encoder import encode
+    from regconsist_ros.learning.frame_sources import load_ordered_frames
+    from regconsist_ros.readout.retrieval import nn_retrieval
+    from regconsist_ros.readout.segmentation import VOID
+
+    model, info = _encoder_from(a) if a.ckpt == "random" else _any_encoder(a.ckpt)
+    feats, labels = [], []
+    for i, spec in enumerate(a.data):
+        fr = load_ordered_frames(spec, progress=not a.quiet, stride=a.stride)
+        if a.label == "semantic":
+            if fr.semantic is None:
+                raise ConfigError(f"--data {spec}: no semantic labels for --label semantic")
+            lab = []
+            for sem in fr.semantic:  # the dominant labelled class of each frame
+                counts = np.bincount(sem[sem != VOID].ravel().astype(np.int64), minlength=1)
+                lab.append(int(counts.argmax()) if counts.sum() else VOID)
+        else:
+            lab = [i] * len(fr)
+        feats.append(encode(model, torch.from_numpy(fr.rgb), size=_size(a))["cls"])
+        labels += lab
+    r = nn_retrieval(torch.cat(feats), torch.tensor(labels), k=tuple(a.k))
+    return {**r, "samples": len(labels), "label": a.label, "classes": len(set(labels)), **info}
+
+
+def _any_encoder(path: str):
+    """A checkpoint or run directory of any registered kind."""
+    from models.checkpoint import CheckpointError
+    from models.encoder import load_encoder
+
+    try:
+        return load_encoder(path)
+    except CheckpointError as e:
+        raise ConfigError(f"--ckpt {path}: {e}") from None
+
+
 # ---- up -----------------------------------------------------------------------------------------------
 def cmd_up(a: argparse.Namespace) -> dict:
     from regconsist_ros.up import load_graph, up
@@ -506,6 +546,15 @@ def build_parser() -> argparse.ArgumentParser:
     encoder_flags(pg)
     add_arguments(pg, PropagationConfig)
     pg.set_defaults(fn=cmd_eval_propagate)
+    rt = ev.add_parser("retrieve", help="nearest-neighbour retrieval top-k accuracy of frozen features")
+    rt.add_argument("--data", required=True, nargs="+", help="ordered-frame sources (TUM dirs, folders, videos, 'sim:...')")
+    rt.add_argument("--label", choices=["source", "semantic"], default="source",
+                    help="a frame's label: which --data source (place) it comes from, or its dominant labelled "
+                    "semantic class (indoors often one class for every frame)")
+    rt.add_argument("--k", nargs="+", type=int, default=[1, 5], help="top-k values")
+    rt.add_argument("--stride", type=int, default=1, help="take every stride-th frame")
+    encoder_flags(rt)
+    rt.set_defaults(fn=cmd_eval_retrieve)
     from regconsist_ros.readout.bc import BCConfig
     from regconsist_ros.readout.bc_run import BCReadoutConfig
 

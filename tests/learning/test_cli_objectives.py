@@ -64,3 +64,17 @@ def test_new_checkpoints_work_with_the_readouts(seq, tmp_path, capsys):
 def test_flowe_needs_one_rgbd_sequence(seq, tmp_path, capsys):
     assert main(["pretrain", "--method", "flowe", "--data", str(seq), str(seq), "--out", str(tmp_path / "f"), *TINY]) == 2
     assert "one TUM RGB-D sequence" in capsys.readouterr().err
+
+
+def test_retrieval_readout_over_sources(seq, tmp_path, capsys):
+    run = tmp_path / "tcn"
+    assert main(["pretrain", "--method", "tcn", "--data", str(seq), "--out", str(run), *TINY]) == 0
+    capsys.readouterr()
+    other = "sim:seed=9,frames=16,width=64,height=48"
+    assert main(["eval", "retrieve", "--ckpt", str(run), "--data", str(seq), other, "--k", "1", "3",
+                 "--size", "0", "0", "--quiet", "--json"]) == 0
+    r = last_json(capsys)
+    assert r["samples"] == 32 and r["classes"] == 2 and 0 <= r["top1"] <= r["top3"] <= 1 and r["kind"] == "deeplabv3plus"
+    assert main(["eval", "retrieve", "--ckpt", str(run), "--data", str(seq), "--label", "semantic", "--k", "1",
+                 "--size", "0", "0", "--quiet", "--json"]) == 0
+    assert last_json(capsys)["label"] == "semantic"
