@@ -49,7 +49,7 @@ setup(
     extras_require={
         # torch is installed by the Makefile with a pinned, overridable spec (TORCH_SPEC)
         "torch": ["torch"],
-        "io": ["rosbags", "imageio", "av", "tensorboard"],
+        "io": ["rosbags", "imageio", "av", "tensorboard", "opencv-python"],  # opencv: FlowE optical flow without depth
         # the BC readout's MetaWorld suite (brings mujoco and gymnasium)
         # versions verified together (metaworld pins mujoco 3.3.0; newer dm-control needs mujoco 4)
         "readout": ["metaworld==3.1.1"],

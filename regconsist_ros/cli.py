@@ -184,11 +184,12 @@ def _pretrain_dense(a: argparse.Namespace, data) -> dict:
         from models.objectives.flowe import FlowEConfig
 
         if len(a.data) != 1:
-            raise ConfigError(f"--method flowe takes one TUM RGB-D sequence as --data, got {len(a.data)}")
+            raise ConfigError(f"--method flowe takes one sequence as --data (a TUM RGB-D sequence unless "
+                              f"--flow-source farneback), got {len(a.data)}")
         gmin = a.pairs_gap_min if a.pairs_gap_min is not None else 1
         gmax = a.pairs_gap_max if a.pairs_gap_max is not None else 8
         return P.pretrain_flowe(a.data[0], a.out, enc, trainer, data, from_args(FlowEConfig, a, prefix="flowe_"),
-                                gap_min=gmin, gap_max=gmax, resume=resume, progress=progress)
+                                gap_min=gmin, gap_max=gmax, resume=resume, progress=progress, flow_source=a.flow_source)
     pairs = from_args(FramePairConfig, a, prefix="pairs_")
     if a.method == "shuffle":
         from models.objectives.shuffle import ShuffleConfig
@@ -505,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(pt, TCNConfig, prefix="tcn_")
     add_arguments(pt, ShuffleConfig, prefix="shuffle_")
     add_arguments(pt, FlowEConfig, prefix="flowe_")
+    pt.add_argument("--flow-source", choices=["geometric", "farneback"], default="geometric",
+                    help="FlowE's flow: from depth + poses of a TUM RGB-D sequence, or OpenCV optical flow of any frames")
     pt.set_defaults(fn=cmd_pretrain)
 
     ft = sub.add_parser("finetune", help="few-label segmentation readout: fine-tune and report mIoU")

@@ -274,22 +274,35 @@ def pretrain_clips(data_specs, out, encoder_cfg, trainer: TrainerConfig, crop, d
 
 
 def pretrain_flowe(data_dir, out, encoder_cfg, trainer: TrainerConfig, data: FrameDataConfig, flowe_cfg=None,
-                   gap_min: int = 1, gap_max: int = 8, resume: bool = True, progress: bool = True) -> dict:
-    """FlowE (models/objectives/flowe.py) on frame pairs of one RGB-D sequence with poses (geometric flow)."""
+                   gap_min: int = 1, gap_max: int = 8, resume: bool = True, progress: bool = True,
+                   flow_source: str = "geometric") -> dict:
+    """FlowE (models/objectives/flowe.py) on frame pairs of one sequence.
+
+    ``flow_source="geometric"``: a TUM RGB-D sequence with poses, flow from depth + pose (default);
+    ``"farneback"``: any ordered frames (video, image folder, ...) with OpenCV's optical flow."""
+    from types import SimpleNamespace
+
     from models.objectives.flowe import FlowE, FlowEConfig
-    from regconsist_ros.learning.flow_pairs import FlowPairSampler
+    from regconsist_ros.learning.flow_pairs import FarnebackFlow, FlowPairSampler
+    from regconsist_ros.learning.frame_sources import load_ordered_frames
 
     flowe_cfg = flowe_cfg or FlowEConfig()
-    frames, _ = load_frames(data_dir, progress)
-    if data.stride > 1:
-        frames = frames[::data.stride]
-    if data.max_frames:
-        frames = frames[:data.max_frames]
+    if flow_source == "geometric":
+        frames, _ = load_frames(data_dir, progress)
+        frames = frames[::data.stride][:data.max_frames or None]
+        estimator = None
+    elif flow_source == "farneback":
+        fr = load_ordered_frames(data_dir, size=data.load_size, max_frames=data.max_frames, stride=data.stride,
+                                 progress=progress)
+        frames = [SimpleNamespace(rgb=rgb, depth=None) for rgb in fr.rgb]
+        estimator = FarnebackFlow(fb_tol=flowe_cfg.fb_tol)
+    else:
+        raise ValueError(f"flow_source must be 'geometric' or 'farneback', got {flow_source!r}")
     sampler = FlowPairSampler(frames, data.batch, (data.crop_height, data.crop_width), gap_min=gap_min, gap_max=gap_max,
-                              seed=trainer.seed + 1000 * dist_rank(), fb_tol=flowe_cfg.fb_tol)
+                              seed=trainer.seed + 1000 * dist_rank(), fb_tol=flowe_cfg.fb_tol, estimator=estimator)
     seed_everything(trainer.seed)
     objective = FlowE(flowe_cfg, encoder_cfg)
     run = {"method": "flowe", "data": [str(data_dir)], "frames": [len(frames)], "encoder": asdict(encoder_cfg),
            "trainer": asdict(trainer), "data_config": asdict(data), "flowe": asdict(flowe_cfg),
-           "gap": [gap_min, gap_max]}
+           "gap": [gap_min, gap_max], "flow_source": flow_source}
     return {**_train(objective, sampler, Path(out), trainer, run, resume, progress), "frames": len(frames)}

@@ -63,7 +63,18 @@ def test_new_checkpoints_work_with_the_readouts(seq, tmp_path, capsys):
 
 def test_flowe_needs_one_rgbd_sequence(seq, tmp_path, capsys):
     assert main(["pretrain", "--method", "flowe", "--data", str(seq), str(seq), "--out", str(tmp_path / "f"), *TINY]) == 2
-    assert "one TUM RGB-D sequence" in capsys.readouterr().err
+    assert "one sequence" in capsys.readouterr().err
+    # RGB-only frames (an image folder) with OpenCV optical flow instead of depth + poses
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    import shutil
+    for p in sorted((seq / "rgb").iterdir()):
+        shutil.copy(p, folder / p.name)
+    run = tmp_path / "f2"
+    assert main(["pretrain", "--method", "flowe", "--flow-source", "farneback", "--data", str(folder), "--out", str(run),
+                 *TINY]) == 0, capsys.readouterr().err
+    r = last_json(capsys)
+    assert r["steps"] == 3 and json.loads((run / "run.json").read_text())["flow_source"] == "farneback"
 
 
 def test_retrieval_readout_over_sources(seq, tmp_path, capsys):
