@@ -144,3 +144,15 @@ def test_bench_bc_reports_render_and_step_times():
 
     r = bench_bc(task=TASK, size=32, crop=32, n=2)
     assert r["render_ms_fast"] > 0 and r["render_ms_full"] > 0 and r["rollout_step_ms"] > 0 and r["size"] == 32
+
+
+def test_dense_encoders_read_out_through_pooled_features(tmp_path):
+    """DeepLabV3+ checkpoints (RegConsist, pretext baselines, shuffling, FlowE) go through the same readout."""
+    from models.deeplab import DeepLabConfig
+    from models.encoder import random_encoder
+
+    dl = random_encoder("deeplabv3plus", DeepLabConfig.small(width=0.25, aspp_channels=32, decoder_channels=32))
+    cfg = BCReadoutConfig(demos=2, episodes=1, eval_every=1, render_size=48, crop_size=32, horizon=5, videos=0,
+                          demo_dir=str(tmp_path / "demos"))
+    r = run_task(TASK, Encoder("dl", dl, {"kind": "deeplabv3plus"}), cfg, BCConfig(epochs=1), tmp_path)
+    assert r["status"] == "ok" and r["input_dim"] == 3 * 32 + 4 and r["mean_steps_final"] <= 5
