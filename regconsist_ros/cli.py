@@ -129,7 +129,7 @@ def cmd_pretrain(a: argparse.Namespace) -> dict:
     if init_distributed_from_env():  # under torchrun: DDP, rank 0 shows progress and writes checkpoints
         a.quiet = a.quiet or dist_rank() != 0
 
-    if a.method in ("rsp", "mae", "rotation", "simclr", "byol", "tcn", "shuffle", "flowe"):
+    if a.method != "regconsist":
         return _pretrain_frames(a)
     from models.deeplab import DeepLabConfig
     from models.objectives.regconsist import RegConsistConfig
@@ -200,9 +200,8 @@ def _pretrain_dense(a: argparse.Namespace, data) -> dict:
 
     cfg_cls = PRETEXT[a.method][0]
     prefix = {"RotationConfig": "rotation_", "ContrastiveConfig": "contrastive_", "TCNConfig": "tcn_"}[cfg_cls.__name__]
-    over = {"repeats": pairs.repeats} if "repeats" in cfg_cls.__dataclass_fields__ else {}  # repeats are never negatives
     return P.pretrain_frames(a.method, a.data, a.out, enc, trainer, pairs, data,
-                             pretext_cfg=from_args(cfg_cls, a, prefix=prefix, **over), resume=resume, progress=progress)
+                             pretext_cfg=from_args(cfg_cls, a, prefix=prefix), resume=resume, progress=progress)
 
 
 def load_encoder(init: str, model_cfg, seed: int = 0):
@@ -234,7 +233,7 @@ def cmd_finetune(a: argparse.Namespace) -> dict:
 
 # ---- embed / eval -----------------------------------------------------------------------------------
 def _encoder_from(a: argparse.Namespace):
-    """--ckpt CKPT|RUN|random (random: a ViT built from the --vit-* flags)."""
+    """--ckpt CKPT|RUN|random: a checkpoint of any kind, or a random ViT built from the --vit-* flags."""
     from models.encoder import load_encoder
     from models.vit import ViTConfig
 
@@ -335,7 +334,7 @@ def cmd_eval_retrieve(a: argparse.Namespace) -> dict:
     from regconsist_ros.readout.retrieval import nn_retrieval
     from regconsist_ros.readout.segmentation import VOID
 
-    model, info = _encoder_from(a) if a.ckpt == "random" else _any_encoder(a.ckpt)
+    model, info = _encoder_from(a)
     feats, labels = [], []
     for i, spec in enumerate(a.data):
         fr = load_ordered_frames(spec, progress=not a.quiet, stride=a.stride)
@@ -352,17 +351,6 @@ def cmd_eval_retrieve(a: argparse.Namespace) -> dict:
         labels += lab
     r = nn_retrieval(torch.cat(feats), torch.tensor(labels), k=tuple(a.k))
     return {**r, "samples": len(labels), "label": a.label, "classes": len(set(labels)), **info}
-
-
-def _any_encoder(path: str):
-    """A checkpoint or run directory of any registered kind."""
-    from models.checkpoint import CheckpointError
-    from models.encoder import load_encoder
-
-    try:
-        return load_encoder(path)
-    except CheckpointError as e:
-        raise ConfigError(f"--ckpt {path}: {e}") from None
 
 
 # ---- up -----------------------------------------------------------------------------------------------

@@ -92,9 +92,8 @@ def _pretrain(name: str, cfg: ObjectivesExperimentConfig, data_dir: Path, source
         from models.objectives.pretext import PRETEXT
 
         cfg_cls = PRETEXT[name][0]
-        kw = {"repeats": pairs.repeats} if "repeats" in cfg_cls.__dataclass_fields__ else {}
-        if name == "rotation":
-            kw["rotations"] = "random"  # one rotation per image keeps the step cost near the others'
+        # one rotation per image keeps the step cost near the others'
+        kw = {"rotations": "random"} if name == "rotation" else {}
         r = P.pretrain_frames(name, None, run_dir, enc, adamw, pairs, data, pretext_cfg=cfg_cls(**kw), sources=sources)
     return Path(r["checkpoint"])
 

@@ -200,11 +200,20 @@ class FrameClipSampler:
         return {"clip": clips}
 
 
-def build_frame_objective(method: str, encoder_cfg, rsp_cfg=None, mae_cfg=None, pretext_cfg=None):
-    """The RSP or MAE objective around a ViT of ``encoder_cfg``, or a pretext baseline around a DeepLabV3+."""
+def build_frame_objective(method: str, encoder_cfg, rsp_cfg=None, mae_cfg=None, pretext_cfg=None, repeats: int = 1):
+    """The RSP or MAE objective around a ViT of ``encoder_cfg``, or a pretext baseline around a DeepLabV3+.
+
+    ``repeats``: how often the batches repeat each (t, k) pair (``FramePairConfig.repeats``); contrastive
+    baselines must know it, so that a pair's repeats are never each other's negatives."""
     if method in PRETEXT_METHODS:
-        from models.objectives.pretext import build_pretext
-        return build_pretext(method, pretext_cfg, encoder_cfg)
+        from dataclasses import replace
+
+        from models.objectives.pretext import PRETEXT, build_pretext
+
+        cfg = pretext_cfg or PRETEXT[method][0]()
+        if "repeats" in type(cfg).__dataclass_fields__:
+            cfg = replace(cfg, repeats=repeats)
+        return build_pretext(method, cfg, encoder_cfg)
     if method == "rsp":
         from models.objectives.rsp import RSP
         return RSP(rsp_cfg, encoder_cfg)
@@ -225,7 +234,7 @@ def pretrain_frames(method: str, data_specs, out, encoder_cfg, trainer: TrainerC
     size = encoder_cfg.img_size if hasattr(encoder_cfg, "img_size") else (data.crop_height, data.crop_width)
     sampler = FramePairSampler(sources, pairs, data.batch, size, seed=trainer.seed)
     seed_everything(trainer.seed)
-    objective = build_frame_objective(method, encoder_cfg, rsp_cfg, mae_cfg, pretext_cfg)
+    objective = build_frame_objective(method, encoder_cfg, rsp_cfg, mae_cfg, pretext_cfg, repeats=pairs.repeats)
     dropped = {}
     for s in sources:
         for k, v in s.dropped.items():

@@ -21,14 +21,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from regconsist_ros.learning.pretrain import PRETEXT_METHODS
 from regconsist_ros.learning.trainer import Trainer, TrainerConfig, seed_everything
 from regconsist_ros.online.replay import FrameBuffer, ReplayBuffer
 
 log = logging.getLogger(__name__)
-FRAME_OBJECTIVES = ("rsp", "mae", "rotation", "simclr", "byol", "tcn", "shuffle")  # trained on the frame stream
+FRAME_OBJECTIVES = ("rsp", "mae", *PRETEXT_METHODS, "shuffle")  # trained on the frame stream
 VIEW_OBJECTIVES = ("regconsist", "flowe")  # trained on registered keyframe pairs
 OBJECTIVES = FRAME_OBJECTIVES + VIEW_OBJECTIVES
-PRETEXT = ("rotation", "simclr", "byol", "tcn")
 
 
 @dataclass
@@ -158,12 +158,9 @@ class OnlineLearner:
         from models.deeplab import DeepLabConfig
 
         enc = deeplab or DeepLabConfig.small(width=0.5, output_stride=8 if name == "flowe" else 16)
-        if name in PRETEXT:
-            from models.objectives.pretext import PRETEXT as CONFIGS, build_pretext
-
-            cfg_cls = CONFIGS[name][0]
-            cfg = cfg_cls(repeats=repeats) if "repeats" in cfg_cls.__dataclass_fields__ else None  # repeats are never negatives
-            return build_pretext(name, cfg, enc)
+        if name in PRETEXT_METHODS:
+            from regconsist_ros.learning.pretrain import build_frame_objective
+            return build_frame_objective(name, enc, repeats=repeats)
         if name == "shuffle":
             from models.objectives.shuffle import Shuffle, ShuffleConfig
             return Shuffle(ShuffleConfig(), enc)

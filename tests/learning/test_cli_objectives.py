@@ -20,14 +20,6 @@ EXTRA = {
 }
 
 
-@pytest.fixture(scope="module")
-def seq(tmp_path_factory):
-    out = tmp_path_factory.mktemp("seq") / "s"
-    assert main(["sim", "render", "--frames", "16", "--width", "64", "--height", "48", "--seed", "3",
-                 "--out", str(out), "--quiet"]) == 0
-    return out
-
-
 def last_json(capsys):
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 

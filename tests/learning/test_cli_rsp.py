@@ -14,14 +14,6 @@ TINY_DEC = ["--rsp-decoder-width", "32", "--rsp-decoder-depth", "1", "--rsp-deco
 PAIRS = ["--pairs-gap-min", "2", "--pairs-gap-max", "5", "--batch", "4"]
 
 
-@pytest.fixture(scope="module")
-def seq(tmp_path_factory):
-    out = tmp_path_factory.mktemp("seq") / "s"
-    assert main(["sim", "render", "--frames", "16", "--width", "64", "--height", "48", "--seed", "3",
-                 "--out", str(out), "--quiet"]) == 0
-    return out
-
-
 def last_json(capsys):
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 

@@ -6,6 +6,7 @@ step, so one rollout loop (``readout.bc_run.rollout``) serves every suite.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -13,6 +14,11 @@ from typing import Protocol
 import numpy as np
 
 from regconsist_ros.readout.demos import Episode
+
+
+def headless_gl() -> None:
+    """MuJoCo renders off-screen through EGL unless MUJOCO_GL says otherwise; call before importing mujoco."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @dataclass

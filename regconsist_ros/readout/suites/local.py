@@ -58,13 +58,12 @@ Environments (each simulator is imported only when an environment is made):
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from regconsist_ros.readout.demos import DemoDir, Episode, NoDemonstrations, load_minari
-from regconsist_ros.readout.suites.base import EnvSpec, Obs
+from regconsist_ros.readout.suites.base import EnvSpec, Obs, headless_gl
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +113,6 @@ class LocalDemoSuite:
         raise NotImplementedError
 
 
-def _set_gl() -> None:
-    os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before mujoco/dm_control are imported
-
-
 # ---------------------------------------------------------------------------------------- Adroit
 
 
@@ -133,7 +128,7 @@ class AdroitEnv:
     def __init__(self, task: str, spec: EnvSpec):
         if task not in ADROIT_ENVS:
             raise ValueError(f"unknown Adroit task {task!r}; tasks: {', '.join(ADROIT_ENVS)}")
-        _set_gl()
+        headless_gl()
         try:
             import gymnasium as gym
             import gymnasium_robotics
@@ -205,7 +200,7 @@ class DMCEnv:
 
     def __init__(self, task: str, spec: EnvSpec):
         self.domain, self.name = dmc_domain_task(task)
-        _set_gl()
+        headless_gl()
         try:
             from dm_control import suite
         except ImportError as e:

@@ -19,13 +19,12 @@ The ground-truth state is the full 39-dim observation.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from regconsist_ros.readout.demos import DemoDir, Episode, NoDemonstrations, save_episode
-from regconsist_ros.readout.suites.base import EnvSpec, Obs
+from regconsist_ros.readout.suites.base import EnvSpec, Obs, headless_gl
 
 log = logging.getLogger(__name__)
 TASKS = ("assembly", "bin-picking", "button-press-topdown", "drawer-open", "hammer")
@@ -40,7 +39,7 @@ def env_name(task: str) -> str:
 
 
 def _import():
-    os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before mujoco is imported
+    headless_gl()
     try:
         import gymnasium as gym
         import metaworld  # noqa: F401  (registers Meta-World/* environments)
