@@ -25,7 +25,11 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     description="Online in-environment visual representation learning for robots (ROS 2)",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "sim", "sim.*", "models", "models.*"]),
+    # sim/ and models/ stay top-level folders (the design card's layout) but install as
+    # regconsist_ros.sim and regconsist_ros.models, so they never collide with another `sim` or `models`
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"])
+    + [f"{PACKAGE}.{p}" for p in find_packages(include=["sim", "sim.*", "models", "models.*"])],
+    package_dir={f"{PACKAGE}.sim": "sim", f"{PACKAGE}.models": "models"},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from models.registry import MODELS, UnknownModelError, build_model, config_to_dict, lookup, make_config
+from regconsist_ros.models.registry import MODELS, UnknownModelError, build_model, config_to_dict, lookup, make_config
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

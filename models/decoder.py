@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.vit import Block, init_transformer_weights, sincos_pos_embed
+from regconsist_ros.models.vit import Block, init_transformer_weights, sincos_pos_embed
 
 
 class CrossBlock(nn.Module):

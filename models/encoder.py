@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.deeplab import normalize, normalize_images
+from regconsist_ros.models.deeplab import normalize, normalize_images
 
 
 def input_size(model: nn.Module) -> tuple[int, int] | None:
@@ -76,7 +76,7 @@ def encode(model: nn.Module, imgs: torch.Tensor, batch: int = 32, size="model") 
 
 def random_encoder(kind: str = "vit", config=None, seed: int = 0) -> nn.Module:
     """A randomly initialised encoder of a registered kind (seeded)."""
-    from models.registry import build_model
+    from regconsist_ros.models.registry import build_model
 
     torch.manual_seed(seed)
     model = build_model(kind, config)
@@ -89,7 +89,7 @@ def load_encoder(spec: str | Path, kind: str = "vit", config=None, seed: int = 0
 
     For "random", ``kind``/``config`` choose the architecture (a dict, dataclass or None = defaults).
     """
-    from models.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+    from regconsist_ros.models.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 
     if str(spec) == "random":
         return random_encoder(kind, config, seed), {"init": "random", "kind": kind, "step": 0}

@@ -9,8 +9,8 @@ import dataclasses
 
 import torch.nn as nn
 
-from models.deeplab import DeepLabConfig, DeepLabV3Plus
-from models.vit import ViT, ViTConfig
+from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus
+from regconsist_ros.models.vit import ViT, ViTConfig
 from regconsist_ros.config import build as build_config
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {

@@ -17,7 +17,7 @@ def _machine() -> dict:
 
 def bench_sim(width=640, height=480, n=30, seed=0, nthreads=1, backend="auto") -> dict:
     """Frames/s of the embedded-world renderer (RGB + depth + semantic + instance) along an explore path."""
-    from sim.source import SimConfig, SimSource
+    from regconsist_ros.sim.source import SimConfig, SimSource
 
     t0 = time.perf_counter()
     src = SimSource(SimConfig(seed=seed, frames=n + 2, width=width, height=height, nthreads=nthreads, backend=backend))
@@ -50,7 +50,7 @@ def bench_correspond(width=640, height=480, n=20, seed=0, nthreads=1) -> dict:
     import torch
 
     from regconsist_ros.registration.geometry import correspond
-    from sim.source import SimConfig, SimSource
+    from regconsist_ros.sim.source import SimConfig, SimSource
 
     torch.set_num_threads(max(1, nthreads))
     gap = 3
@@ -125,7 +125,7 @@ def bench_pretrain(method="rsp", size="tiny", height=96, width=128, patch=16, ba
     On CUDA the step runs under bf16 autocast when ``amp`` (the trainer's setting)."""
     import torch
 
-    from models.vit import ViTConfig
+    from regconsist_ros.models.vit import ViTConfig
     from regconsist_ros.learning.pretrain import build_frame_objective
     from regconsist_ros.learning.trainer import resolve_device
 
@@ -135,11 +135,11 @@ def bench_pretrain(method="rsp", size="tiny", height=96, width=128, patch=16, ba
     heads = max(1, decoder_width // 32)
     ec = ViTConfig(size=size, img_size=(height, width), patch=patch)
     if method == "rsp":
-        from models.objectives.rsp import RSPConfig
+        from regconsist_ros.models.objectives.rsp import RSPConfig
         obj = build_frame_objective("rsp", ec, rsp_cfg=RSPConfig(decoder_width=decoder_width, decoder_depth=decoder_depth,
                                                                  decoder_heads=heads))
     elif method == "mae":
-        from models.objectives.mae import MAEConfig
+        from regconsist_ros.models.objectives.mae import MAEConfig
         obj = build_frame_objective("mae", ec, mae_cfg=MAEConfig(decoder_width=decoder_width, decoder_depth=decoder_depth,
                                                                  decoder_heads=heads))
     else:
@@ -186,7 +186,7 @@ def bench_bc(task="hammer", size=128, crop=112, n=50, seed=0) -> dict:
     """ms per MetaWorld frame (fast vs full rendering) and per rollout step of a random ViT-tiny BC agent."""
     import torch
 
-    from models.vit import ViTConfig
+    from regconsist_ros.models.vit import ViTConfig
     from regconsist_ros.readout.bc import BCConfig, BCPolicy
     from regconsist_ros.readout.bc_run import Agent, resolve_encoder
     from regconsist_ros.readout.suites.base import EnvSpec

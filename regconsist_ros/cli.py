@@ -37,8 +37,8 @@ def _yaml_base(cls, path, section):
 def cmd_sim_render(a: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
-    from sim.sequences import TumWriter
-    from sim.source import SimConfig, SimSource, frames_meta
+    from regconsist_ros.sim.sequences import TumWriter
+    from regconsist_ros.sim.source import SimConfig, SimSource, frames_meta
 
     cfg = from_args(SimConfig, a, base=_yaml_base(SimConfig, a.config, "sim"))
     if a.out.exists() and any(a.out.iterdir()) and not a.overwrite:
@@ -64,7 +64,7 @@ def cmd_correspond(a: argparse.Namespace) -> dict:
 
     from regconsist_ros.registration.geometry import CorrespondenceConfig, correspond
     from regconsist_ros.registration.visualize import label_agreement
-    from sim.sequences import read_tum
+    from regconsist_ros.sim.sequences import read_tum
 
     cfg = from_args(CorrespondenceConfig, a)
     seq = read_tum(a.seq_dir, intrinsics=a.intrinsics, depth_scale=a.depth_scale)
@@ -131,8 +131,8 @@ def cmd_pretrain(a: argparse.Namespace) -> dict:
 
     if a.method != "regconsist":
         return _pretrain_frames(a)
-    from models.deeplab import DeepLabConfig
-    from models.objectives.regconsist import RegConsistConfig
+    from regconsist_ros.models.deeplab import DeepLabConfig
+    from regconsist_ros.models.objectives.regconsist import RegConsistConfig
     from regconsist_ros.learning.pretrain import pretrain_regconsist
     from regconsist_ros.registration.pairs import PairSelectionConfig
     from regconsist_ros.registration.regions import RegionConfig
@@ -153,9 +153,9 @@ def frame_trainer_defaults(batch: int):
 
 
 def _pretrain_frames(a: argparse.Namespace) -> dict:
-    from models.objectives.mae import MAEConfig
-    from models.objectives.rsp import RSPConfig
-    from models.vit import ViTConfig
+    from regconsist_ros.models.objectives.mae import MAEConfig
+    from regconsist_ros.models.objectives.rsp import RSPConfig
+    from regconsist_ros.models.vit import ViTConfig
     from regconsist_ros.learning.frame_pairs import FramePairConfig
     from regconsist_ros.learning.pretrain import FrameDataConfig, pretrain_frames
     from regconsist_ros.learning.trainer import TrainerConfig
@@ -172,7 +172,7 @@ def _pretrain_frames(a: argparse.Namespace) -> dict:
 
 def _pretrain_dense(a: argparse.Namespace, data) -> dict:
     """Pretext baselines, shuffling and FlowE: DeepLabV3+ encoders (--model-*), so every readout takes them."""
-    from models.deeplab import DeepLabConfig
+    from regconsist_ros.models.deeplab import DeepLabConfig
     from regconsist_ros.learning.frame_pairs import FramePairConfig
     from regconsist_ros.learning import pretrain as P
     from regconsist_ros.learning.trainer import TrainerConfig
@@ -181,7 +181,7 @@ def _pretrain_dense(a: argparse.Namespace, data) -> dict:
     trainer = from_args(TrainerConfig, a, base=TrainerConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-4))
     progress, resume = not a.quiet, not a.no_resume
     if a.method == "flowe":
-        from models.objectives.flowe import FlowEConfig
+        from regconsist_ros.models.objectives.flowe import FlowEConfig
 
         if len(a.data) != 1:
             raise ConfigError(f"--method flowe takes one sequence as --data (a TUM RGB-D sequence unless "
@@ -192,11 +192,11 @@ def _pretrain_dense(a: argparse.Namespace, data) -> dict:
                                 gap_min=gmin, gap_max=gmax, resume=resume, progress=progress, flow_source=a.flow_source)
     pairs = from_args(FramePairConfig, a, prefix="pairs_")
     if a.method == "shuffle":
-        from models.objectives.shuffle import ShuffleConfig
+        from regconsist_ros.models.objectives.shuffle import ShuffleConfig
 
         return P.pretrain_clips(a.data, a.out, enc, trainer, pairs, data, from_args(ShuffleConfig, a, prefix="shuffle_"),
                                 resume=resume, progress=progress)
-    from models.objectives.pretext import PRETEXT
+    from regconsist_ros.models.objectives.pretext import PRETEXT
 
     cfg_cls = PRETEXT[a.method][0]
     prefix = {"RotationConfig": "rotation_", "ContrastiveConfig": "contrastive_", "TCNConfig": "tcn_"}[cfg_cls.__name__]
@@ -207,8 +207,8 @@ def _pretrain_dense(a: argparse.Namespace, data) -> dict:
 def load_encoder(init: str, model_cfg, seed: int = 0):
     """A checkpoint directory, a run directory (its latest checkpoint) or 'random' (a DeepLabV3+ of
     ``model_cfg``) -> (model, description)."""
-    from models.checkpoint import CheckpointError
-    from models.encoder import load_encoder as load
+    from regconsist_ros.models.checkpoint import CheckpointError
+    from regconsist_ros.models.encoder import load_encoder as load
 
     try:
         return load(init, kind="deeplabv3plus", config=model_cfg, seed=seed)
@@ -217,7 +217,7 @@ def load_encoder(init: str, model_cfg, seed: int = 0):
 
 
 def cmd_finetune(a: argparse.Namespace) -> dict:
-    from models.deeplab import DeepLabConfig
+    from regconsist_ros.models.deeplab import DeepLabConfig
     from regconsist_ros.learning.pretrain import load_frames
     from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
 
@@ -234,8 +234,8 @@ def cmd_finetune(a: argparse.Namespace) -> dict:
 # ---- embed / eval -----------------------------------------------------------------------------------
 def _encoder_from(a: argparse.Namespace):
     """--ckpt CKPT|RUN|random: a checkpoint of any kind, or a random ViT built from the --vit-* flags."""
-    from models.encoder import load_encoder
-    from models.vit import ViTConfig
+    from regconsist_ros.models.encoder import load_encoder
+    from regconsist_ros.models.vit import ViTConfig
 
     return load_encoder(a.ckpt, kind="vit", config=from_args(ViTConfig, a, prefix="vit_"), seed=a.seed)
 
@@ -252,7 +252,7 @@ def cmd_embed(a: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from models.encoder import encode
+    from regconsist_ros.models.encoder import encode
     from regconsist_ros.learning.frame_sources import load_ordered_frames
 
     model, info = _encoder_from(a)
@@ -295,7 +295,7 @@ def cmd_eval_propagate(a: argparse.Namespace) -> dict:
 
 def cmd_eval_bc(a: argparse.Namespace) -> dict:
     """Behaviour-cloning readout: one task, several (--task a b), or the suite's list (--all)."""
-    from models.vit import ViTConfig
+    from regconsist_ros.models.vit import ViTConfig
     from regconsist_ros.readout.bc import BCConfig
     from regconsist_ros.readout.bc_run import BCReadoutConfig, resolve_encoder, run_readout
     from regconsist_ros.readout.suites import get_suite
@@ -329,7 +329,7 @@ def cmd_eval_retrieve(a: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from models.encoder import encode
+    from regconsist_ros.models.encoder import encode
     from regconsist_ros.learning.frame_sources import load_ordered_frames
     from regconsist_ros.readout.retrieval import nn_retrieval
     from regconsist_ros.readout.segmentation import VOID
@@ -388,7 +388,7 @@ def cmd_demo(a: argparse.Namespace) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     from regconsist_ros.demo import DemoConfig
     from regconsist_ros.registration.geometry import CorrespondenceConfig
-    from sim.source import SimConfig
+    from regconsist_ros.sim.source import SimConfig
 
     p = argparse.ArgumentParser(prog="regconsist", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -446,11 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
     b.set_defaults(fn=cmd_bench)
 
-    from models.deeplab import DeepLabConfig
-    from models.objectives.regconsist import RegConsistConfig
-    from models.objectives.mae import MAEConfig
-    from models.objectives.rsp import RSPConfig
-    from models.vit import ViTConfig
+    from regconsist_ros.models.deeplab import DeepLabConfig
+    from regconsist_ros.models.objectives.regconsist import RegConsistConfig
+    from regconsist_ros.models.objectives.mae import MAEConfig
+    from regconsist_ros.models.objectives.rsp import RSPConfig
+    from regconsist_ros.models.vit import ViTConfig
     from regconsist_ros.learning.frame_pairs import FramePairConfig
     from regconsist_ros.learning.pretrain import FrameDataConfig
     from regconsist_ros.learning.trainer import TrainerConfig
@@ -464,9 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of any ordered frames: TUM sequences, image folders, videos, or 'sim:seed=3,frames=200' "
                         "(--rsp-*, --mae-*, --pairs-* and the data flags). Ablations: --rsp-latent none|gaussian, "
                         "--rsp-separate-decoder, --no-rsp-mae.")
-    from models.objectives.flowe import FlowEConfig
-    from models.objectives.pretext import ContrastiveConfig, RotationConfig, TCNConfig
-    from models.objectives.shuffle import ShuffleConfig
+    from regconsist_ros.models.objectives.flowe import FlowEConfig
+    from regconsist_ros.models.objectives.pretext import ContrastiveConfig, RotationConfig, TCNConfig
+    from regconsist_ros.models.objectives.shuffle import ShuffleConfig
     from regconsist_ros.learning.pretrain import METHODS
 
     pt.add_argument("--method", required=True, choices=list(METHODS),

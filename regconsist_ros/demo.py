@@ -44,8 +44,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     from regconsist_ros.registration.geometry import correspond
     from regconsist_ros.registration.pairs import PairSelectionConfig, select_pairs
     from regconsist_ros.registration.visualize import correspondence_figure, label_agreement
-    from sim.sequences import TumWriter, read_tum
-    from sim.source import SimConfig, SimSource, frames_meta
+    from regconsist_ros.sim.sequences import TumWriter, read_tum
+    from regconsist_ros.sim.source import SimConfig, SimSource, frames_meta
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,6 @@
 
 Never imports rclpy: everything here runs without ROS.
 """
-from sim.frame import Frame, Intrinsics
+from regconsist_ros.sim.frame import Frame, Intrinsics
 
 __all__ = ["Frame", "Intrinsics"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.poses import validate_pose
+from regconsist_ros.sim.poses import validate_pose
 
 # Published intrinsics of the TUM RGB-D cameras (colour, 640x480), and the ROS default
 # that TUM recommends for the already-registered depth images.

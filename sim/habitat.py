@@ -1,4 +1,4 @@
-"""Habitat-sim adapter: render a Habitat scene into our :class:`~sim.frame.Frame` records.
+"""Habitat-sim adapter: render a Habitat scene into our :class:`~regconsist_ros.sim.frame.Frame` records.
 
 habitat-sim is optional (conda only) and imported lazily inside functions; without it
 :class:`HabitatSource` raises :class:`HabitatUnavailable` and the embedded world remains the
@@ -10,7 +10,7 @@ Conventions bridged here:
   (the rotation ``HAB_TO_OURS``).
 - A Habitat camera looks down its -Z with +Y up (OpenGL); our cameras are optical (x right,
   y down, z forward): ``R_optical = R_habitat_camera @ diag(1, -1, -1)``.
-- Quaternions are (qx, qy, qz, qw) as in :mod:`sim.poses`; habitat-sim's numpy-quaternion
+- Quaternions are (qx, qy, qz, qw) as in :mod:`regconsist_ros.sim.poses`; habitat-sim's numpy-quaternion
   objects are converted with ``habitat_sim.utils.common.quat_from_coeffs / quat_to_coeffs``,
   which use the same (x, y, z, w) order.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.frame import Frame, Intrinsics
-from sim.poses import rot_to_quat, quat_to_rot, validate_pose
-from sim.world.classes import ClassTable
+from regconsist_ros.sim.frame import Frame, Intrinsics
+from regconsist_ros.sim.poses import rot_to_quat, quat_to_rot, validate_pose
+from regconsist_ros.sim.world.classes import ClassTable
 
 HAB_TO_OURS = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # Y-up -> Z-up
 GL_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])  # camera axes: (right, up, back) -> (right, down, forward)
@@ -233,7 +233,7 @@ def _category_table(names: dict[int, str]) -> ClassTable | None:
 
 class HabitatTrajectorySource:
     """A camera path through a Habitat scene: poses planned on the scene's mesh by our trajectory
-    generator (``planner``: a :class:`sim.source.SimSource` over the same scene file, or anything
+    generator (``planner``: a :class:`regconsist_ros.sim.source.SimSource` over the same scene file, or anything
     with ``poses [N, 4, 4]`` and ``cfg.fps``), frames rendered by habitat-sim. Indexable like the
     other frame sources (``len``, ``[i]``), so the camera source node can publish it."""
 

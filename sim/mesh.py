@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.world.classes import ClassTable
+from regconsist_ros.sim.world.classes import ClassTable
 
 
 class MeshError(ValueError):

@@ -1,6 +1,6 @@
 """CPU ray-casting renderer over any SceneMesh (Open3D RaycastingScene), and a floor probe.
 
-For a pinhole camera and a pose it returns a pixel-aligned :class:`~sim.frame.Frame`:
+For a pinhole camera and a pose it returns a pixel-aligned :class:`~regconsist_ros.sim.frame.Frame`:
 RGB uint8 (texture or vertex colour x simple lighting), z-depth float32 metres (0 = no hit),
 semantic class and instance ids (uint16, 0 = void). Rays go through pixel centres at integer
 coordinates (x = column, y = row); a ray's camera-frame direction is ((x-cx)/fx, (y-cy)/fy, 1), so
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.frame import Frame, Intrinsics
-from sim.mesh import SceneMesh
-from sim.occupancy import OccupancyGrid
-from sim.poses import validate_pose
+from regconsist_ros.sim.frame import Frame, Intrinsics
+from regconsist_ros.sim.mesh import SceneMesh
+from regconsist_ros.sim.occupancy import OccupancyGrid
+from regconsist_ros.sim.poses import validate_pose
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Renderer:
     """Renders RGB, depth, semantic and instance images of a SceneMesh from any pinhole camera.
 
     Two backends give the same Frames: Open3D ray casting (always available) and an OpenGL
-    rasterizer (:mod:`sim.render_gl`, headless EGL; several times faster on a CPU via llvmpipe).
+    rasterizer (:mod:`regconsist_ros.sim.render_gl`, headless EGL; several times faster on a CPU via llvmpipe).
     ``backend`` says which one runs.
     """
 
@@ -109,7 +109,7 @@ class Renderer:
         """The GL rasterizer over the same shading data, or None (auto) when no GL context exists."""
         import os
 
-        from sim.render_gl import GLRenderer, GLUnavailable
+        from regconsist_ros.sim.render_gl import GLRenderer, GLUnavailable
 
         if self.config.nthreads > 0:
             os.environ.setdefault("LP_NUM_THREADS", str(self.config.nthreads))

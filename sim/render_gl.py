@@ -2,7 +2,7 @@
 
 It runs on any EGL implementation: Mesa's llvmpipe on a CPU-only machine (no display needed; set
 ``LP_NUM_THREADS`` to bound its threads) or a GPU driver. The conventions are identical to
-:mod:`sim.render`:
+:mod:`regconsist_ros.sim.render`:
 - pixel (x, y) is sampled at its centre, which lies at integer coordinates;
 - depth is z-depth in metres;
 - each triangle is flat-lit with the same factor the ray caster uses;
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.frame import Frame, Intrinsics
-from sim.mesh import SceneMesh
-from sim.poses import invert, validate_pose
+from regconsist_ros.sim.frame import Frame, Intrinsics
+from regconsist_ros.sim.mesh import SceneMesh
+from regconsist_ros.sim.poses import invert, validate_pose
 
 ATLAS_WIDTH = 4096  # texels per row of the atlas texture
 
@@ -110,7 +110,7 @@ def projection(K: Intrinsics, near: float = 0.01, far: float = 1000.0) -> np.nda
 
 
 class GLRenderer:
-    """Rasterizes a SceneMesh: ``render(K, T_world_cam)`` -> Frame, like :class:`sim.render.Renderer`."""
+    """Rasterizes a SceneMesh: ``render(K, T_world_cam)`` -> Frame, like :class:`regconsist_ros.sim.render.Renderer`."""
 
     def __init__(self, mesh: SceneMesh, light: np.ndarray, uv_frame: np.ndarray | None,
                  tex_info: np.ndarray | None, atlas: np.ndarray | None):

@@ -1,4 +1,4 @@
-"""Load real scans into :class:`~sim.mesh.SceneMesh`, so users can render their own scans.
+"""Load real scans into :class:`~regconsist_ros.sim.mesh.SceneMesh`, so users can render their own scans.
 
 Supported inputs:
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.mesh import SceneMesh
-from sim.world.classes import ClassTable
+from regconsist_ros.sim.mesh import SceneMesh
+from regconsist_ros.sim.world.classes import ClassTable
 
 
 class ScanError(ValueError):

@@ -39,9 +39,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from sim.frame import Frame, FrameError, Intrinsics
-from sim.poses import PoseError, pose_from_tq, pose_to_tq, validate_pose
-from sim.world.classes import ClassTable
+from regconsist_ros.sim.frame import Frame, FrameError, Intrinsics
+from regconsist_ros.sim.poses import PoseError, pose_from_tq, pose_to_tq, validate_pose
+from regconsist_ros.sim.world.classes import ClassTable
 
 log = logging.getLogger(__name__)
 

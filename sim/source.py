@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
 
-from sim.frame import Frame, Intrinsics
-from sim.mesh import SceneMesh
-from sim.occupancy import OccupancyGrid
-from sim.render import RenderConfig, Renderer, occupancy_from_mesh
+from regconsist_ros.sim.frame import Frame, Intrinsics
+from regconsist_ros.sim.mesh import SceneMesh
+from regconsist_ros.sim.occupancy import OccupancyGrid
+from regconsist_ros.sim.render import RenderConfig, Renderer, occupancy_from_mesh
 
 
 @dataclass
@@ -60,13 +60,13 @@ class SimConfig:
 def load_scene_mesh(cfg: SimConfig) -> tuple[SceneMesh, dict]:
     """The scene's mesh and a description (procedural apartments also report their floor plan)."""
     if cfg.scene == "apartment":
-        from sim.world.apartment import generate_apartment
+        from regconsist_ros.sim.world.apartment import generate_apartment
 
         ap = generate_apartment(seed=cfg.seed)
         info = {"scene": "apartment", "seed": cfg.seed,
                 "rooms": [{"kind": r.kind, "x0": r.x0, "y0": r.y0, "x1": r.x1, "y1": r.y1} for r in ap.plan.rooms]}
         return ap.mesh, info
-    from sim.scans import load_scene
+    from regconsist_ros.sim.scans import load_scene
 
     kw = {"up_axis": cfg.up_axis} if cfg.up_axis else {}
     return load_scene(cfg.scene, **kw), {"scene": str(cfg.scene)}
@@ -76,7 +76,7 @@ class SimSource:
     """Renders the frames of ``cfg``: ``len(src)``, ``src[i]``, iteration, ``src.poses``."""
 
     def __init__(self, cfg: SimConfig):
-        from sim.trajectories import make_trajectory
+        from regconsist_ros.sim.trajectories import make_trajectory
 
         self.cfg = cfg
         self.mesh, self.info = load_scene_mesh(cfg)

@@ -1,6 +1,6 @@
 """Seeded, reproducible camera paths for a robot moving in a floor plan.
 
-Every generator takes an :class:`~sim.occupancy.OccupancyGrid` (free space already dilated by the
+Every generator takes an :class:`~regconsist_ros.sim.occupancy.OccupancyGrid` (free space already dilated by the
 robot radius) and returns a :class:`Trajectory` of optical-frame ``T_world_cam`` poses (x right,
 y down, z forward; world Z-up) at ``floor_z + height``:
 
@@ -26,8 +26,8 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-from sim.occupancy import OccupancyGrid
-from sim.poses import camera_from_yaw_pitch
+from regconsist_ros.sim.occupancy import OccupancyGrid
+from regconsist_ros.sim.poses import camera_from_yaw_pitch
 
 TRAJECTORIES = ("explore", "grid", "spline")
 

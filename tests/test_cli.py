@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from regconsist_ros.cli import main
-from sim.sequences import read_tum
+from regconsist_ros.sim.sequences import read_tum
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 64, 48

@@ -37,8 +37,8 @@ def test_setup_installs_launch_and_config_and_declares_scripts():
 def test_core_imports_without_ros():
     code = (
         "import sys, importlib\n"
-        "for m in ['sim', 'sim.render', 'sim.source', 'sim.sequences', 'sim.scans', 'sim.habitat', 'sim.trajectories',\n"
-        "          'sim.world.apartment', 'models', 'regconsist_ros.registration.geometry', 'regconsist_ros.registration.pairs',\n"
+        "for m in ['regconsist_ros.sim', 'regconsist_ros.sim.render', 'regconsist_ros.sim.source', 'regconsist_ros.sim.sequences', 'regconsist_ros.sim.scans', 'regconsist_ros.sim.habitat', 'regconsist_ros.sim.trajectories',\n"
+        "          'regconsist_ros.sim.world.apartment', 'regconsist_ros.models', 'regconsist_ros.registration.geometry', 'regconsist_ros.registration.pairs',\n"
         "          'regconsist_ros.cli', 'regconsist_ros.demo', 'regconsist_ros.bench']:\n"
         "    importlib.import_module(m)\n"
         "bad = [m for m in sys.modules if m == 'rclpy' or m.startswith('rclpy.')]\n"
@@ -65,7 +65,7 @@ def test_config_files_match_dataclasses():
     """config/sim.yaml is generated from the dataclasses: every key exists and every value is valid."""
     from regconsist_ros.config import build, to_dict
     from regconsist_ros.demo import DemoConfig
-    from sim.source import SimConfig
+    from regconsist_ros.sim.source import SimConfig
 
     data = yaml.safe_load((ROOT / "config" / "sim.yaml").read_text())
     for section, cls in (("sim", SimConfig), ("demo", DemoConfig)):

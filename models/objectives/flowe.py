@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize_images
+from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize_images
 
 VALID_EPS = 1e-4  # a bilinearly sampled validity mask counts as valid when >= 1 - VALID_EPS
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from models.decoder import SelfDecoder, fill_mask_tokens, patch_targets
-from models.deeplab import normalize_images
-from models.vit import ViT, ViTConfig
+from regconsist_ros.models.decoder import SelfDecoder, fill_mask_tokens, patch_targets
+from regconsist_ros.models.deeplab import normalize_images
+from regconsist_ros.models.vit import ViT, ViTConfig
 
 
 @dataclass

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize_images
+from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize_images
 from regconsist_ros.learning.augment import PhotometricAug
 
 

@@ -13,8 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize_images
-from models.losses import barlow_twins
+from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize_images
+from regconsist_ros.models.losses import barlow_twins
 
 
 @dataclass

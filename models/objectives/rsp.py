@@ -11,7 +11,7 @@ its patches masked) goes through the same decoder with its own input projection.
 
 Ablations (the paper's Table 3 rows): ``latent="none"`` (deterministic prediction),
 ``latent="gaussian"`` (diagonal Gaussian latent), ``separate_decoder`` (the MAE branch has its own
-decoder), ``mae=False`` (prediction only). The MAE-only baseline is :mod:`models.objectives.mae`.
+decoder), ``mae=False`` (prediction only). The MAE-only baseline is :mod:`regconsist_ros.models.objectives.mae`.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.decoder import CrossDecoder, fill_mask_tokens, patch_targets
-from models.deeplab import normalize_images
-from models.vit import ViT, ViTConfig
+from regconsist_ros.models.decoder import CrossDecoder, fill_mask_tokens, patch_targets
+from regconsist_ros.models.deeplab import normalize_images
+from regconsist_ros.models.vit import ViT, ViTConfig
 
 
 @dataclass

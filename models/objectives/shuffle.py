@@ -81,8 +81,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize_images
-from models.objectives.permutations import hamming_permutations, kmeans_groups
+from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize_images
+from regconsist_ros.models.objectives.permutations import hamming_permutations, kmeans_groups
 
 TASKS = ("spatial", "temporal")
 EVAL_ROWS = 4096  # (clip, permutation) rows per chunk when all permutations are evaluated

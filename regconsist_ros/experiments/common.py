@@ -23,8 +23,8 @@ def render_once(sim_cfg, out: Path, desc: str = "render") -> None:
     """Render ``sim_cfg`` into a TUM sequence at ``out`` unless an identical one is already there."""
     from tqdm import tqdm
 
-    from sim.sequences import TumWriter
-    from sim.source import SimSource, frames_meta
+    from regconsist_ros.sim.sequences import TumWriter
+    from regconsist_ros.sim.source import SimSource, frames_meta
 
     stamp = out / "sim_config.json"
     if stamp.exists() and json.loads(stamp.read_text()) == asdict(sim_cfg):

@@ -54,13 +54,13 @@ class ObjectivesExperimentConfig:
 
 
 def _model_cfg(cfg, name: str):
-    from models.deeplab import DeepLabConfig
+    from regconsist_ros.models.deeplab import DeepLabConfig
 
     return DeepLabConfig.small(width=cfg.width_mult, output_stride=8 if name == "flowe" else 16)
 
 
 def _pretrain(name: str, cfg: ObjectivesExperimentConfig, data_dir: Path, sources: list, frames: list, run_dir: Path) -> Path:
-    from models.checkpoint import latest_checkpoint
+    from regconsist_ros.models.checkpoint import latest_checkpoint
     from regconsist_ros.learning import pretrain as P
     from regconsist_ros.learning.frame_pairs import FramePairConfig
     from regconsist_ros.learning.trainer import TrainerConfig
@@ -74,14 +74,14 @@ def _pretrain(name: str, cfg: ObjectivesExperimentConfig, data_dir: Path, source
     pairs = FramePairConfig(gap_min=1, gap_max=8, repeats=2)
     adamw = TrainerConfig(optimizer="adamw", lr=cfg.lr, weight_decay=1e-4, **common)
     if name == "regconsist":
-        from models.objectives.regconsist import RegConsistConfig
+        from regconsist_ros.models.objectives.regconsist import RegConsistConfig
         from regconsist_ros.registration.pairs import PairSelectionConfig
         from regconsist_ros.registration.regions import RegionConfig
 
         r = P.pretrain_regconsist(data_dir, run_dir, RegConsistConfig(), enc, TrainerConfig(lr=0.02, **common),
                                   PairSelectionConfig(), RegionConfig(), frames=frames)
     elif name in ("shuffle", "shuffle_uniform"):
-        from models.objectives.shuffle import ShuffleConfig
+        from regconsist_ros.models.objectives.shuffle import ShuffleConfig
 
         r = P.pretrain_clips(None, run_dir, enc, adamw, pairs, data,
                              ShuffleConfig(schedule="uniform" if name == "shuffle_uniform" else "policy"), sources=sources)
@@ -89,7 +89,7 @@ def _pretrain(name: str, cfg: ObjectivesExperimentConfig, data_dir: Path, source
         data = P.FrameDataConfig(batch=max(2, cfg.batch // 2), crop_height=cfg.height, crop_width=cfg.width)
         r = P.pretrain_flowe(data_dir, run_dir, enc, adamw, data)
     else:
-        from models.objectives.pretext import PRETEXT
+        from regconsist_ros.models.objectives.pretext import PRETEXT
 
         cfg_cls = PRETEXT[name][0]
         # one rotation per image keeps the step cost near the others'
@@ -101,14 +101,14 @@ def _pretrain(name: str, cfg: ObjectivesExperimentConfig, data_dir: Path, source
 def run(cfg: ObjectivesExperimentConfig) -> dict:
     import torch
 
-    from models.checkpoint import load_checkpoint
-    from models.deeplab import DeepLabV3Plus
+    from regconsist_ros.models.checkpoint import load_checkpoint
+    from regconsist_ros.models.deeplab import DeepLabV3Plus
     from regconsist_ros.experiments.common import render_once, start_run
     from regconsist_ros.learning.frame_sources import load_ordered_frames
     from regconsist_ros.learning.pretrain import load_frames
     from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
     from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
-    from sim.source import SimConfig
+    from regconsist_ros.sim.source import SimConfig
 
     out, t0 = start_run(cfg)
     data_dir = out / "data" / "train"

@@ -57,7 +57,7 @@ class ExperimentConfig:
 
 
 def _model_cfg(cfg: ExperimentConfig):
-    from models.deeplab import DeepLabConfig
+    from regconsist_ros.models.deeplab import DeepLabConfig
 
     small = DeepLabConfig.small()
     return replace(small, width=cfg.width_mult)
@@ -65,7 +65,7 @@ def _model_cfg(cfg: ExperimentConfig):
 
 def _render(cfg: ExperimentConfig, data_dir: Path) -> None:
     from regconsist_ros.experiments.common import render_once
-    from sim.source import SimConfig
+    from regconsist_ros.sim.source import SimConfig
 
     render_once(SimConfig(seed=cfg.scene_seed, frames=cfg.frames, width=cfg.width, height=cfg.height,
                           trajectory="explore"), data_dir)
@@ -87,9 +87,9 @@ def _runs(cfg: ExperimentConfig) -> list[tuple[str, dict, int]]:
 def run(cfg: ExperimentConfig) -> dict:
     import torch
 
-    from models.checkpoint import latest_checkpoint, load_checkpoint
-    from models.deeplab import DeepLabV3Plus
-    from models.objectives.regconsist import RegConsistConfig
+    from regconsist_ros.models.checkpoint import latest_checkpoint, load_checkpoint
+    from regconsist_ros.models.deeplab import DeepLabV3Plus
+    from regconsist_ros.models.objectives.regconsist import RegConsistConfig
     from regconsist_ros.experiments.common import start_run
     from regconsist_ros.learning.pretrain import load_frames, pretrain_regconsist
     from regconsist_ros.learning.trainer import TrainerConfig

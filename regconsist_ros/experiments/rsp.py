@@ -85,22 +85,22 @@ class RSPExperimentConfig:
 def _render(seed: int, frames: int, width: int, height: int, step: float, out: Path):
     """Render one exploration trajectory into a TUM sequence (skipped when an identical one exists)."""
     from regconsist_ros.experiments.common import render_once
-    from sim.source import SimConfig
+    from regconsist_ros.sim.source import SimConfig
 
     render_once(SimConfig(seed=seed, frames=frames, width=width, height=height, trajectory="explore", step=step), out,
                 desc=f"render apartment {seed}")
 
 
 def _encoder_cfg(cfg: RSPExperimentConfig):
-    from models.vit import ViTConfig
+    from regconsist_ros.models.vit import ViTConfig
 
     return ViTConfig(size=cfg.vit_size, depth=cfg.vit_depth, img_size=(cfg.img_height, cfg.img_width), patch=cfg.patch)
 
 
 def _pretrain(name: str, cfg: RSPExperimentConfig, sources: list, run_dir: Path) -> Path:
-    from models.checkpoint import latest_checkpoint
-    from models.objectives.mae import MAEConfig
-    from models.objectives.rsp import RSPConfig
+    from regconsist_ros.models.checkpoint import latest_checkpoint
+    from regconsist_ros.models.objectives.mae import MAEConfig
+    from regconsist_ros.models.objectives.rsp import RSPConfig
     from regconsist_ros.learning.frame_pairs import FramePairConfig
     from regconsist_ros.learning.pretrain import FrameDataConfig, pretrain_frames
     from regconsist_ros.learning.trainer import TrainerConfig
@@ -120,8 +120,8 @@ def _pretrain(name: str, cfg: RSPExperimentConfig, sources: list, run_dir: Path)
 
 
 def run(cfg: RSPExperimentConfig) -> dict:
-    from models.checkpoint import load_checkpoint
-    from models.encoder import random_encoder
+    from regconsist_ros.models.checkpoint import load_checkpoint
+    from regconsist_ros.models.encoder import random_encoder
     from regconsist_ros.learning.frame_sources import load_ordered_frames
     from regconsist_ros.experiments.common import start_run
     from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
@@ -239,8 +239,8 @@ def prediction_figure(out: Path, cfg: RSPExperimentConfig, n: int = 4) -> Path:
     import matplotlib.pyplot as plt
     import torch
 
-    from models.checkpoint import load_trainer_state, latest_checkpoint
-    from models.objectives.rsp import RSP, RSPConfig
+    from regconsist_ros.models.checkpoint import load_trainer_state, latest_checkpoint
+    from regconsist_ros.models.objectives.rsp import RSP, RSPConfig
     from regconsist_ros.learning.frame_pairs import FramePairConfig, sample_frame_pairs
     from regconsist_ros.learning.frame_sources import load_ordered_frames
 
@@ -258,7 +258,7 @@ def prediction_figure(out: Path, cfg: RSPExperimentConfig, n: int = 4) -> Path:
     post = obj.predict_future(batch["x_t"], batch["x_k"])
     priors = [obj.predict_future(batch["x_t"]) for _ in range(2)]
 
-    from models.deeplab import IMAGENET_MEAN, IMAGENET_STD, normalize_images
+    from regconsist_ros.models.deeplab import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
     target = obj.encoder.patchify(normalize_images(batch["x_k"]))  # [n, L, p*p*3]
     mean, std = target.mean(-1, keepdim=True), (target.var(-1, keepdim=True) + 1e-6).sqrt()

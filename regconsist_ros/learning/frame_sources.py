@@ -2,8 +2,8 @@
 
 :func:`load_ordered_frames` reads, in this order of detection:
 
-1. ``sim:key=value,...``: the embedded world (:class:`sim.source.SimSource`, fields of
-   :class:`sim.source.SimConfig`), with instance and semantic labels;
+1. ``sim:key=value,...``: the embedded world (:class:`regconsist_ros.sim.source.SimSource`, fields of
+   :class:`regconsist_ros.sim.source.SimConfig`), with instance and semantic labels;
 2. a directory with ``rgb.txt``: a TUM RGB-D sequence (labels kept when ``instance/`` or
    ``semantic/`` exist, as our renderer writes them);
 3. a directory of images (``.png .jpg .jpeg .bmp .webp``) in natural order (frame2 < frame10);
@@ -17,7 +17,7 @@ Bad frames are never replaced by another one: they are skipped and counted in
 - ``decode_error``: video packets that fail to decode (counted per packet);
 - ``blank``: a frame whose pixels are all equal (e.g. a black frame from a camera glitch);
 - ``size_mismatch``: without ``size=``, a frame whose size differs from the first good frame's;
-- TUM sequences read with :func:`sim.sequences.read_tum` also report its association drops
+- TUM sequences read with :func:`regconsist_ros.sim.sequences.read_tum` also report its association drops
   (``no_depth``, ``no_pose``, ``bad_pose``).
 
 ``stride`` and ``max_frames`` pick the candidate frames before decoding where the source allows
@@ -277,7 +277,7 @@ def _image_folder(root: Path, col: _Collector, stride: int, max_frames: int, pro
 
 def _tum(root: Path, col: _Collector, stride: int, max_frames: int, progress: bool) -> str:
     """Through read_tum when the sequence has depth and poses; else from rgb.txt alone."""
-    from sim.sequences import SequenceError, read_tum
+    from regconsist_ros.sim.sequences import SequenceError, read_tum
 
     if (root / "depth.txt").is_file() and (root / "groundtruth.txt").is_file():
         try:
@@ -311,7 +311,7 @@ def _relative(path: Path, root: Path) -> str:
 
 def _tum_rgb_only(root: Path, col: _Collector, stride: int, max_frames: int, progress: bool) -> str:
     """rgb.txt (``stamp path`` lines, ``#`` comments) -> frames, plus label images when complete."""
-    from sim.sequences import SequenceError, load_uint16, read_image_list
+    from regconsist_ros.sim.sequences import SequenceError, load_uint16, read_image_list
 
     stamps, names = read_image_list(root / "rgb.txt")
     order = np.argsort(stamps, kind="stable")
@@ -429,7 +429,7 @@ def _parse_value(text: str):
 def parse_sim_spec(spec: str):
     """``"sim:seed=3,frames=200,width=128"`` -> SimConfig; ValueError naming the spec when invalid."""
     from regconsist_ros.config import build
-    from sim.source import SimConfig
+    from regconsist_ros.sim.source import SimConfig
 
     body = spec[len("sim:"):].strip()
     values = {}
@@ -445,7 +445,7 @@ def parse_sim_spec(spec: str):
 
 
 def _sim(spec: str, col: _Collector, stride: int, max_frames: int, progress: bool) -> str:
-    from sim.source import SimSource
+    from regconsist_ros.sim.source import SimSource
 
     cfg = parse_sim_spec(spec)
     src = SimSource(cfg)

@@ -37,7 +37,7 @@ def load_frames(data_dir: str | Path, progress: bool = True) -> tuple[list, obje
     """All associated frames of a TUM sequence, in memory (CPU-scale sequences)."""
     from tqdm import tqdm
 
-    from sim.sequences import read_tum
+    from regconsist_ros.sim.sequences import read_tum
 
     seq = read_tum(data_dir)
     frames = [seq[i] for i in tqdm(range(len(seq)), desc="load", unit="frame", disable=not progress)]
@@ -47,7 +47,7 @@ def load_frames(data_dir: str | Path, progress: bool = True) -> tuple[list, obje
 def pretrain_regconsist(data_dir, out, rc, model, trainer: TrainerConfig, pairs, regions, resume: bool = True,
                         progress: bool = True, frames: list | None = None) -> dict:
     """Pretrain a DeepLabV3+ with RegConsist on one sequence; checkpoints go to ``out/checkpoints``."""
-    from models.objectives.regconsist import RegConsist
+    from regconsist_ros.models.objectives.regconsist import RegConsist
     from regconsist_ros.learning.datasets import ViewPairData
     from regconsist_ros.registration.sampling import SamplingConfig
 
@@ -208,17 +208,17 @@ def build_frame_objective(method: str, encoder_cfg, rsp_cfg=None, mae_cfg=None, 
     if method in PRETEXT_METHODS:
         from dataclasses import replace
 
-        from models.objectives.pretext import PRETEXT, build_pretext
+        from regconsist_ros.models.objectives.pretext import PRETEXT, build_pretext
 
         cfg = pretext_cfg or PRETEXT[method][0]()
         if "repeats" in type(cfg).__dataclass_fields__:
             cfg = replace(cfg, repeats=repeats)
         return build_pretext(method, cfg, encoder_cfg)
     if method == "rsp":
-        from models.objectives.rsp import RSP
+        from regconsist_ros.models.objectives.rsp import RSP
         return RSP(rsp_cfg, encoder_cfg)
     if method == "mae":
-        from models.objectives.mae import MAE
+        from regconsist_ros.models.objectives.mae import MAE
         return MAE(mae_cfg, encoder_cfg)
     raise ValueError(f"unknown frame-pair method {method!r}; known: {FRAME_METHODS + PRETEXT_METHODS}")
 
@@ -268,7 +268,7 @@ def _train(objective, sampler, out: Path, trainer: TrainerConfig, run: dict, res
 def pretrain_clips(data_specs, out, encoder_cfg, trainer: TrainerConfig, crop, data: FrameDataConfig, shuffle_cfg=None,
                    resume: bool = True, progress: bool = True, sources: list | None = None) -> dict:
     """Spatiotemporal shuffling (models/objectives/shuffle.py) on clips of ordered frames."""
-    from models.objectives.shuffle import Shuffle, ShuffleConfig
+    from regconsist_ros.models.objectives.shuffle import Shuffle, ShuffleConfig
 
     shuffle_cfg = shuffle_cfg or ShuffleConfig()
     sources = sources if sources is not None else load_sources(data_specs, data, progress)
@@ -291,7 +291,7 @@ def pretrain_flowe(data_dir, out, encoder_cfg, trainer: TrainerConfig, data: Fra
     ``"farneback"``: any ordered frames (video, image folder, ...) with OpenCV's optical flow."""
     from types import SimpleNamespace
 
-    from models.objectives.flowe import FlowE, FlowEConfig
+    from regconsist_ros.models.objectives.flowe import FlowE, FlowEConfig
     from regconsist_ros.learning.flow_pairs import FarnebackFlow, FlowPairSampler
     from regconsist_ros.learning.frame_sources import load_ordered_frames
 

@@ -161,7 +161,7 @@ class Trainer:
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self) -> Path | None:
         """Atomic checkpoint of the current step (rank 0 only under torch.distributed; None elsewhere)."""
-        from models.checkpoint import save_checkpoint
+        from regconsist_ros.models.checkpoint import save_checkpoint
 
         if self.rank != 0:
             return None
@@ -175,7 +175,7 @@ class Trainer:
 
     def resume(self) -> bool:
         """Continue from the latest complete checkpoint in ``run_dir`` (True if one was found)."""
-        from models.checkpoint import latest_checkpoint, load_trainer_state
+        from regconsist_ros.models.checkpoint import latest_checkpoint, load_trainer_state
 
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:

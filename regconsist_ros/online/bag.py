@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.frame import Frame
+from regconsist_ros.sim.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def read_bag(path: str | Path, topics: BagTopics | None = None, tolerance: float
                                               pose_from_fields)
     from regconsist_ros.online.errors import BadInput
     from regconsist_ros.online.sync import StampSync
-    from sim.frame import FrameError
+    from regconsist_ros.sim.frame import FrameError
 
     topics = topics or BagTopics()
     path = Path(path)

@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from regconsist_ros.online.errors import BadInput
-from sim.frame import FrameError, Intrinsics
-from sim.poses import PoseError, pose_from_tq, pose_to_tq, validate_pose
+from regconsist_ros.sim.frame import FrameError, Intrinsics
+from regconsist_ros.sim.poses import PoseError, pose_from_tq, pose_to_tq, validate_pose
 
 # encoding -> (bytes per pixel, channel order producing RGB, or None for mono)
 COLOR_ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)),
@@ -141,7 +141,7 @@ def encode_depth(depth_m: np.ndarray, encoding: str = "16UC1", depth_unit: float
 
     16UC1: ``round(depth / depth_unit)`` clipped to 65535; invalid pixels (0, negative, NaN, inf)
     -> 0. 32FC1: float32 metres; invalid pixels -> 0.0 too (not NaN), so both encodings share the
-    "0 = no return" convention of :class:`sim.frame.Frame`. Little-endian.
+    "0 = no return" convention of :class:`regconsist_ros.sim.frame.Frame`. Little-endian.
     """
     if not (math.isfinite(depth_unit) and depth_unit > 0):
         raise ValueError(f"depth_unit must be a positive number of metres, got {depth_unit}")
@@ -165,7 +165,7 @@ def encode_depth(depth_m: np.ndarray, encoding: str = "16UC1", depth_unit: float
 
 def intrinsics_from_camera_info(width, height, k: Sequence[float], distortion_model: str = "",
                                 d: Sequence[float] = ()) -> Intrinsics:
-    """CameraInfo fields -> :class:`sim.frame.Intrinsics`; BadInput("camera_info") when unusable.
+    """CameraInfo fields -> :class:`regconsist_ros.sim.frame.Intrinsics`; BadInput("camera_info") when unusable.
 
     Rejects: zero/negative size, ``k`` not 9 finite numbers, non-positive focal lengths (an
     all-zero K is ROS's "uncalibrated"), skew or a last row other than [0, 0, 1], non-finite

@@ -113,7 +113,7 @@ class Evaluator:
         if self._data is None:
             import numpy as np
 
-            from sim.source import SimConfig, SimSource
+            from regconsist_ros.sim.source import SimConfig, SimSource
 
             src = SimSource(SimConfig(seed=self.cfg.eval_seed, frames=self.cfg.eval_frames, width=self.cfg.eval_width,
                                       height=self.cfg.eval_height, step=0.05))
@@ -138,7 +138,7 @@ class Evaluator:
     def evaluate(self, objective: str, step: int, ckpt: Path) -> dict:
         import copy
 
-        from models.checkpoint import CheckpointError, load_checkpoint
+        from regconsist_ros.models.checkpoint import CheckpointError, load_checkpoint
         from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
         from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
 

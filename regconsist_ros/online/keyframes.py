@@ -23,7 +23,7 @@ import numpy as np
 
 from regconsist_ros.registration.geometry import CorrespondenceConfig, RegistrationError, correspond
 from regconsist_ros.registration.pairs import PairSelectionConfig, pair_overlaps
-from sim.frame import Frame
+from regconsist_ros.sim.frame import Frame
 
 
 @dataclass
@@ -97,7 +97,7 @@ class PairBuilder:
         dst}`` (field names of :class:`regconsist_ros.registration.geometry.Correspondences`).
         """
         if not isinstance(frame, Frame):
-            raise TypeError(f"PairBuilder.add needs a sim.frame.Frame, got {type(frame).__name__}")
+            raise TypeError(f"PairBuilder.add needs a regconsist_ros.sim.frame.Frame, got {type(frame).__name__}")
         with self._lock:
             self.counts["frames"] += 1
             d = frame.depth

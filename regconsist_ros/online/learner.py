@@ -96,9 +96,9 @@ class OnlineLearner:
                  pairs=None, deeplab=None, regconsist=None, regions=None, rc_trainer: TrainerConfig | None = None):
         from pathlib import Path
 
-        from models.deeplab import DeepLabConfig
-        from models.objectives.regconsist import RegConsistConfig
-        from models.vit import ViTConfig
+        from regconsist_ros.models.deeplab import DeepLabConfig
+        from regconsist_ros.models.objectives.regconsist import RegConsistConfig
+        from regconsist_ros.models.vit import ViTConfig
         from regconsist_ros.learning.frame_pairs import FramePairConfig
         from regconsist_ros.registration.regions import RegionConfig
 
@@ -129,8 +129,8 @@ class OnlineLearner:
         rc_trainer = rc_trainer or TrainerConfig(steps=1_000_000, lr=0.02, optimizer="sgd", weight_decay=1e-4, warmup=50)
         for name in cfg.objectives:
             if name in ("rsp", "mae"):
-                from models.objectives.mae import MAEConfig
-                from models.objectives.rsp import RSPConfig
+                from regconsist_ros.models.objectives.mae import MAEConfig
+                from regconsist_ros.models.objectives.rsp import RSPConfig
                 from regconsist_ros.learning.pretrain import build_frame_objective
 
                 vcfg = vit or ViTConfig(size="tiny", depth=6, img_size=self.size, patch=16)
@@ -140,7 +140,7 @@ class OnlineLearner:
                 obj = build_frame_objective(name, vcfg, rsp or RSPConfig(**cpu_dec), mae or MAEConfig(**cpu_dec))
                 base = self.trainer_cfg
             elif name == "regconsist":
-                from models.objectives.regconsist import RegConsist
+                from regconsist_ros.models.objectives.regconsist import RegConsist
 
                 obj = RegConsist(self.rc_cfg, deeplab or DeepLabConfig.small(width=0.5))
                 base = rc_trainer
@@ -155,16 +155,16 @@ class OnlineLearner:
 
     @staticmethod
     def _dense_objective(name: str, deeplab=None, repeats: int = 1):
-        from models.deeplab import DeepLabConfig
+        from regconsist_ros.models.deeplab import DeepLabConfig
 
         enc = deeplab or DeepLabConfig.small(width=0.5, output_stride=8 if name == "flowe" else 16)
         if name in PRETEXT_METHODS:
             from regconsist_ros.learning.pretrain import build_frame_objective
             return build_frame_objective(name, enc, repeats=repeats)
         if name == "shuffle":
-            from models.objectives.shuffle import Shuffle, ShuffleConfig
+            from regconsist_ros.models.objectives.shuffle import Shuffle, ShuffleConfig
             return Shuffle(ShuffleConfig(), enc)
-        from models.objectives.flowe import FlowE, FlowEConfig
+        from regconsist_ros.models.objectives.flowe import FlowE, FlowEConfig
         return FlowE(FlowEConfig(), enc)
 
     # ---- stream input (cheap; safe from callbacks) -------------------------------------------------------

@@ -1,6 +1,6 @@
 """Behaviour-cloning readout core (CortexBench protocol): frame-history fusion, the policy, training.
 
-A frozen encoder embeds every frame once ([CLS] or pooled, see ``models.encoder.encode``). A step's
+A frozen encoder embeds every frame once ([CLS] or pooled, see ``regconsist_ros.models.encoder.encode``). A step's
 input is the *flare* fusion of the last 3 embeddings, ``[e_t-1 - e_t-2, e_t - e_t-1, e_t]``, with
 proprioception appended where the suite uses it (MetaWorld: the first 4 state dims). The policy is
 BatchNorm1d on the inputs followed by an MLP 256-256-256 with ReLU whose last layer is scaled by

@@ -82,7 +82,7 @@ class Encoder:
 
 def resolve_encoder(spec: str, vit_config=None, seed: int = 0) -> Encoder:
     """``random`` | ``state`` | checkpoint or run directory, optionally ``label=path``."""
-    from models.encoder import load_encoder
+    from regconsist_ros.models.encoder import load_encoder
 
     label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
     if path == "state":
@@ -113,7 +113,7 @@ def check_crop(enc: Encoder, crop: int) -> None:
 
 def embed_frames(enc: Encoder, frames: np.ndarray, crop: int, batch: int = 64) -> torch.Tensor:
     """uint8 frames [T, H, W, 3] -> [T, D] ([CLS] of a ViT, pooled features otherwise)."""
-    from models.encoder import encode
+    from regconsist_ros.models.encoder import encode
 
     x = torch.from_numpy(np.ascontiguousarray(centre_crop(frames, crop)))
     return encode(enc.model, x, batch=batch, size=None)["cls"]

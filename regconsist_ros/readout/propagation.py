@@ -9,7 +9,7 @@ Per clip:
 1. ``object_masks`` picks the objects of the first frame (instance ids with at least
    ``min_object_pixels`` pixels, the ``max_objects`` largest) and relabels every frame to
    0 = background, 1..K = those objects.
-2. A frozen encoder (``models.encoder.encode``) turns every frame into a patch feature map
+2. A frozen encoder (``regconsist_ros.models.encoder.encode``) turns every frame into a patch feature map
    ``[D, h, w]``; the features are L2-normalised per position, so affinities are cosine similarities.
 3. ``propagate``: the first frame's one-hot labels are area-averaged down to the feature grid
    (soft labels ``[K + 1, h, w]``). For frame ``t >= 1`` the context is the first frame plus the
@@ -334,17 +334,17 @@ def run_propagation(model, clips: list[dict], cfg: PropagationConfig | None = No
     """Label propagation readout of a frozen encoder over ``clips``.
 
     Each clip is ``{"name": str, "rgb": uint8 [T, H, W, 3], "instance": uint16 [T, H, W]}``; it is
-    trimmed to ``cfg.frames`` frames when > 0. Features come from ``models.encoder.encode`` at the
+    trimmed to ``cfg.frames`` frames when > 0. Features come from ``regconsist_ros.models.encoder.encode`` at the
     encoder's grid, labels stay at the clip's resolution (mapped onto the grid by resizing). A clip
     whose first frame has no qualifying object is skipped (listed under ``skipped``, with a
     warning). Returns ``{"J_mean", "F_mean", "JF_mean", "clips": [{"name", "J", "F", "JF", "objects"
     (count), "object_ids", "per_object", "frames"}], "skipped", "seconds"}`` with means over the
     evaluated clips. Writes ``propagation.json`` and ``propagation.png`` (first evaluated clip) into
-    ``out_dir`` when given. ``size`` is the encoder input size (see ``models.encoder.encode``).
+    ``out_dir`` when given. ``size`` is the encoder input size (see ``regconsist_ros.models.encoder.encode``).
     """
     from tqdm import tqdm
 
-    from models.encoder import encode
+    from regconsist_ros.models.encoder import encode
 
     cfg = cfg or PropagationConfig()
     start = time.perf_counter()

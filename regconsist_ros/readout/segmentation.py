@@ -5,7 +5,7 @@ fraction (5/10/20/30 %) of the environment's labelled views: the classifier is r
 network is fine-tuned with SGD (warm-up + cosine LR) and a focal loss that ignores void (0), and
 the mean IoU is measured on the remaining labelled views over the classes present there.
 
-Never imports rclpy. The network contract (``models.deeplab``): ``forward(x normalized [B, 3, H, W])
+Never imports rclpy. The network contract (``regconsist_ros.models.deeplab``): ``forward(x normalized [B, 3, H, W])
 -> logits [B, C, H', W']`` (resized to the label size here when H', W' differ),
 ``reset_classifier(num_classes)`` and ``normalize_images(x in [0, 1])``.
 """
@@ -126,7 +126,7 @@ def lr_at(step: int, cfg: FinetuneConfig) -> float:
 
 
 def _logits(model, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    from models.deeplab import normalize_images
+    from regconsist_ros.models.deeplab import normalize_images
 
     out = model(normalize_images(x))
     if out.shape[-2:] != size:
@@ -148,7 +148,7 @@ def finetune(model, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneC
     replacement from the small labelled set and flips each horizontally with probability 1/2 when
     ``cfg.hflip``. Returns (model, history) with one ``{"step", "loss", "lr"}`` dict per step.
     """
-    from models.losses import focal_loss
+    from regconsist_ros.models.losses import focal_loss
     from tqdm import tqdm
 
     if train_x.ndim != 4 or train_x.shape[1] != 3 or train_y.shape != (train_x.shape[0], *train_x.shape[2:]):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sim.frame import Frame
-from sim.poses import PoseError, validate_pose
+from regconsist_ros.sim.frame import Frame
+from regconsist_ros.sim.poses import PoseError, validate_pose
 
 
 class RegistrationError(ValueError):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from regconsist_ros.registration.geometry import Correspondences, correspond
-from sim.frame import Frame
+from regconsist_ros.sim.frame import Frame
 
 
 def reproject(f1: Frame, f2: Frame, back: Correspondences) -> np.ndarray:

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.mesh import SceneMesh
-from sim.world import textures as tx
-from sim.world.builder import MaterialLibrary, MeshBuilder
-from sim.world.classes import APARTMENT_CLASSES
-from sim.world.furniture import FLOOR_ITEMS, ROOM_FURNITURE, Palette, Placement, clock, picture
-from sim.world.layout import FloorPlan, Room, generate_floorplan
+from regconsist_ros.sim.mesh import SceneMesh
+from regconsist_ros.sim.world import textures as tx
+from regconsist_ros.sim.world.builder import MaterialLibrary, MeshBuilder
+from regconsist_ros.sim.world.classes import APARTMENT_CLASSES
+from regconsist_ros.sim.world.furniture import FLOOR_ITEMS, ROOM_FURNITURE, Palette, Placement, clock, picture
+from regconsist_ros.sim.world.layout import FloorPlan, Room, generate_floorplan
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Apartment:
 
     def occupancy(self, clearance: float = 0.3, resolution: float = 0.05):
         """Occupancy grid of the floor (obstacles dilated by ``clearance``), from a ray probe."""
-        from sim.render import occupancy_from_mesh
+        from regconsist_ros.sim.render import occupancy_from_mesh
 
         return occupancy_from_mesh(self.mesh, floor_z=0.0, clearance=clearance, resolution=resolution,
                                    probe_height=min(1.8, self.plan.wall_height - 0.4))

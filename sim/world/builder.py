@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.mesh import SceneMesh
-from sim.world.classes import ClassTable
+from regconsist_ros.sim.mesh import SceneMesh
+from regconsist_ros.sim.world.classes import ClassTable
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.world.builder import MeshBuilder, rot_x, rot_z
+from regconsist_ros.sim.world.builder import MeshBuilder, rot_x, rot_z
 
 
 @dataclass

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from models.checkpoint import read_info, latest_checkpoint
+from regconsist_ros.models.checkpoint import read_info, latest_checkpoint
 from regconsist_ros.cli import main
 
 TINY = ["--model-width", "0.25", "--model-aspp-channels", "32", "--model-decoder-channels", "32",

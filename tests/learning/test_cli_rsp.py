@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from models.checkpoint import read_info
+from regconsist_ros.models.checkpoint import read_info
 from regconsist_ros.cli import main
 
 TINY_VIT = ["--vit-size", "tiny", "--vit-depth", "1", "--vit-img-size", "32", "48", "--vit-patch", "8"]

@@ -9,8 +9,8 @@ import torch.multiprocessing as mp
 def _worker(rank: int, world: int, init_file: str, run_dir: str, out: str) -> None:
     import torch.distributed as dist
 
-    from models.objectives.rsp import RSP, RSPConfig
-    from models.vit import ViTConfig
+    from regconsist_ros.models.objectives.rsp import RSP, RSPConfig
+    from regconsist_ros.models.vit import ViTConfig
     from regconsist_ros.learning.trainer import Trainer, TrainerConfig, dist_rank
 
     torch.set_num_threads(1)

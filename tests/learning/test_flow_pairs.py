@@ -11,7 +11,7 @@ from regconsist_ros.registration.geometry import CorrespondenceConfig, correspon
 
 @pytest.fixture(scope="module")
 def frames():
-    from sim.source import SimConfig, SimSource
+    from regconsist_ros.sim.source import SimConfig, SimSource
 
     return list(SimSource(SimConfig(seed=1, frames=6, width=64, height=48, step=0.05)))
 
@@ -46,7 +46,7 @@ def test_identical_frames_give_zero_flow(frames):
 
 def plane_frame(x: float = 0.0, depth: float = 2.0):
     """A fronto-parallel plane at ``depth`` seen by a 64x48, 90-degree camera at (x, 0, 0) looking along +z."""
-    from sim.frame import Frame, Intrinsics
+    from regconsist_ros.sim.frame import Frame, Intrinsics
 
     T = np.eye(4)
     T[0, 3] = x
@@ -198,8 +198,8 @@ def test_farneback_recovers_a_translation():
 
 
 def test_sampler_feeds_flowe_and_the_trainer(frames, tmp_path):
-    from models.deeplab import DeepLabConfig
-    from models.objectives.flowe import FlowE, FlowEConfig
+    from regconsist_ros.models.deeplab import DeepLabConfig
+    from regconsist_ros.models.objectives.flowe import FlowE, FlowEConfig
     from regconsist_ros.learning.trainer import Trainer, TrainerConfig
 
     torch.manual_seed(0)

@@ -162,8 +162,8 @@ def test_video_corrupt_packet_is_counted_and_unopenable_file_raises(tmp_path):
 
 @pytest.fixture(scope="module")
 def tum_dir(tmp_path_factory):
-    from sim.sequences import TumWriter
-    from sim.source import SimConfig, SimSource, frames_meta
+    from regconsist_ros.sim.sequences import TumWriter
+    from regconsist_ros.sim.source import SimConfig, SimSource, frames_meta
 
     src = SimSource(SimConfig(seed=0, frames=8, width=64, height=48))
     frames = list(src)

@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.deeplab import DeepLabConfig
-from models.objectives.regconsist import RegConsist, RegConsistConfig, gather_features
+from regconsist_ros.models.deeplab import DeepLabConfig
+from regconsist_ros.models.objectives.regconsist import RegConsist, RegConsistConfig, gather_features
 from regconsist_ros.learning.augment import PhotometricAug, hflip_with_points
 from regconsist_ros.learning.datasets import ViewPairData
 from regconsist_ros.learning.trainer import Trainer, TrainerConfig, lr_at
 from regconsist_ros.registration.sampling import SamplingConfig
-from sim.source import SimConfig, SimSource
+from regconsist_ros.sim.source import SimConfig, SimSource
 
 TINY = replace(DeepLabConfig.small(), width=0.25, aspp_channels=32, decoder_channels=32)
 

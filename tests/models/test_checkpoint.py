@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from models import checkpoint as ckpt
-from models.checkpoint import (CheckpointError, checkpoint_dir, latest_checkpoint, load_checkpoint,
+from regconsist_ros.models import checkpoint as ckpt
+from regconsist_ros.models.checkpoint import (CheckpointError, checkpoint_dir, latest_checkpoint, load_checkpoint,
                                load_trainer_state, save_checkpoint)
-from models.deeplab import DeepLabConfig, DeepLabV3Plus
-from models.registry import MODELS, UnknownModelError, build_model, register
+from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus
+from regconsist_ros.models.registry import MODELS, UnknownModelError, build_model, register
 
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize, normalize_images
-from models.resnet import ResNet, ResNetConfig
+from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize, normalize_images
+from regconsist_ros.models.resnet import ResNet, ResNetConfig
 
 
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import CheckpointError, save_checkpoint
-from models.deeplab import DeepLabConfig, normalize_images
-from models.encoder import encode, features, input_size, load_encoder, random_encoder
-from models.vit import ViTConfig
+from regconsist_ros.models.checkpoint import CheckpointError, save_checkpoint
+from regconsist_ros.models.deeplab import DeepLabConfig, normalize_images
+from regconsist_ros.models.encoder import encode, features, input_size, load_encoder, random_encoder
+from regconsist_ros.models.vit import ViTConfig
 
 VIT = {"size": "tiny", "img_size": [32, 48], "depth": 1, "patch": 8}
 
@@ -67,7 +67,7 @@ def test_load_encoder_from_checkpoint_run_dir_or_random(tmp_path):
 def test_label_propagation_takes_a_regconsist_style_encoder():
     """Readouts take any encoder: a DeepLabV3+ (what RegConsist trains) through the same readout."""
     from regconsist_ros.readout.propagation import PropagationConfig, run_propagation
-    from sim.source import SimConfig, SimSource
+    from regconsist_ros.sim.source import SimConfig, SimSource
 
     frames = list(SimSource(SimConfig(seed=0, frames=6, width=64, height=48)))
     clip = {"name": "c", "rgb": np.stack([f.rgb for f in frames]), "instance": np.stack([f.instance for f in frames])}

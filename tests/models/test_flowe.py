@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from models.deeplab import DeepLabConfig
-from models.objectives.flowe import (FlowE, FlowEConfig, affine_matrices, apply_affine, cell_centres, compose_grid,
+from regconsist_ros.models.deeplab import DeepLabConfig
+from regconsist_ros.models.objectives.flowe import (FlowE, FlowEConfig, affine_matrices, apply_affine, cell_centres, compose_grid,
                                      masked_cosine_loss, sample, warp_image)
 
 H, W = 32, 40  # not square: x / y mix-ups show

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.losses import barlow_twins, focal_loss
+from regconsist_ros.models.losses import barlow_twins, focal_loss
 
 
 

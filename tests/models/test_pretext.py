@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.checkpoint import load_checkpoint
-from models.deeplab import DeepLabConfig, DeepLabV3Plus
-from models.objectives.pretext import (BYOL, PRETEXT, TCN, ContrastiveConfig, Rotation, RotationConfig, SimCLR,
+from regconsist_ros.models.checkpoint import load_checkpoint
+from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus
+from regconsist_ros.models.objectives.pretext import (BYOL, PRETEXT, TCN, ContrastiveConfig, Rotation, RotationConfig, SimCLR,
                                        TCNConfig, ViewAugment, all_rotations, build_pretext, center_crop_square,
                                        npairs_loss, nt_xent, random_resized_crop, rotate_images, triplet_loss)
 from regconsist_ros.learning.augment import PhotometricAug

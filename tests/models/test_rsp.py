@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from models.checkpoint import load_checkpoint
-from models.decoder import CrossDecoder, fill_mask_tokens, patch_targets
-from models.objectives.mae import MAE, MAEConfig
-from models.objectives.rsp import (RSP, RSPConfig, balanced_kl, categorical_kl, gaussian_kl,
+from regconsist_ros.models.checkpoint import load_checkpoint
+from regconsist_ros.models.decoder import CrossDecoder, fill_mask_tokens, patch_targets
+from regconsist_ros.models.objectives.mae import MAE, MAEConfig
+from regconsist_ros.models.objectives.rsp import (RSP, RSPConfig, balanced_kl, categorical_kl, gaussian_kl,
                                    straight_through_onehot)
-from models.vit import ViT, ViTConfig
+from regconsist_ros.models.vit import ViT, ViTConfig
 from regconsist_ros.learning.trainer import Trainer, TrainerConfig
 
 TINY = dict(size="tiny", img_size=(32, 48), patch=8, depth=1)
@@ -146,7 +146,7 @@ def test_noise_only_feeds_the_posterior_path():
     obj.encoder.forward_encoder = spy
     b = _batch()
     obj(b)
-    from models.deeplab import normalize_images
+    from regconsist_ros.models.deeplab import normalize_images
     assert len(seen) == 2
     assert torch.allclose(seen[0], normalize_images(b["x_t"]))  # current frame: clean
     noise = seen[1] - normalize_images(b["x_k"])  # future frame: noisy, sigma 0.5

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.deeplab import DeepLabConfig
-from models.objectives.permutations import hamming_permutations, kmeans_groups, min_hamming
-from models.objectives.shuffle import (PermutationPolicy, Shuffle, ShuffleConfig, extrapolated_reward,
+from regconsist_ros.models.deeplab import DeepLabConfig
+from regconsist_ros.models.objectives.permutations import hamming_permutations, kmeans_groups, min_hamming
+from regconsist_ros.models.objectives.shuffle import (PermutationPolicy, Shuffle, ShuffleConfig, extrapolated_reward,
                                        reinforce_loss, shuffle_items, softmax_ratio)
 from regconsist_ros.learning.trainer import Trainer, TrainerConfig
 from regconsist_ros.readout.retrieval import nn_retrieval

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.registry import build_model
-from models.vit import ViT, ViTConfig, sincos_pos_embed
+from regconsist_ros.models.checkpoint import load_checkpoint, save_checkpoint
+from regconsist_ros.models.registry import build_model
+from regconsist_ros.models.vit import ViT, ViTConfig, sincos_pos_embed
 
 
 def tiny(size="tiny", img=(48, 64), depth=1):

@@ -7,7 +7,7 @@ from regconsist_ros.online.bag import BagSource, BagTopics, read_bag, write_bag
 
 @pytest.fixture(scope="module")
 def frames():
-    from sim.source import SimConfig, SimSource
+    from regconsist_ros.sim.source import SimConfig, SimSource
 
     return list(SimSource(SimConfig(seed=0, frames=6, width=64, height=48)))
 

@@ -9,8 +9,8 @@ import pytest
 from regconsist_ros.online.decode import (camera_info_fields, check_sizes, decode_color, decode_depth, encode_color,
                                           encode_depth, intrinsics_from_camera_info, pose_fields, pose_from_fields)
 from regconsist_ros.online.errors import BadInput
-from sim.frame import Intrinsics
-from sim.poses import pose_from_tq
+from regconsist_ros.sim.frame import Intrinsics
+from regconsist_ros.sim.poses import pose_from_tq
 
 RNG = np.random.default_rng(0)
 H, W = 5, 7

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from models.checkpoint import save_checkpoint
-from models.deeplab import DeepLabConfig
-from models.encoder import random_encoder
-from models.vit import ViTConfig
+from regconsist_ros.models.checkpoint import save_checkpoint
+from regconsist_ros.models.deeplab import DeepLabConfig
+from regconsist_ros.models.encoder import random_encoder
+from regconsist_ros.models.vit import ViTConfig
 from regconsist_ros.online.evaluator import Evaluator, EvaluatorConfig, complete_checkpoints
 
 VIT = ViTConfig(size="tiny", img_size=(32, 48), patch=8, depth=1)

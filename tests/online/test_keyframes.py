@@ -8,13 +8,13 @@ import pytest
 
 from regconsist_ros.online.keyframes import KeyframeConfig, PairBuilder, motion
 from regconsist_ros.registration.pairs import PairSelectionConfig, select_pairs
-from sim.frame import Frame
-from sim.poses import pose_from_tq
+from regconsist_ros.sim.frame import Frame
+from regconsist_ros.sim.poses import pose_from_tq
 
 
 @pytest.fixture(scope="module")
 def frames():
-    from sim.source import SimConfig, SimSource
+    from regconsist_ros.sim.source import SimConfig, SimSource
 
     return list(SimSource(SimConfig(seed=0, frames=30, width=64, height=48, step=0.1)))
 
@@ -67,7 +67,7 @@ def test_same_pose_is_not_a_keyframe(frames):
 
 
 def test_keyframe_thresholds_and_cap():
-    from sim.frame import Intrinsics
+    from regconsist_ros.sim.frame import Intrinsics
 
     intr = Intrinsics.from_fov(16, 12, 90.0)
 

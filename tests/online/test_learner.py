@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from models.checkpoint import latest_checkpoint, read_info
-from models.deeplab import DeepLabConfig
-from models.objectives.mae import MAEConfig
-from models.objectives.regconsist import RegConsistConfig
-from models.objectives.rsp import RSPConfig
-from models.vit import ViTConfig
+from regconsist_ros.models.checkpoint import latest_checkpoint, read_info
+from regconsist_ros.models.deeplab import DeepLabConfig
+from regconsist_ros.models.objectives.mae import MAEConfig
+from regconsist_ros.models.objectives.regconsist import RegConsistConfig
+from regconsist_ros.models.objectives.rsp import RSPConfig
+from regconsist_ros.models.vit import ViTConfig
 from regconsist_ros.learning.frame_pairs import FramePairConfig
 from regconsist_ros.learning.trainer import TrainerConfig
 from regconsist_ros.online.keyframes import KeyframeConfig, PairBuilder
@@ -16,7 +16,7 @@ from regconsist_ros.online.learner import LearnerConfig, OnlineLearner, resize_r
 
 @pytest.fixture(scope="module")
 def stream():
-    from sim.source import SimConfig, SimSource
+    from regconsist_ros.sim.source import SimConfig, SimSource
 
     return list(SimSource(SimConfig(seed=0, frames=40, width=64, height=48, step=0.1)))
 

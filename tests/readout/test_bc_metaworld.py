@@ -148,8 +148,8 @@ def test_bench_bc_reports_render_and_step_times():
 
 def test_dense_encoders_read_out_through_pooled_features(tmp_path):
     """DeepLabV3+ checkpoints (RegConsist, pretext baselines, shuffling, FlowE) go through the same readout."""
-    from models.deeplab import DeepLabConfig
-    from models.encoder import random_encoder
+    from regconsist_ros.models.deeplab import DeepLabConfig
+    from regconsist_ros.models.encoder import random_encoder
 
     dl = random_encoder("deeplabv3plus", DeepLabConfig.small(width=0.25, aspp_channels=32, decoder_channels=32))
     cfg = BCReadoutConfig(demos=2, episodes=1, eval_every=1, render_size=48, crop_size=32, horizon=5, videos=0,

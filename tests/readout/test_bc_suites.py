@@ -439,7 +439,7 @@ def test_trifinger_move_env_and_pybullet_clients():
 def test_local_demonstrations_run_the_same_readout(tmp_path, suite_name, task, module):
     """Optional back-ends (not installed by make): local demonstrations -> the full BC readout run."""
     pytest.importorskip(module)
-    from models.vit import ViTConfig
+    from regconsist_ros.models.vit import ViTConfig
     from regconsist_ros.readout.bc import BCConfig
     from regconsist_ros.readout.bc_run import BCReadoutConfig, resolve_encoder, run_task
 

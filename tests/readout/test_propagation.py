@@ -299,8 +299,8 @@ def test_run_propagation_tracks_coloured_squares(tmp_path):
 
 
 def test_run_propagation_random_vit_on_rendered_clip(tmp_path):
-    from models.encoder import random_encoder
-    from sim.source import SimConfig, SimSource
+    from regconsist_ros.models.encoder import random_encoder
+    from regconsist_ros.sim.source import SimConfig, SimSource
 
     frames = list(SimSource(SimConfig(seed=0, frames=8, width=64, height=48)))
     rgb = np.stack([f.rgb for f in frames])

@@ -19,8 +19,8 @@ from regconsist_ros.readout.segmentation import (
     split_views,
     to_batch,
 )
-from sim.frame import Frame, Intrinsics
-from sim.world.classes import ClassTable
+from regconsist_ros.sim.frame import Frame, Intrinsics
+from regconsist_ros.sim.world.classes import ClassTable
 
 CLASSES = ClassTable.from_names(["floor", "red", "green", "blue"])  # ids 1..4, void 0
 COLOURS = {2: (220, 30, 30), 3: (30, 200, 40), 4: (40, 50, 220)}
@@ -204,7 +204,7 @@ def test_finetune_tiny_model_learns_toy_problem():
 
 @pytest.mark.parametrize("hflip", [True, False])
 def test_finetune_flips_image_and_label_together(monkeypatch, hflip):
-    import models.losses
+    import regconsist_ros.models.losses
 
     rgb, sem = toy_views(4, seed=5)
     x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255
@@ -216,14 +216,14 @@ def test_finetune_flips_image_and_label_together(monkeypatch, hflip):
             seen.append({"x": xn.detach().clone()})
             return super().forward(xn)
 
-    real = models.losses.focal_loss
+    real = regconsist_ros.models.losses.focal_loss
 
     def spy_loss(logits, target, **kw):
         seen[-1]["y"] = target.clone()
         return real(logits, target, **kw)
 
-    monkeypatch.setattr(models.losses, "focal_loss", spy_loss)
-    from models.deeplab import normalize_images
+    monkeypatch.setattr(regconsist_ros.models.losses, "focal_loss", spy_loss)
+    from regconsist_ros.models.deeplab import normalize_images
 
     xn = normalize_images(x)
     finetune(Spy(), x, y, FinetuneConfig(steps=6, batch=4, hflip=hflip, warmup=0), len(CLASSES), progress=False)
@@ -238,9 +238,8 @@ def test_finetune_flips_image_and_label_together(monkeypatch, hflip):
     assert len(seen) == 6 and (flips > 0) == hflip
 
 
-def test_finetune_deeplab_small_if_available():
-    deeplab = pytest.importorskip("models.deeplab")
-    pytest.importorskip("models.losses")
+def test_finetune_deeplab_small():
+    from regconsist_ros.models import deeplab
     torch.manual_seed(0)
     model = deeplab.DeepLabV3Plus(deeplab.DeepLabConfig.small(width=0.25, aspp_channels=32, decoder_channels=32, num_classes=7))
     rgb, sem = toy_views(8, size=32, seed=0)

@@ -28,8 +28,8 @@ from regconsist_ros.registration.geometry import (
     valid_depth,
     warp,
 )
-from sim.frame import Frame, FrameError, Intrinsics
-from sim.poses import PoseError, camera_from_yaw_pitch, pose_from_tq
+from regconsist_ros.sim.frame import Frame, FrameError, Intrinsics
+from regconsist_ros.sim.poses import PoseError, camera_from_yaw_pitch, pose_from_tq
 
 # ---------------------------------------------------------------------------------------------
 # analytic scene

@@ -12,8 +12,8 @@ import pytest
 
 from regconsist_ros.registration.geometry import correspond
 from regconsist_ros.registration.pairs import PairSelectionConfig, ViewPair, pair_overlaps, select_pairs
-from sim.frame import Frame, Intrinsics
-from sim.poses import camera_from_yaw_pitch
+from regconsist_ros.sim.frame import Frame, Intrinsics
+from regconsist_ros.sim.poses import camera_from_yaw_pitch
 
 K = Intrinsics.from_fov(160, 120, 90.0)  # fx = 80
 

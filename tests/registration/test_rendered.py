@@ -13,8 +13,8 @@ import pytest
 from scipy.ndimage import maximum_filter, minimum_filter
 
 from regconsist_ros.registration.geometry import correspond
-from sim.frame import Frame, Intrinsics
-from sim.source import SimConfig, SimSource
+from regconsist_ros.sim.frame import Frame, Intrinsics
+from regconsist_ros.sim.source import SimConfig, SimSource
 
 N_FRAMES = 16
 STARTS = (0, 4, 8, 12)

@@ -80,7 +80,7 @@ def test_up_sim_runs_the_whole_graph(tmp_path, domain_id, probe):
 
 
 def test_learner_killed_with_sigkill_resumes_at_its_last_checkpoint(tmp_path, domain_id, nodes):
-    from models.checkpoint import latest_checkpoint, read_info
+    from regconsist_ros.models.checkpoint import latest_checkpoint, read_info
 
     out = tmp_path / "online"
     params = {"learner.objectives": "[rsp]", "learner.out_dir": str(out), "learner.store_height": 32,
@@ -88,7 +88,7 @@ def test_learner_killed_with_sigkill_resumes_at_its_last_checkpoint(tmp_path, do
               "learner.slice_steps": 1, "vit.img_size": "[32, 48]", "vit.patch": 8, "vit.depth": 1,
               "rsp.decoder_width": 32, "rsp.decoder_depth": 1, "rsp.decoder_heads": 4, "frame_pairs.gap_min": 2,
               "frame_pairs.gap_max": 6, "trainer.threads": 1}
-    nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "sim.frames": 100, "rate": 10.0})
+    nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "regconsist_ros.sim.frames": 100, "rate": 10.0})
     learner = nodes.start("learner", params)
     end = time.monotonic() + 90
     while time.monotonic() < end and (latest_checkpoint(out / "rsp") is None or read_info(latest_checkpoint(out / "rsp"))["step"] < 10):
@@ -152,10 +152,10 @@ def test_graph_definition_errors_are_clear(tmp_path):
 def test_one_learner_on_two_ranks_under_torchrun(tmp_path, domain_id, nodes):
     """The online learner with DDP (gloo on CPU): both ranks train on the stream in step, rank 0 logs and
     checkpoints, SIGINT stops both cleanly with a final checkpoint."""
-    from models.checkpoint import latest_checkpoint, read_info
+    from regconsist_ros.models.checkpoint import latest_checkpoint, read_info
 
     out = tmp_path / "online"
-    nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "sim.frames": 100, "rate": 10.0})
+    nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "regconsist_ros.sim.frames": 100, "rate": 10.0})
     args = ["learner.objectives:=[rsp]", f"learner.out_dir:={out}", "learner.store_height:=32", "learner.store_width:=48",
             "learner.min_frames:=8", "learner.batch:=4", "learner.ckpt_every:=5", "learner.slice_steps:=1",
             "vit.img_size:=[32, 48]", "vit.patch:=8", "vit.depth:=1", "rsp.decoder_width:=32", "rsp.decoder_depth:=1",
@@ -194,7 +194,7 @@ def test_two_namespaced_robots_feed_one_learner(tmp_path, nodes, probe):
 
     probe.subscribe(DiagnosticArray, "/diagnostics", keep=100000)
     for k, ns in enumerate(("/robot1", "/robot2")):
-        nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "sim.frames": 60, "sim.seed": k, "rate": 10.0},
+        nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "regconsist_ros.sim.frames": 60, "sim.seed": k, "rate": 10.0},
                     name=f"cam{k}", namespace=ns)
     nodes.start("learner", {"learner.objectives": "[rsp]", "learner.out_dir": str(tmp_path / "online"),
                             "sources": "[/robot1, /robot2]", "learner.store_height": 32, "learner.store_width": 48,

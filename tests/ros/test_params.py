@@ -20,7 +20,7 @@ def test_declare_and_read_round_trip_every_field_type(domain_id):
 
     from regconsist_ros.ros import params
     from regconsist_ros.ros.nodes.sim_camera import CameraSourceConfig
-    from sim.source import SimConfig
+    from regconsist_ros.sim.source import SimConfig
 
     node, ctx = _node(domain_id, {"sim.width": 80, "rate": 15.0, "depth_encoding": "32FC1", "loop": False})
     try:

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-SIM = {"sim.width": 64, "sim.height": 48, "sim.frames": 60, "sim.step": 0.1, "rate": 10.0}
+SIM = {"sim.width": 64, "sim.height": 48, "regconsist_ros.sim.frames": 60, "sim.step": 0.1, "rate": 10.0}
 
 
 def _diag(probe, name):
@@ -69,7 +69,7 @@ def test_malformed_messages_are_counted_and_the_node_stays_alive(probe, nodes):
     from diagnostic_msgs.msg import DiagnosticArray
 
     from regconsist_ros.ros import convert
-    from sim.frame import Intrinsics
+    from regconsist_ros.sim.frame import Intrinsics
 
     probe.subscribe(DiagnosticArray, "/diagnostics")
     proc = nodes.start("registration", {})
@@ -121,7 +121,7 @@ def test_frames_without_camera_info_wait_then_are_counted(probe, nodes):
     from diagnostic_msgs.msg import DiagnosticArray
 
     from regconsist_ros.ros import convert
-    from sim.frame import Intrinsics
+    from regconsist_ros.sim.frame import Intrinsics
 
     probe.subscribe(DiagnosticArray, "/diagnostics")
     proc = nodes.start("registration", {"sync_queue": 3})

@@ -10,14 +10,14 @@ def test_sim_camera_publishes_a_realsense_style_stream(depth_encoding, probe, no
     from sensor_msgs.msg import CameraInfo, Image
 
     from regconsist_ros.ros import convert
-    from sim.poses import validate_pose
+    from regconsist_ros.sim.poses import validate_pose
 
     topics = {"camera/color/image_raw": Image, "camera/aligned_depth_to_color/image_raw": Image,
               "camera/color/camera_info": CameraInfo, "camera/pose": PoseStamped,
               "camera/semantic/image_raw": Image, "camera/instance/image_raw": Image}
     for t, ty in topics.items():
         probe.subscribe(ty, t)
-    proc = nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "sim.frames": 12, "rate": 10.0,
+    proc = nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "regconsist_ros.sim.frames": 12, "rate": 10.0,
                                       "depth_encoding": depth_encoding})
     try:
         ok = probe.spin_until(lambda: all(len(probe.msgs[t]) >= 5 for t in topics), timeout=40)

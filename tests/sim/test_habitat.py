@@ -11,9 +11,9 @@ import types
 import numpy as np
 import pytest
 
-from sim.frame import Frame
-from sim.habitat import HabitatSource, HabitatUnavailable, habitat_to_optical, optical_to_habitat
-from sim.poses import camera_from_yaw_pitch, look_at, quat_to_rot
+from regconsist_ros.sim.frame import Frame
+from regconsist_ros.sim.habitat import HabitatSource, HabitatUnavailable, habitat_to_optical, optical_to_habitat
+from regconsist_ros.sim.poses import camera_from_yaw_pitch, look_at, quat_to_rot
 
 # --------------------------------------------------------------------------------------------
 # Pose conversion
@@ -265,7 +265,7 @@ def test_trajectory_source_renders_the_planned_poses(fake_habitat):
     """The camera source's Habitat mode: our planner's poses, habitat-sim's pixels."""
     import types as _types
 
-    from sim.habitat import HabitatTrajectorySource
+    from regconsist_ros.sim.habitat import HabitatTrajectorySource
 
     poses = np.stack([camera_from_yaw_pitch([1.0, 2.0, 1.4], yaw=0.1 * k) for k in range(3)])
     planner = _types.SimpleNamespace(poses=poses, cfg=_types.SimpleNamespace(fps=10.0))

@@ -6,12 +6,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sim.frame import Frame, FrameError, Intrinsics
-from sim.mesh import SceneMesh
-from sim.poses import PoseError, look_at
-from sim.render import RenderConfig, Renderer, occupancy_from_mesh
-from sim.world.builder import MaterialLibrary, MeshBuilder
-from sim.world.classes import APARTMENT_CLASSES, ClassTable
+from regconsist_ros.sim.frame import Frame, FrameError, Intrinsics
+from regconsist_ros.sim.mesh import SceneMesh
+from regconsist_ros.sim.poses import PoseError, look_at
+from regconsist_ros.sim.render import RenderConfig, Renderer, occupancy_from_mesh
+from regconsist_ros.sim.world.builder import MaterialLibrary, MeshBuilder
+from regconsist_ros.sim.world.classes import APARTMENT_CLASSES, ClassTable
 
 CLASSES = ClassTable.from_names(["thing", "other"])  # 0 void, 1 thing, 2 other
 FLAT = RenderConfig(ambient=1.0, diffuse=0.0)  # light factor exactly 1: rgb == albedo

@@ -4,10 +4,10 @@ import builtins
 import numpy as np
 import pytest
 
-from sim.frame import Intrinsics
-from sim.render import RenderConfig, Renderer
-from sim.render_gl import GLUnavailable, projection
-from sim.source import SimConfig, SimSource
+from regconsist_ros.sim.frame import Intrinsics
+from regconsist_ros.sim.render import RenderConfig, Renderer
+from regconsist_ros.sim.render_gl import GLUnavailable, projection
+from regconsist_ros.sim.source import SimConfig, SimSource
 
 
 def test_projection_maps_pixel_centres_to_gl_pixel_centres():

@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from regconsist_ros.cli import main
-from sim.sequences import read_tum
+from regconsist_ros.sim.sequences import read_tum
 
 
 def _quad(v0, v1, v2, v3):
@@ -71,10 +71,10 @@ def test_textured_glb_renders_its_texture(tmp_path):
     import trimesh
     from PIL import Image
 
-    from sim.frame import Intrinsics
-    from sim.poses import look_at
-    from sim.render import RenderConfig, Renderer
-    from sim.scans import load_textured
+    from regconsist_ros.sim.frame import Intrinsics
+    from regconsist_ros.sim.poses import look_at
+    from regconsist_ros.sim.render import RenderConfig, Renderer
+    from regconsist_ros.sim.scans import load_textured
 
     # a 2 m x 2 m wall in the glTF (Y-up) x-y plane facing +z; texture: top half red, bottom half blue
     img = np.zeros((64, 64, 3), np.uint8)

@@ -6,8 +6,10 @@ import struct
 
 import numpy as np
 import pytest
+import trimesh  # a dependency of the package (setup.py), so a failed import is a failure, not a skip
+from PIL import Image
 
-from sim.scans import (
+from regconsist_ros.sim.scans import (
     ScanError,
     fan_triangulate,
     load_ply,
@@ -157,7 +159,7 @@ def test_fast_and_slow_paths_agree_with_naive_fans(tmp_path, fmt):
 
 
 def test_fan_triangulate_face_of():
-    from sim.scans import PlyList
+    from regconsist_ros.sim.scans import PlyList
 
     tris, face_of = fan_triangulate(PlyList(np.array([4, 3, 5]), np.arange(12)))
     np.testing.assert_array_equal(tris, [[0, 1, 2], [0, 2, 3], [4, 5, 6], [7, 8, 9], [7, 9, 10], [7, 10, 11]])
@@ -260,10 +262,6 @@ def test_up_axis_y_is_a_rotation_mapping_y_to_z(tmp_path):
 # --------------------------------------------------------------------------------------------
 # Textured meshes via trimesh
 # --------------------------------------------------------------------------------------------
-
-trimesh = pytest.importorskip("trimesh")
-Image = pytest.importorskip("PIL.Image")
-
 
 def _textured_box(uv_seed=0, extents=(1.0, 1.0, 1.0)):
     box = trimesh.creation.box(extents=extents)

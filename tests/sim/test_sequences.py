@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sim.frame import TUM_CAMERAS, Frame, Intrinsics
-from sim.poses import pose_from_tq
-from sim.sequences import (
+from regconsist_ros.sim.frame import TUM_CAMERAS, Frame, Intrinsics
+from regconsist_ros.sim.poses import pose_from_tq
+from regconsist_ros.sim.sequences import (
     SequenceError,
     TumWriter,
     associate_nearest,
@@ -20,7 +20,7 @@ from sim.sequences import (
     read_tum,
     write_tum,
 )
-from sim.world.classes import ClassTable
+from regconsist_ros.sim.world.classes import ClassTable
 
 H, W = 24, 32
 
@@ -140,7 +140,7 @@ def test_write_tum_returns_counters_and_clips_far_depth(tmp_path, caplog):
     frames = make_frames(n=2, labels=False)
     for f in frames:
         f.depth[0, :5] = 20.0  # > 65535 / 5000 = 13.1 m
-    with caplog.at_level(logging.WARNING, logger="sim.sequences"):
+    with caplog.at_level(logging.WARNING, logger="regconsist_ros.sim.sequences"):
         w = write_tum(tmp_path / "seq", frames, frames[0].intrinsics, progress=False)
     assert w.written == 2 and w.depth_clipped_pixels == 10
     assert len([r for r in caplog.records if "16 bits" in r.getMessage()]) == 1
@@ -217,7 +217,7 @@ def test_public_tum_layout(tmp_path, caplog):
         root / "groundtruth.txt", ["# ground truth trajectory"] + bag + ["# timestamp tx ty tz qx qy qz qw"], gt_rows
     )
 
-    with caplog.at_level(logging.WARNING, logger="sim.sequences"):
+    with caplog.at_level(logging.WARNING, logger="regconsist_ros.sim.sequences"):
         seq = read_tum(root)
     assert len(seq) == 7
     assert seq.dropped == {"no_depth": 1}

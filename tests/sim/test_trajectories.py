@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
 
-from sim.occupancy import OccupancyGrid
-from sim.poses import validate_pose
-from sim.trajectories import (
+from regconsist_ros.sim.occupancy import OccupancyGrid
+from regconsist_ros.sim.poses import validate_pose
+from regconsist_ros.sim.trajectories import (
     PITCH_JITTER_DEG,
     TRAJECTORIES,
     YAW_JITTER_DEG,

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sim.frame import Intrinsics
-from sim.poses import camera_from_yaw_pitch, look_at
-from sim.render import Renderer
-from sim.world import textures as tx
-from sim.world.apartment import ApartmentConfig, generate_apartment
-from sim.world.classes import APARTMENT_CLASSES, ClassTable
+from regconsist_ros.sim.frame import Intrinsics
+from regconsist_ros.sim.poses import camera_from_yaw_pitch, look_at
+from regconsist_ros.sim.render import Renderer
+from regconsist_ros.sim.world import textures as tx
+from regconsist_ros.sim.world.apartment import ApartmentConfig, generate_apartment
+from regconsist_ros.sim.world.classes import APARTMENT_CLASSES, ClassTable
 
 SEEDS = (0, 1, 2)
 SMALL = ("cushion", "book", "plate", "cup", "lamp", "plant", "picture", "rug")

@@ -50,11 +50,11 @@ class LearnerNodeConfig:
 
 def build_learner(node, params_mod):
     """OnlineLearner from the node's parameters (every group is a config dataclass)."""
-    from models.deeplab import DeepLabConfig
-    from models.objectives.mae import MAEConfig
-    from models.objectives.regconsist import RegConsistConfig
-    from models.objectives.rsp import RSPConfig
-    from models.vit import ViTConfig
+    from regconsist_ros.models.deeplab import DeepLabConfig
+    from regconsist_ros.models.objectives.mae import MAEConfig
+    from regconsist_ros.models.objectives.regconsist import RegConsistConfig
+    from regconsist_ros.models.objectives.rsp import RSPConfig
+    from regconsist_ros.models.vit import ViTConfig
     from regconsist_ros.learning.frame_pairs import FramePairConfig
     from regconsist_ros.learning.trainer import TrainerConfig
     from regconsist_ros.online.learner import OnlineLearner

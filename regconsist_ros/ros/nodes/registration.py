@@ -77,7 +77,7 @@ class Registrar:
         from regconsist_ros.online.decode import check_sizes
         from regconsist_ros.online.errors import BadInput
         from regconsist_ros.ros import convert
-        from sim.frame import Frame, FrameError
+        from regconsist_ros.sim.frame import Frame, FrameError
 
         try:
             rgb = convert.decode_color_msg(color)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from regconsist_ros.ros.qos import QosConfig
-from sim.source import SimConfig
+from regconsist_ros.sim.source import SimConfig
 
 NAME = "sim_camera"
 
@@ -55,7 +55,7 @@ class CameraSourceConfig:
 def open_source(cfg: CameraSourceConfig, sim_cfg: SimConfig):
     """An indexable frame source (len, [i]) and its intrinsics."""
     if cfg.source == "tum":
-        from sim.sequences import read_tum
+        from regconsist_ros.sim.sequences import read_tum
 
         seq = read_tum(cfg.path)
         return seq, seq.intrinsics
@@ -64,11 +64,11 @@ def open_source(cfg: CameraSourceConfig, sim_cfg: SimConfig):
 
         bag = BagSource(cfg.path)
         return bag, bag.intrinsics
-    from sim.source import SimSource
+    from regconsist_ros.sim.source import SimSource
 
     src = SimSource(sim_cfg)
     if cfg.source == "habitat":
-        from sim.habitat import HabitatTrajectorySource
+        from regconsist_ros.sim.habitat import HabitatTrajectorySource
 
         hab = HabitatTrajectorySource(sim_cfg.scene, src, sim_cfg.width, sim_cfg.height, sim_cfg.hfov)
         return hab, hab.intrinsics
