@@ -59,7 +59,7 @@ setup(
         "readout": ["metaworld==3.1.1"],
         # the other CortexBench suites' simulators (rollouts from local demonstrations)
         "suites": ["dm-control==1.0.28", "gymnasium-robotics==1.4.2", "trifinger-simulation==2.0.0"],
-        "test": ["pytest", "pytest-xdist"],
+        "test": ["pytest", "pytest-xdist", "import-linter>=2.16"],  # import-linter: the layer contracts (pyproject.toml)
     },
     entry_points={
         "console_scripts": [f"regconsist = {PACKAGE}.cli:main"]

@@ -1,6 +1,8 @@
-"""Objectives: the Barlow Twins pixel-pair loss of RegConsist, and a focal loss for segmentation readouts.
+"""Losses: the Barlow Twins pixel-pair loss of RegConsist, a focal loss for segmentation readouts, and
+the contrastive / self-distillation losses of the pretext baselines (NT-Xent, BYOL's regression,
+n-pairs and triplet losses of time-contrastive networks).
 
-Both compute in float32 whatever the input dtype (half-precision statistics are too coarse), and
+All compute in float32 whatever the input dtype (half-precision statistics are too coarse), and
 return float32 scalars.
 """
 from __future__ import annotations
@@ -97,3 +99,103 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, i
             raise ValueError(f"focal_loss: alpha must be a scalar or [C={num_classes}] weights, got shape {tuple(a.shape)}")
     loss = torch.where(valid, loss, torch.zeros_like(loss))
     return loss.sum() / valid.sum().clamp_min(1)
+
+
+# ---- contrastive / self-distillation losses (SimCLR, BYOL, TCN) ----------------------------------------
+def block_ids(n: int, repeats, device) -> torch.Tensor:
+    """Block id of each of ``n`` items -> [n]: items of one block show the same frames, so they are never
+    each other's negatives. ``repeats`` is an int r (items ``r*i .. r*i + r-1`` form a block) or the
+    ids themselves, an integer tensor [n] (a frame-pair batch's ``pair``)."""
+    if torch.is_tensor(repeats):
+        ids = repeats.to(device=device, dtype=torch.long).reshape(-1)
+        if ids.numel() != n:
+            raise ValueError(f"block ids must have one entry per item ({n}), got {ids.numel()}")
+        if ids.unique().numel() < 2:
+            raise ValueError(f"need at least 2 blocks of items for negatives, got {n} items in one block")
+        return ids
+    if n % repeats:
+        raise ValueError(f"batch of {n} items is not a multiple of repeats={repeats}")
+    if n // repeats < 2:
+        raise ValueError(f"need at least 2 blocks of repeats={repeats} items for negatives, got {n} items")
+    return torch.arange(n, device=device) // repeats
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
+            repeats=1) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent (SimCLR) on two views z1, z2 [N, P] of N items -> (loss, mean positive cosine).
+
+    The 2N embeddings are L2-normalised; for each one the positive is the other view of its item
+    and the candidates are all 2N embeddings except itself and, with ``repeats`` > 1, except the
+    views of its block mates (items ``r*i .. r*i + r-1`` show the same frames). The loss is the mean
+    over the 2N anchors of ``-log softmax(cos / temperature)[positive]``."""
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(f"nt_xent expects z1, z2 of the same shape [N, P], got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    n = z1.shape[0]
+    block = block_ids(n, repeats, z1.device).repeat(2)  # [2N]
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # [2N, P]
+    sim = z @ z.T  # [2N, 2N] cosine
+    idx = torch.arange(2 * n, device=z.device)
+    pos = (idx + n) % (2 * n)  # [2N] index of the other view
+    drop = block[:, None] == block[None, :]  # self and block mates
+    drop[idx, pos] = False
+    logits = (sim / temperature).masked_fill(drop, float("-inf"))
+    return F.cross_entropy(logits, pos), sim[idx[:n], pos[:n]].detach().mean()
+
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL regression loss: mean over the batch of ``2 - 2 cos(p, z)`` (p [N, P] predictions, z
+    [N, P] targets; z gets no gradient)."""
+    return (2.0 - 2.0 * F.cosine_similarity(p.float(), z.detach().float(), dim=-1)).mean()
+
+
+def npairs_loss(anchors: torch.Tensor, positives: torch.Tensor, temperature: float = 0.1,
+                repeats=1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-pair InfoNCE / N-pairs (Sohn, 2016) on L2-normalised embeddings -> (loss, accuracy).
+
+    ``anchors``, ``positives`` [N, E]; anchor i's candidates are all positives (its own and the other
+    items', minus its block mates' with ``repeats`` > 1). ``loss = mean_i -log softmax_j(cos(a_i, p_j)
+    / temperature)[i]``, which equals Sohn's ``log(1 + sum_{j != i} exp(s_ij - s_ii))``. Sohn (and the
+    TCN code) use unnormalised dot products with an L2 penalty on the embeddings; here embeddings are
+    unit vectors and a temperature sets the sharpness. Accuracy: fraction of anchors whose most
+    similar candidate is their own positive."""
+    if anchors.ndim != 2 or anchors.shape != positives.shape:
+        raise ValueError(f"npairs_loss expects anchors, positives of the same shape [N, E], got "
+                         f"{tuple(anchors.shape)} and {tuple(positives.shape)}")
+    logits = _pair_logits(anchors, positives, repeats) / temperature  # [N, N]
+    labels = torch.arange(anchors.shape[0], device=anchors.device)
+    return F.cross_entropy(logits, labels), (logits.detach().argmax(1) == labels).float().mean()
+
+
+def _pair_logits(anchors: torch.Tensor, positives: torch.Tensor, repeats) -> torch.Tensor:
+    """cos(a_i, p_j) [N, N], -inf where j is a block mate of i (j != i)."""
+    n = anchors.shape[0]
+    block = block_ids(n, repeats, anchors.device)
+    sim = F.normalize(anchors.float(), dim=1) @ F.normalize(positives.float(), dim=1).T  # [N, N]
+    drop = (block[:, None] == block[None, :]) & ~torch.eye(n, dtype=torch.bool, device=sim.device)
+    return sim.masked_fill(drop, float("-inf"))
+
+
+def triplet_loss(anchors: torch.Tensor, positives: torch.Tensor, margin: float = 0.2,
+                 repeats=1) -> tuple[torch.Tensor, torch.Tensor]:
+    """TCN's triplet loss on L2-normalised embeddings -> (loss, accuracy).
+
+    ``mean over triplets of max(0, |a_i - p_i|^2 - |a_i - n|^2 + margin)`` where the negatives n of
+    anchor i are both frames (anchor and positive) of every item that is not a block mate of i.
+    The paper takes negatives as temporally distant frames of the same video; a pair batch only has
+    the other items' frames, which come from other times (or other streams), so they stand in for
+    distant frames (a frame of another item may happen to lie close in time). Accuracy as in
+    :func:`npairs_loss`."""
+    if anchors.ndim != 2 or anchors.shape != positives.shape:
+        raise ValueError(f"triplet_loss expects anchors, positives of the same shape [N, E], got "
+                         f"{tuple(anchors.shape)} and {tuple(positives.shape)}")
+    n = anchors.shape[0]
+    block = block_ids(n, repeats, anchors.device)
+    a = F.normalize(anchors.float(), dim=1)
+    p = F.normalize(positives.float(), dim=1)
+    d_ap = (a - p).pow(2).sum(1)  # [N]
+    negs = torch.cat([a, p])  # [2N, E]
+    d_an = (a[:, None, :] - negs[None, :, :]).pow(2).sum(-1)  # [N, 2N]
+    valid = block[:, None] != block.repeat(2)[None, :]  # [N, 2N]
+    loss = F.relu(d_ap[:, None] - d_an + margin)[valid].mean()
+    acc = (_pair_logits(a, p, repeats).argmax(1) == torch.arange(n, device=a.device)).float().mean()
+    return loss, acc

@@ -118,42 +118,46 @@ def bench_regions(width=640, height=480, n=5, seed=0) -> dict:
             "speedup": round(brute_ms / cantor_ms, 1), "sample_4096_ms": round(sample_ms, 2), **_machine()}
 
 
-def bench_pretrain(method="rsp", size="tiny", height=96, width=128, patch=16, batch=32, steps=10, warmup=2,
-                   decoder_width=512, decoder_depth=8, device="auto", amp=True, nthreads=0) -> dict:
-    """Training throughput of RSP / MAE on random frame pairs: steps/s and images/s (RSP reads two
-    frames per pair, MAE trains on both frames of a pair: 2 x batch images per step for both).
-    On CUDA the step runs under bf16 autocast when ``amp`` (the trainer's setting)."""
+def bench_pretrain(run, steps: int = 10, warmup: int = 2, device: str = "auto", amp: bool = True, nthreads: int = 0,
+                   frames: int = 40, seed: int = 0) -> dict:
+    """Training throughput of any method (a :class:`~regconsist_ros.learning.runs.MethodRun`): steps/s and
+    images/s of the objective's optimiser step on one real batch of its kind, built once by the batch
+    builder from a small rendered sequence (so the figure is the model step, not data loading). On
+    CUDA the step runs under bf16 autocast when ``amp`` (the trainer's setting)."""
+    import tempfile
+    from pathlib import Path
+
     import torch
 
-    from regconsist_ros.models.vit import ViTConfig
-    from regconsist_ros.learning.pretrain import build_frame_objective
-    from regconsist_ros.learning.trainer import resolve_device
+    from regconsist_ros.learning.pretrain import BatchSampler, make_prep
+    from regconsist_ros.learning.trainer import resolve_device, seed_everything
+    from regconsist_ros.sim.sequences import TumWriter
+    from regconsist_ros.sim.source import SimConfig, SimSource, frames_meta
 
     if nthreads:
         torch.set_num_threads(nthreads)
     dev = resolve_device(device)
-    heads = max(1, decoder_width // 32)
-    ec = ViTConfig(size=size, img_size=(height, width), patch=patch)
-    if method == "rsp":
-        from regconsist_ros.models.objectives.rsp import RSPConfig
-        obj = build_frame_objective("rsp", ec, rsp_cfg=RSPConfig(decoder_width=decoder_width, decoder_depth=decoder_depth,
-                                                                 decoder_heads=heads))
-    elif method == "mae":
-        from regconsist_ros.models.objectives.mae import MAEConfig
-        obj = build_frame_objective("mae", ec, mae_cfg=MAEConfig(decoder_width=decoder_width, decoder_depth=decoder_depth,
-                                                                 decoder_heads=heads))
+    with tempfile.TemporaryDirectory() as tmp:
+        seq = Path(tmp) / "seq"
+        src = SimSource(SimConfig(seed=seed, frames=frames, width=160, height=120, step=0.05))
+        with TumWriter(seq, src.intrinsics, classes=src.classes, meta=frames_meta(src)) as w:
+            for f in src:
+                w.write(f)
+        store = run.kind.load(str(seq), make_prep(run), run.batch, Path(tmp), False)
+        seed_everything(seed)
+        obj = run.build_objective().to(dev).train()
+        batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in BatchSampler(run, store, obj, seed)(0).items()}
+    cfg = run.trainer_config()
+    params = [p for p in obj.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
-        raise ValueError(f"bench pretrain: --method must be rsp or mae, got {method!r}")
-    obj.to(dev).train()
-    opt = torch.optim.AdamW(obj.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
-    g = torch.Generator().manual_seed(0)
-    batch_ = {"x_t": torch.rand(batch, 3, height, width, generator=g).to(dev),
-              "x_k": torch.rand(batch, 3, height, width, generator=g).to(dev)}
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     use_amp = amp and dev.type == "cuda"
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss, _ = obj(batch_)
+            loss, _ = obj(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -172,9 +176,13 @@ def bench_pretrain(method="rsp", size="tiny", height=96, width=128, patch=16, ba
         step()
     sync()
     dt = time.perf_counter() - t0
-    out = {"bench": "pretrain", "method": method, "vit": size, "image": [height, width], "patch": patch, "batch": batch,
-           "decoder": [decoder_width, decoder_depth], "device": str(dev), "bf16_autocast": use_amp, "steps": steps,
-           "steps_per_s": round(steps / dt, 3), "images_per_s": round(steps * 2 * batch / dt, 1),
+    images = sum(int(v.shape[0]) * (int(v.shape[1]) if v.ndim == 5 else 1) for k, v in batch.items()
+                 if torch.is_tensor(v) and v.ndim in (4, 5) and v.shape[-3] == 3)
+    shapes = {k: list(v.shape) for k, v in batch.items() if torch.is_tensor(v)}
+    out = {"bench": "pretrain", "method": run.method, "batch_kind": run.spec.batch, "batch": shapes,
+           "encoder": {"kind": run.spec.encoder_kind, **{k: v for k, v in vars(run.encoder).items()}},
+           "device": str(dev), "bf16_autocast": use_amp, "steps": steps, "steps_per_s": round(steps / dt, 3),
+           "images_per_s": round(steps * images / dt, 1),
            "params_m": round(sum(p.numel() for p in obj.parameters()) / 1e6, 2), **_machine()}
     if dev.type == "cuda":
         out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)

@@ -152,3 +152,156 @@ def load_yaml(cls, path: str | Path, section: str | None = None):
 def to_dict(cfg) -> dict:
     """Plain dict (tuples as lists) for YAML/JSON."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+# ---- settings trees: groups of config dataclasses under dotted names -------------------------------------
+# A *schema* lists the groups of one command or node: ``[(prefix, config class), ...]``; the setting
+# ``field`` of the group ``prefix`` is called ``prefix.field`` everywhere: ``--prefix.field`` on the
+# command line, the ROS parameter ``prefix.field``, and the YAML key ``prefix: {field: ...}`` (or
+# ``prefix.field:``). The empty prefix is the command's (node's) own group: plain ``field``.
+
+def dotted(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def setting_names(schema) -> dict[str, tuple[str, str]]:
+    """Every setting of a schema: dotted name -> (group prefix, field name)."""
+    out = {}
+    for prefix, cls in schema:
+        for f in dataclasses.fields(cls):
+            if f.init:
+                out[dotted(prefix, f.name)] = (prefix, f.name)
+    return out
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings (YAML) -> ``{dotted name: value}``; keys that already hold dots stay as they are."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{prefix or 'settings'}: expected a mapping, got {type(tree).__name__}")
+    out = {}
+    for k, v in tree.items():
+        name = dotted(prefix, str(k))
+        if isinstance(v, dict):
+            out.update(flatten(v, name))
+        else:
+            out[name] = v
+    return out
+
+
+def nest(values: dict[str, Any]) -> dict:
+    """``{dotted name: value}`` -> nested mappings (for YAML and run.json)."""
+    out: dict = {}
+    for name, v in values.items():
+        d = out
+        *parents, leaf = name.split(".")
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[leaf] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def group_values(cfg, prefix: str = "") -> dict[str, Any]:
+    """``{dotted name: value}`` of one config instance (tuples kept)."""
+    return {dotted(prefix, f.name): getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.init}
+
+
+def unknown_setting(name: str, known, where: str, hint=None) -> ConfigError:
+    """The error for a setting that ``where`` does not take, with a hint (``hint(name)``, e.g. "a
+    setting of method X") or the closest known names."""
+    import difflib
+
+    why = hint(name) if hint is not None else None
+    if why is None:
+        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+        why = f"did you mean {', '.join(close)}?" if close else "see --help for the settings it takes"
+    return ConfigError(f"{name}: not a setting of {where} ({why})")
+
+
+def build_groups(schema, values: dict[str, Any], base: dict[str, Any] | None = None, where: str = "this command",
+                 hint=None) -> dict[str, Any]:
+    """One config instance per group of ``schema`` from ``{dotted name: value}`` over ``base``
+    (``{prefix: instance}``; missing groups start from their dataclass defaults). A name the schema
+    does not have raises ConfigError naming it (and ``hint(name)`` when given)."""
+    names = setting_names(schema)
+    per: dict[str, dict] = {p: {} for p, _ in schema}
+    for name, v in values.items():
+        if name not in names:
+            raise unknown_setting(name, names, where, hint)
+        prefix, f = names[name]
+        per[prefix][f] = tuple(v) if isinstance(v, list) else v
+    out = {}
+    for prefix, cls in schema:
+        start = dataclasses.asdict(base[prefix]) if base and prefix in base else {}
+        start = {k: v for k, v in start.items() if k in {f.name for f in dataclasses.fields(cls) if f.init}}
+        try:
+            out[prefix] = build(cls, {**start, **per[prefix]})
+        except ConfigError as e:
+            raise ConfigError(f"{prefix or where}: {e}") from None
+    return out
+
+
+_METAVAR = {int: "N", float: "X", str: "S"}
+
+
+def parse_bool(text: str) -> bool:
+    t = str(text).strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_schema_arguments(parser: argparse.ArgumentParser, schema, base: dict[str, Any] | None = None,
+                         titles: dict[str, str] | None = None) -> None:
+    """One flag ``--prefix.field`` per setting (dest = the dotted name, default None: not given), in one
+    argument group per config group; the help shows the default of ``base`` (or of the dataclass)."""
+    for prefix, cls in schema:
+        hints = _hints(cls)
+        inst = base.get(prefix) if base else None
+        title = (titles or {}).get(prefix) or (f"{prefix}.* ({cls.__name__})" if prefix else cls.__name__)
+        group = parser.add_argument_group(title, (cls.__doc__ or "").strip().split("\n\n")[0] or None)
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            tp, optional, choices, elem = _base_type(hints[f.name])
+            default = getattr(inst, f.name) if inst is not None else (
+                f.default if f.default is not dataclasses.MISSING else
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            shown = list(default) if isinstance(default, tuple) else default
+            help_ = f"{f.metadata.get('help', '')} (default: {shown})".strip()
+            name = dotted(prefix, f.name)
+            if tp is bool:
+                group.add_argument(f"--{name}", nargs="?", const=True, type=parse_bool, default=None, dest=name,
+                                   metavar="true|false", help=help_)
+            elif tp is tuple:
+                group.add_argument(f"--{name}", nargs="+", type=elem if elem in (int, float, str) else str, default=None,
+                                   dest=name, metavar=_METAVAR.get(elem, "V"), help=help_)
+            else:
+                group.add_argument(f"--{name}", type=tp if tp in (int, float, str) else str, choices=choices,
+                                   default=None, dest=name, help=help_,
+                                   metavar=None if choices else _METAVAR.get(tp, "V"))
+
+
+def given_values(ns: argparse.Namespace, schema) -> dict[str, Any]:
+    """``{dotted name: value}`` of the schema's flags given on the command line."""
+    out = {}
+    for name in setting_names(schema):
+        v = getattr(ns, name, None)
+        if v is not None:
+            out[name] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def yaml_values(path: str | Path) -> dict[str, Any]:
+    """``{dotted name: value}`` of a YAML settings file (nested groups or dotted keys)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return flatten(data)

@@ -89,18 +89,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     return summary
 
 
-# CPU-sized graph settings for the demo (the graph file's defaults suit a bigger machine)
-DEMO_GRAPH = [
-    "sim_camera.sim.width=128", "sim_camera.sim.height=96", "sim_camera.rate=5.0",
-    "learner.learner.store_height=64", "learner.learner.store_width=96", "learner.learner.min_frames=16",
-    "learner.learner.ckpt_every=40", "learner.learner.batch=16", "learner.vit.img_size=[64, 96]",
-    "learner.vit.depth=4", "learner.trainer.threads=1", "learner.rc_trainer.threads=1",
-    "evaluator.eval_width=128", "evaluator.eval_height=96", "evaluator.eval_frames=40", "evaluator.seg_steps=30",
-]
-
-
 def run_online(cfg: DemoConfig, online: Path) -> dict:
-    """`regconsist up sim` for ``cfg.online_seconds`` with CPU-sized settings, logs to online/up.log."""
+    """The graph ``demo`` of config/graph.yaml (the sim graph at CPU sizes) for ``cfg.online_seconds``,
+    logs to online/up.log."""
     import random
     import shutil
 
@@ -109,8 +100,8 @@ def run_online(cfg: DemoConfig, online: Path) -> dict:
     if online.exists():
         shutil.rmtree(online)  # a fresh learner: the report shows one run
     online.mkdir(parents=True)
-    graph = load_graph("sim", overrides=DEMO_GRAPH + [f"learner.learner.out_dir={online}", f"evaluator.watch_dir={online}",
-                                                     f"sim_camera.sim.seed={cfg.seed}"])
+    graph = load_graph("demo", overrides=[f"learner.learner.out_dir={online}", f"evaluator.watch_dir={online}",
+                                          f"sim_camera.sim.seed={cfg.seed}"])
     domain = cfg.domain_id or random.randint(100, 199)
     print(f"running the online graph for {cfg.online_seconds:.0f} s (ROS_DOMAIN_ID {domain}); logs: {online / 'up.log'}",
           flush=True)

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import yaml
 
-from regconsist_ros.config import ConfigError
+from regconsist_ros.config import ConfigError, flatten
 
 DEFAULT_GRAPH = Path(__file__).resolve().parents[1] / "config" / "graph.yaml"
 
 
 def load_graph(name: str, path: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
-    """``{"transport", "nodes": {node: {"params", "remap", "namespace"}}}`` of graph ``name``."""
+    """``{"transport", "nodes": {node: {"params", "remap", "namespace"}}}`` of graph ``name``. A node's
+    params may nest groups (``rsp: {trainer: {lr: 0.001}}``) or use dotted names (``rsp.trainer.lr``)."""
     from regconsist_ros.ros import NODES
 
     path = Path(path or DEFAULT_GRAPH)
@@ -46,7 +47,10 @@ def load_graph(name: str, path: str | Path | None = None, overrides: list[str] |
         unknown = set(spec) - {"params", "remap", "namespace"}
         if unknown:
             raise ConfigError(f"{path}: node {node!r} has unknown keys {sorted(unknown)} (params, remap, namespace)")
-        nodes[node] = {"params": dict(spec.get("params") or {}), "remap": dict(spec.get("remap") or {}),
+        params = spec.get("params") or {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{path}: node {node!r}: params must be a mapping, got {type(params).__name__}")
+        nodes[node] = {"params": flatten(params), "remap": dict(spec.get("remap") or {}),
                        "namespace": spec.get("namespace", "")}
     if not nodes:
         raise ConfigError(f"{path}: graph {name!r} has no nodes")

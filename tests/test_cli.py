@@ -39,7 +39,7 @@ def last_json(stdout: str) -> dict:
 def rendered(tmp_path_factory):
     """`regconsist sim render` once for the module: (sequence dir, its JSON result)."""
     out = tmp_path_factory.mktemp("cli") / "seq"
-    rc, stdout, stderr = run_cli(["sim", "render", "--frames", 6, "--width", W, "--height", H, "--seed", 1,
+    rc, stdout, stderr = run_cli(["sim", "render", "--sim.frames", 6, "--sim.width", W, "--sim.height", H, "--sim.seed", 1,
                                   "--out", out, "--json", "--quiet"])
     assert rc == 0, stderr
     return out, last_json(stdout)
@@ -71,7 +71,7 @@ def test_sim_render_writes_a_readable_tum_sequence(rendered):
 
 
 def test_sim_render_json_is_the_last_line_and_quiet_hides_progress(rendered, tmp_path, capsys):
-    rc = main(["sim", "render", "--frames", "2", "--width", "32", "--height", "24", "--seed", "2",
+    rc = main(["sim", "render", "--sim.frames", "2", "--sim.width", "32", "--sim.height", "24", "--sim.seed", "2",
                "--out", str(tmp_path / "s"), "--json", "--quiet"])
     cap = capsys.readouterr()
     assert rc == 0
@@ -84,7 +84,7 @@ def test_sim_render_refuses_a_non_empty_directory_without_overwrite(rendered, tm
     out = tmp_path / "s"
     out.mkdir()
     (out / "rgb.txt").write_text("# old\n")
-    args = ["sim", "render", "--frames", 2, "--width", 32, "--height", 24, "--out", out, "--quiet"]
+    args = ["sim", "render", "--sim.frames", 2, "--sim.width", 32, "--sim.height", 24, "--out", out, "--quiet"]
     rc, _, err = run_cli(args)
     assert rc == 2 and "not empty" in err
     rc, _, err = run_cli(args + ["--overwrite"])
@@ -93,9 +93,9 @@ def test_sim_render_refuses_a_non_empty_directory_without_overwrite(rendered, tm
 
 
 def test_sim_render_bad_config_value_exits_2_naming_it(tmp_path):
-    rc, _, err = run_cli(["sim", "render", "--width", 4, "--out", tmp_path / "x", "--quiet"])
+    rc, _, err = run_cli(["sim", "render", "--sim.width", 4, "--out", tmp_path / "x", "--quiet"])
     assert rc == 2 and "image size" in err and "4x" in err
-    rc, _, err = run_cli(["sim", "render", "--trajectory", "zigzag", "--out", tmp_path / "x"])
+    rc, _, err = run_cli(["sim", "render", "--sim.trajectory", "zigzag", "--out", tmp_path / "x"])
     assert rc == 2 and "zigzag" in err  # argparse choice error from the Literal field
 
 
@@ -194,11 +194,11 @@ def test_correspond_missing_sequence_exits_2(tmp_path):
 
 def test_correspond_config_flags_are_validated(rendered):
     seq_dir, _ = rendered
-    rc, res_loose, err = correspond_json(seq_dir, "--rel-tol", "0.5")
+    rc, res_loose, err = correspond_json(seq_dir, "--correspondence.rel_tol", "0.5")
     rc0, base, _ = correspond_json(seq_dir)
     assert rc == 0, err
     assert res_loose["pairs"] >= base["pairs"]  # a looser occlusion test never loses pairs
-    rc2, _, err = correspond_json(seq_dir, "--rel-tol", "2")
+    rc2, _, err = correspond_json(seq_dir, "--correspondence.rel_tol", "2")
     assert rc2 == 2 and "rel_tol" in err
 
 
@@ -225,8 +225,8 @@ def test_bench_correspond_prints_json():
 # ---- demo -----------------------------------------------------------------------------------------
 def test_demo_writes_figure_and_pairs(tmp_path):
     out = tmp_path / "demo"
-    rc, stdout, err = run_cli(["demo", "--out", out, "--frames", 12, "--width", 96, "--height", 72,
-                               "--show", 2, "--online-seconds", 0, "--json"])  # the online graph: tests/ros/test_graph.py
+    rc, stdout, err = run_cli(["demo", "--demo.out", out, "--demo.frames", 12, "--demo.width", 96, "--demo.height", 72,
+                               "--demo.show", 2, "--demo.online_seconds", 0, "--json"])  # the online graph: tests/ros/test_graph.py
     assert rc == 0, err
     res = last_json(stdout)
     assert res["frames"] == 12 and res["view_pairs"] > 0
@@ -249,7 +249,7 @@ def test_demo_writes_figure_and_pairs(tmp_path):
 
 
 def test_demo_rejects_bad_config(tmp_path):
-    rc, _, err = run_cli(["demo", "--out", tmp_path / "d", "--frames", 1])
+    rc, _, err = run_cli(["demo", "--demo.out", tmp_path / "d", "--demo.frames", 1])
     assert rc == 2 and "DemoConfig.frames" in err
 
 

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize_images
+from regconsist_ros.models.methods import DENSE_CROP, DENSE_TRAINER, Method
 
 VALID_EPS = 1e-4  # a bilinearly sampled validity mask counts as valid when >= 1 - VALID_EPS
 
@@ -65,7 +66,6 @@ class FlowEConfig:
     scale: tuple[float, ...] = field(default=(0.5, 2.0), metadata={"help": "per-view zoom range (lo hi), log-uniform"})
     rotation: float = field(default=30.0, metadata={"help": "per-view rotation range +- degrees about the image centre"})
     translation: float = field(default=0.0, metadata={"help": "per-view translation range +- fraction of the image size"})
-    fb_tol: float = field(default=1.0, metadata={"help": "batch builder: forward-backward consistency tolerance (pixels)"})
 
     def __post_init__(self):
         name = type(self).__name__
@@ -86,9 +86,6 @@ class FlowEConfig:
             raise ValueError(f"{name}.rotation must be in [0, 180] degrees, got {self.rotation!r}")
         if isinstance(self.translation, bool) or not isinstance(self.translation, (int, float)) or not 0 <= self.translation < 1:
             raise ValueError(f"{name}.translation must be a fraction in [0, 1), got {self.translation!r}")
-        if (isinstance(self.fb_tol, bool) or not isinstance(self.fb_tol, (int, float)) or not math.isfinite(self.fb_tol)
-                or self.fb_tol <= 0):
-            raise ValueError(f"{name}.fb_tol must be a positive number of pixels, got {self.fb_tol!r}")
 
 
 # ---- geometry (pure functions) ----------------------------------------------------------------------
@@ -219,7 +216,6 @@ class FlowE(nn.Module):
     follow it by EMA in :meth:`after_step`."""
 
     encoder_kind = "deeplabv3plus"
-    batch_kind = "flow"
 
     def __init__(self, cfg: FlowEConfig | None = None, encoder_cfg: DeepLabConfig | None = None):
         super().__init__()
@@ -303,3 +299,9 @@ class FlowE(nn.Module):
                 pt.mul_(tau).add_(po.detach(), alpha=1.0 - tau)
             for bo, bt in zip(online.buffers(), target.buffers()):
                 bt.copy_(bo)
+
+
+METHOD = Method(
+    name="flowe", config=FlowEConfig, objective=FlowE, batch="flow_pairs",
+    encoder=DeepLabConfig(output_stride=8, num_classes=0), trainer=DENSE_TRAINER, batch_settings=DENSE_CROP,
+    summary="flow equivariance (BYOL-style dense targets warped by the flow between frames), DeepLabV3+ encoder")

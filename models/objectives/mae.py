@@ -14,6 +14,7 @@ from torch import nn
 
 from regconsist_ros.models.decoder import SelfDecoder, fill_mask_tokens, patch_targets
 from regconsist_ros.models.deeplab import normalize_images
+from regconsist_ros.models.methods import VIT_TRAINER, Method
 from regconsist_ros.models.vit import ViT, ViTConfig
 
 
@@ -75,3 +76,8 @@ class MAE(nn.Module):
         vis, mask, ids_restore = self.forward_encoder(x)
         loss = self.forward_loss(x, self.forward_decoder(vis, ids_restore), mask)
         return loss, {"mae": loss.detach()}
+
+
+METHOD = Method(
+    name="mae", config=MAEConfig, objective=MAE, batch="frame_pairs", encoder=ViTConfig(), trainer=VIT_TRAINER,
+    summary="masked autoencoding of single frames (75% of the patches masked), ViT encoder: the RSP paper's MAE row")

@@ -8,33 +8,26 @@ p and q, and the pairs are pulled together with Barlow Twins (invariance + lambd
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import nn
 
 from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize_images
 from regconsist_ros.models.losses import barlow_twins
+from regconsist_ros.models.methods import Method
 
 
 @dataclass
 class RegConsistConfig:
-    """RegConsist's loss and its pixel-pair sampling (the paper's defaults, CPU-sized counts)."""
+    """RegConsist's loss (the paper's default). How its view pairs and pixel pairs are drawn (balanced
+    sampling, region matching, Felzenszwalb or ground-truth regions, counts) are the settings of its
+    batches, ``regconsist.batch.*`` (:class:`regconsist_ros.learning.datasets.ViewPairBatchConfig`)."""
 
     lambd: float = field(default=0.005, metadata={"help": "Barlow Twins redundancy weight"})
-    sampling: Literal["balanced", "random"] = field(default="balanced", metadata={"help": "pixel sampling in view 1"})
-    matching: Literal["region", "exact"] = field(default="region", metadata={"help": "partner of p in view 2"})
-    regions: Literal["felzenszwalb", "gt"] = field(default="felzenszwalb", metadata={"help": "unsupervised regions, or ground-truth classes (supervised upper bound)"})
-    view_pairs: int = field(default=8, metadata={"help": "view pairs per batch (paper: 16)"})
-    pixel_pairs: int = field(default=4096, metadata={"help": "pixel pairs per batch (paper: 81920)"})
-    hflip: bool = field(default=True, metadata={"help": "random horizontal flips (correspondences move with them)"})
 
     def __post_init__(self):
         if not self.lambd >= 0:
             raise ValueError(f"RegConsistConfig.lambd must be >= 0, got {self.lambd}")
-        if self.view_pairs < 1 or self.pixel_pairs < 2 * self.view_pairs:
-            raise ValueError(f"RegConsistConfig needs view_pairs >= 1 and pixel_pairs >= 2 per view pair, "
-                             f"got view_pairs={self.view_pairs}, pixel_pairs={self.pixel_pairs}")
 
 
 def gather_features(feat: torch.Tensor, pts: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -75,3 +68,8 @@ class RegConsist(nn.Module):
         loss, logs = barlow_twins(z1.float(), z2.float(), self.cfg.lambd)
         logs = {**logs, "pixel_pairs": float(valid.sum())}
         return loss, logs
+
+
+METHOD = Method(
+    name="regconsist", config=RegConsistConfig, objective=RegConsist, batch="view_pairs", encoder=DeepLabConfig(),
+    summary="region-consistency pixel pairs of registered view pairs + Barlow Twins on a DeepLabV3+ (the seed paper)")

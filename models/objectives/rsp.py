@@ -24,6 +24,7 @@ from torch import nn
 
 from regconsist_ros.models.decoder import CrossDecoder, fill_mask_tokens, patch_targets
 from regconsist_ros.models.deeplab import normalize_images
+from regconsist_ros.models.methods import VIT_TRAINER, Method
 from regconsist_ros.models.vit import ViT, ViTConfig
 
 
@@ -227,3 +228,58 @@ class RSP(nn.Module):
                 h_k = self.encoder.forward_encoder(normalize_images(x_k))[0][:, 0]
             z, _, _ = self.forward_latent(h_t[:, 0], h_k)
         return self.encoder.unpatchify(self.forward_predict(h_t, z))
+
+
+# ---- pictures ------------------------------------------------------------------------------------------
+def prediction_figure(objective: RSP, batch: dict, out_dir, n: int = 4) -> list:
+    """RSP's predictions on frame pairs (``batch["x_t"]``, ``batch["x_k"]`` [B, 3, H, W] in [0, 1], and
+    ``batch["gap"]``): x_t, x_k, the decoder output with the posterior z and with two prior samples
+    (per-patch normalised pixels, shown with the true future patches' mean and std, as MAE's figures)
+    -> [``out_dir/rsp_predictions.png``]."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from regconsist_ros.models.deeplab import IMAGENET_MEAN, IMAGENET_STD
+
+    obj = objective.eval()
+    x_t, x_k = batch["x_t"][:n], batch["x_k"][:n]
+    n = len(x_t)
+    torch.manual_seed(0)
+    post = obj.predict_future(x_t, x_k)
+    priors = [obj.predict_future(x_t) for _ in range(2)]
+    target = obj.encoder.patchify(normalize_images(x_k))  # [n, L, p*p*3]
+    mean, std = target.mean(-1, keepdim=True), (target.var(-1, keepdim=True) + 1e-6).sqrt()
+    m = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    s = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def show(pred, i):  # normalised-pixel prediction [3, H, W] -> RGB [H, W, 3] with x_k's patch mean/std
+        patches = obj.encoder.patchify(pred[None])[0] * std[i] + mean[i]
+        img = obj.encoder.unpatchify(patches[None])[0] * s + m
+        return img.clamp(0, 1).permute(1, 2, 0).numpy()
+
+    cols = ["x_t", "x_t+k", "posterior z", "prior z (1)", "prior z (2)"]
+    fig, axes = plt.subplots(n, len(cols), figsize=(2.4 * len(cols), 1.9 * n), squeeze=False)
+    for i in range(n):
+        imgs = [x_t[i], x_k[i], post[i], priors[0][i], priors[1][i]]
+        for j, (img, title) in enumerate(zip(imgs, cols)):
+            axes[i][j].imshow(show(img, i) if j > 1 else img.permute(1, 2, 0).numpy())
+            axes[i][j].set_axis_off()
+            if i == 0:
+                axes[i][j].set_title(title, fontsize=9)
+        if "gap" in batch:
+            axes[i][0].text(2, 10, f"k={int(batch['gap'][i])}", color="w", fontsize=8)
+    fig.tight_layout()
+    path = Path(out_dir) / "rsp_predictions.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return [path]
+
+
+METHOD = Method(
+    name="rsp", config=RSPConfig, objective=RSP, batch="frame_pairs", encoder=ViTConfig(), trainer=VIT_TRAINER,
+    figures=prediction_figure,
+    summary="stochastic future-frame prediction with categorical latents + auxiliary MAE, ViT encoder (the seed paper)")

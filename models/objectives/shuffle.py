@@ -82,6 +82,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus, normalize_images
+from regconsist_ros.models.methods import DENSE_CROP, DENSE_TRAINER, Method
 from regconsist_ros.models.objectives.permutations import hamming_permutations, kmeans_groups
 
 TASKS = ("spatial", "temporal")
@@ -310,7 +311,6 @@ class Shuffle(nn.Module):
     """Objective: ``forward({"clip": [B, U, 3, H, W]}) -> (loss, logs)``; ``encoder`` is the DeepLabV3+ readouts use."""
 
     encoder_kind = "deeplabv3plus"
-    batch_kind = "clips"
 
     def __init__(self, cfg: ShuffleConfig | None = None, encoder_cfg: DeepLabConfig | None = None):
         super().__init__()
@@ -336,6 +336,11 @@ class Shuffle(nn.Module):
                 onehot = F.one_hot(table, table.shape[1]).flatten(1).numpy()  # [P, n * n]
                 labels = kmeans_groups(onehot, cfg.groups, seed=cfg.seed)
                 self.schedules[task] = TaskSchedule(len(table), cfg.groups, cfg.policy_hidden, cfg.policy_lr, labels)
+
+    @property
+    def clip_len(self) -> int:
+        """Frames per clip the batches must hold (``frames``)."""
+        return self.cfg.frames
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -516,3 +521,9 @@ class Shuffle(nn.Module):
         for t, s in state.get("schedules", {}).items():
             if t in self.schedules:
                 self.schedules[t].load_state_dict(s)
+
+
+METHOD = Method(
+    name="shuffle", config=ShuffleConfig, objective=Shuffle, batch="clips", encoder=DeepLabConfig(num_classes=0),
+    trainer=DENSE_TRAINER, batch_settings=DENSE_CROP,
+    summary="spatiotemporal shuffling (3x3 jigsaw + frame order) with a REINFORCE permutation schedule, DeepLabV3+ encoder")

@@ -19,7 +19,20 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-METHODS = ("random", "regconsist", "rotation", "simclr", "byol", "tcn", "shuffle", "shuffle_uniform", "flowe")
+# arm -> (method, its settings beyond the shared budget, as dotted names relative to the method);
+# "random" (random init) is the floor and is not trained
+ARMS: dict[str, tuple[str, dict]] = {
+    "regconsist": ("regconsist", {"trainer.optimizer": "sgd", "trainer.lr": 0.02}),
+    "rotation": ("rotation", {"rotations": "random"}),  # one rotation per image keeps the step cost near the others'
+    "simclr": ("simclr", {}),
+    "byol": ("byol", {}),
+    "tcn": ("tcn", {}),
+    "shuffle": ("shuffle", {}),
+    "shuffle_uniform": ("shuffle", {"schedule": "uniform"}),
+    "flowe": ("flowe", {"batch.size": "half"}),  # two views of full flow maps per pair: half the pairs
+}
+METHODS = ("random", *ARMS)
+HELP = "every DeepLabV3+ objective through segmentation and label propagation (CPU scale)"
 
 
 @dataclass
@@ -27,7 +40,7 @@ class ObjectivesExperimentConfig:
     """The comparison's data, budgets and model (CPU-sized)."""
 
     out: str = field(default="runs/experiment_objectives", metadata={"help": "run directory"})
-    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": f"methods, from {METHODS}"})
+    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": f"arms, from {METHODS}"})
     scene_seed: int = field(default=0, metadata={"help": "apartment of pretraining and segmentation"})
     frames: int = field(default=300, metadata={"help": "views along the exploration path"})
     width: int = field(default=128, metadata={"help": "image width"})
@@ -36,7 +49,7 @@ class ObjectivesExperimentConfig:
     eval_frames: int = field(default=60, metadata={"help": "frames per held-out sequence"})
     clip_len: int = field(default=20, metadata={"help": "frames per propagation clip"})
     steps: int = field(default=300, metadata={"help": "pretraining steps per method"})
-    batch: int = field(default=16, metadata={"help": "frame pairs / clips per step (FlowE: half)"})
+    batch: int = field(default=16, metadata={"help": "batch size of every method (frame pairs, clips, view pairs; FlowE: half)"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW peak lr of the new objectives (RegConsist: SGD 0.02)"})
     finetune_steps: int = field(default=100, metadata={"help": "segmentation fine-tuning steps"})
     labels: float = field(default=0.05, metadata={"help": "fraction of labelled views for fine-tuning"})
@@ -53,48 +66,43 @@ class ObjectivesExperimentConfig:
             raise ValueError("ObjectivesExperimentConfig: steps, finetune_steps >= 1, batch >= 2, 0 < labels < 1 needed")
 
 
-def _model_cfg(cfg, name: str):
+CONFIG = ObjectivesExperimentConfig
+
+
+def _model_cfg(cfg, output_stride: int = 16):
     from regconsist_ros.models.deeplab import DeepLabConfig
 
-    return DeepLabConfig.small(width=cfg.width_mult, output_stride=8 if name == "flowe" else 16)
+    return DeepLabConfig.small(width=cfg.width_mult, output_stride=output_stride)
 
 
-def _pretrain(name: str, cfg: ObjectivesExperimentConfig, data_dir: Path, sources: list, frames: list, run_dir: Path) -> Path:
+def arm_run(name: str, cfg: ObjectivesExperimentConfig):
+    """The arm's method settings: the shared budget (steps, batch, crops, the small DeepLabV3+ at the
+    method's output stride, AdamW at ``cfg.lr``), then the arm's own settings."""
+    from dataclasses import asdict
+
+    from regconsist_ros.learning.runs import recipe
+
+    method, own = ARMS[name]
+    base = recipe(method)
+    shared = {"trainer.steps": cfg.steps, "trainer.warmup": max(1, cfg.steps // 10), "trainer.seed": cfg.seed,
+              "trainer.log_every": 10, "trainer.ckpt_every": 100, "trainer.device": "auto"}
+    if base.trainer.optimizer == "adamw":
+        shared["trainer.lr"] = cfg.lr
+    shared.update({f"encoder.{k}": v for k, v in asdict(_model_cfg(cfg, base.encoder.output_stride)).items()})
+    batch = {"size": cfg.batch, "height": cfg.height, "width": cfg.width, "gap_min": 1, "gap_max": 8, "repeats": 2}
+    shared.update({f"batch.{k}": v for k, v in batch.items() if hasattr(base.batch, k)})
+    own = {k: (max(2, cfg.batch // 2) if v == "half" else v) for k, v in own.items()}
+    return base.replace({f"{method}.{k}": v for k, v in {**shared, **own}.items()})
+
+
+def _pretrain(name: str, cfg: ObjectivesExperimentConfig, data_dir: Path, run_dir: Path) -> Path:
+    from regconsist_ros.learning.pretrain import pretrain
     from regconsist_ros.models.checkpoint import latest_checkpoint
-    from regconsist_ros.learning import pretrain as P
-    from regconsist_ros.learning.frame_pairs import FramePairConfig
-    from regconsist_ros.learning.trainer import TrainerConfig
 
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None and json.loads((ckpt / "config.json").read_text())["step"] >= cfg.steps:
         return ckpt
-    enc = _model_cfg(cfg, name)
-    common = dict(steps=cfg.steps, warmup=max(1, cfg.steps // 10), seed=cfg.seed, log_every=10, ckpt_every=100, device="auto")
-    data = P.FrameDataConfig(batch=cfg.batch, crop_height=cfg.height, crop_width=cfg.width)
-    pairs = FramePairConfig(gap_min=1, gap_max=8, repeats=2)
-    adamw = TrainerConfig(optimizer="adamw", lr=cfg.lr, weight_decay=1e-4, **common)
-    if name == "regconsist":
-        from regconsist_ros.models.objectives.regconsist import RegConsistConfig
-        from regconsist_ros.registration.pairs import PairSelectionConfig
-        from regconsist_ros.registration.regions import RegionConfig
-
-        r = P.pretrain_regconsist(data_dir, run_dir, RegConsistConfig(), enc, TrainerConfig(lr=0.02, **common),
-                                  PairSelectionConfig(), RegionConfig(), frames=frames)
-    elif name in ("shuffle", "shuffle_uniform"):
-        from regconsist_ros.models.objectives.shuffle import ShuffleConfig
-
-        r = P.pretrain_clips(None, run_dir, enc, adamw, pairs, data,
-                             ShuffleConfig(schedule="uniform" if name == "shuffle_uniform" else "policy"), sources=sources)
-    elif name == "flowe":
-        data = P.FrameDataConfig(batch=max(2, cfg.batch // 2), crop_height=cfg.height, crop_width=cfg.width)
-        r = P.pretrain_flowe(data_dir, run_dir, enc, adamw, data)
-    else:
-        from regconsist_ros.models.objectives.pretext import PRETEXT
-
-        cfg_cls = PRETEXT[name][0]
-        # one rotation per image keeps the step cost near the others'
-        kw = {"rotations": "random"} if name == "rotation" else {}
-        r = P.pretrain_frames(name, None, run_dir, enc, adamw, pairs, data, pretext_cfg=cfg_cls(**kw), sources=sources)
+    r = pretrain(arm_run(name, cfg), str(data_dir), run_dir)
     return Path(r["checkpoint"])
 
 
@@ -105,7 +113,7 @@ def run(cfg: ObjectivesExperimentConfig) -> dict:
     from regconsist_ros.models.deeplab import DeepLabV3Plus
     from regconsist_ros.experiments.common import render_once, start_run
     from regconsist_ros.learning.frame_sources import load_ordered_frames
-    from regconsist_ros.learning.pretrain import load_frames
+    from regconsist_ros.learning.stores import load_frames
     from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
     from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
     from regconsist_ros.sim.source import SimConfig
@@ -119,7 +127,6 @@ def run(cfg: ObjectivesExperimentConfig) -> dict:
         render_once(SimConfig(seed=s, frames=cfg.eval_frames, width=cfg.width, height=cfg.height, step=0.05), d)
         eval_dirs.append(d)
     frames, seq = load_frames(data_dir)
-    sources = [load_ordered_frames(data_dir, progress=False)]
     clips = []
     for d in eval_dirs:
         fr = load_ordered_frames(d, progress=False)
@@ -133,9 +140,9 @@ def run(cfg: ObjectivesExperimentConfig) -> dict:
         t1 = time.perf_counter()
         if name == "random":
             torch.manual_seed(cfg.seed)
-            model, info = DeepLabV3Plus(_model_cfg(cfg, name)).eval(), {"checkpoint": None}
+            model, info = DeepLabV3Plus(_model_cfg(cfg)).eval(), {"checkpoint": None}
         else:
-            ckpt = _pretrain(name, cfg, data_dir, sources, frames, out / "pretrain" / name)
+            ckpt = _pretrain(name, cfg, data_dir, out / "pretrain" / name)
             model, _ = load_checkpoint(ckpt)
             info = {"checkpoint": str(ckpt)}
         pretrain_s = round(time.perf_counter() - t1, 1)

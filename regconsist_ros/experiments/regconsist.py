@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
+HELP = "RegConsist vs random init and the supervised variants (CPU scale)"
+METHOD = "regconsist"  # the method this experiment studies (its arms vary the method's batch settings)
 
 
 @dataclass
@@ -56,6 +58,9 @@ class ExperimentConfig:
             raise ValueError(f"ExperimentConfig.labels must be in (0, 1), got {self.labels}")
 
 
+CONFIG = ExperimentConfig
+
+
 def _model_cfg(cfg: ExperimentConfig):
     from regconsist_ros.models.deeplab import DeepLabConfig
 
@@ -72,9 +77,9 @@ def _render(cfg: ExperimentConfig, data_dir: Path) -> None:
 
 
 def _runs(cfg: ExperimentConfig) -> list[tuple[str, dict, int]]:
-    """(name, RegConsistConfig overrides or None for random init, seed)."""
+    """(name, batch settings of the method or None for random init, seed)."""
     runs = [("random", None, s) for s in range(cfg.seeds)]
-    runs += [("regconsist", {"regions": "felzenszwalb", "sampling": "balanced", "matching": "region"}, s)
+    runs += [(METHOD, {"regions": "felzenszwalb", "sampling": "balanced", "matching": "region"}, s)
              for s in range(cfg.seeds)]
     if cfg.supervised:
         from regconsist_ros.registration.sampling import VARIANTS
@@ -89,13 +94,11 @@ def run(cfg: ExperimentConfig) -> dict:
 
     from regconsist_ros.models.checkpoint import latest_checkpoint, load_checkpoint
     from regconsist_ros.models.deeplab import DeepLabV3Plus
-    from regconsist_ros.models.objectives.regconsist import RegConsistConfig
     from regconsist_ros.experiments.common import start_run
-    from regconsist_ros.learning.pretrain import load_frames, pretrain_regconsist
-    from regconsist_ros.learning.trainer import TrainerConfig
+    from regconsist_ros.learning.pretrain import make_prep, pretrain
+    from regconsist_ros.learning.runs import recipe
+    from regconsist_ros.learning.stores import load_frames
     from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
-    from regconsist_ros.registration.pairs import PairSelectionConfig
-    from regconsist_ros.registration.regions import RegionConfig
 
     out, t0 = start_run(cfg)
     data_dir = out / "data"
@@ -105,6 +108,7 @@ def run(cfg: ExperimentConfig) -> dict:
     model_cfg = _model_cfg(cfg)
     timings = {"render_and_load_s": round(time.perf_counter() - t0, 1)}
     results: dict[int, dict[str, list[dict]]] = {b: {} for b in cfg.finetune_steps}
+    stores: dict = {}  # the view pairs of the sequence, loaded once per region source
     for name, overrides, seed in _runs(cfg):
         files = {b: out / "readouts" / f"{name}_s{seed}_ft{b}.json" for b in cfg.finetune_steps}
         todo = [b for b, f in files.items() if not f.exists()]
@@ -122,11 +126,17 @@ def run(cfg: ExperimentConfig) -> dict:
             ckpt = latest_checkpoint(run_dir)
             done = ckpt is not None and json.loads((ckpt / "config.json").read_text())["step"] >= cfg.pretrain_steps
             if not done:
-                rc = RegConsistConfig(view_pairs=cfg.view_pairs, pixel_pairs=cfg.pixel_pairs, **overrides)
-                tr = TrainerConfig(steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, warmup=max(1, cfg.pretrain_steps // 10),
-                                   seed=seed, log_every=10, ckpt_every=100, device="auto")
-                pre = pretrain_regconsist(data_dir, run_dir, rc, model_cfg, tr, PairSelectionConfig(), RegionConfig(),
-                                          frames=frames)
+                settings = {"batch.size": cfg.view_pairs, "batch.pixel_pairs": cfg.pixel_pairs,
+                            **{f"batch.{k}": v for k, v in overrides.items()},
+                            "trainer.steps": cfg.pretrain_steps, "trainer.lr": cfg.pretrain_lr,
+                            "trainer.warmup": max(1, cfg.pretrain_steps // 10), "trainer.seed": seed,
+                            "trainer.log_every": 10, "trainer.ckpt_every": 100, "trainer.device": "auto",
+                            **{f"encoder.{k}": v for k, v in asdict(model_cfg).items()}}
+                run = recipe(METHOD).replace({f"{METHOD}.{k}": v for k, v in settings.items()})
+                key = overrides["regions"]
+                if key not in stores:
+                    stores[key] = run.kind.load(str(data_dir), make_prep(run), run.batch, out, True)
+                pre = pretrain(run, str(data_dir), run_dir, store=stores[key])
                 ckpt = Path(pre["checkpoint"])
             model, _ = load_checkpoint(ckpt)
             pre = {"checkpoint": str(ckpt)}

@@ -25,7 +25,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# name -> (method, RSPConfig overrides); "random" is not trained
+# name -> (method, its settings beyond the shared budget, dotted names relative to the method);
+# "random" (random init) is the floor and is not trained
 VARIANTS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
     "mae": ("mae", {}),
@@ -35,6 +36,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "rsp_separate_decoder": ("rsp", {"separate_decoder": True}),
     "rsp_no_mae": ("rsp", {"mae": False}),
 }
+HELP = "RSP and ablations vs MAE and random init by label propagation (CPU scale)"
 LABELS = {"random": "random init", "mae": "MAE", "rsp_deterministic": "RSP, deterministic (no latent)",
           "rsp_gaussian": "RSP, Gaussian latent", "rsp": "RSP (categorical latent, shared decoder, MAE)",
           "rsp_separate_decoder": "RSP, separate MAE decoder", "rsp_no_mae": "RSP without MAE"}
@@ -82,6 +84,9 @@ class RSPExperimentConfig:
             raise ValueError(f"RSPExperimentConfig: steps >= 1 and an even batch >= 2 needed, got {self.steps}, {self.batch}")
 
 
+CONFIG = RSPExperimentConfig
+
+
 def _render(seed: int, frames: int, width: int, height: int, step: float, out: Path):
     """Render one exploration trajectory into a TUM sequence (skipped when an identical one exists)."""
     from regconsist_ros.experiments.common import render_once
@@ -97,25 +102,33 @@ def _encoder_cfg(cfg: RSPExperimentConfig):
     return ViTConfig(size=cfg.vit_size, depth=cfg.vit_depth, img_size=(cfg.img_height, cfg.img_width), patch=cfg.patch)
 
 
-def _pretrain(name: str, cfg: RSPExperimentConfig, sources: list, run_dir: Path) -> Path:
+def arm_run(name: str, cfg: RSPExperimentConfig):
+    """The variant's method settings: the shared budget (ViT, decoder, steps, batch, gaps, AdamW), then its own."""
+    from dataclasses import asdict
+
+    from regconsist_ros.learning.runs import recipe
+
+    method, own = VARIANTS[name]
+    base = recipe(method)
+    shared = {"trainer.steps": cfg.steps, "trainer.lr": cfg.lr, "trainer.lr_batch": 0, "trainer.optimizer": "adamw",
+              "trainer.betas": (0.9, 0.95), "trainer.weight_decay": 0.05, "trainer.warmup": max(1, cfg.steps // 10),
+              "trainer.seed": cfg.seed, "trainer.log_every": 10, "trainer.ckpt_every": 100,
+              "batch.size": cfg.batch, "batch.gap_min": cfg.gap_min, "batch.gap_max": cfg.gap_max,
+              **{f"encoder.{k}": v for k, v in asdict(_encoder_cfg(cfg)).items()}}
+    decoder = {"decoder_width": cfg.decoder_width, "decoder_depth": cfg.decoder_depth,
+               "decoder_heads": max(1, cfg.decoder_width // 32)}
+    shared.update({k: v for k, v in decoder.items() if hasattr(base.objective, k)})
+    return base.replace({f"{method}.{k}": v for k, v in {**shared, **own}.items()})
+
+
+def _pretrain(name: str, cfg: RSPExperimentConfig, train_dirs: list, run_dir: Path) -> Path:
+    from regconsist_ros.learning.pretrain import pretrain
     from regconsist_ros.models.checkpoint import latest_checkpoint
-    from regconsist_ros.models.objectives.mae import MAEConfig
-    from regconsist_ros.models.objectives.rsp import RSPConfig
-    from regconsist_ros.learning.frame_pairs import FramePairConfig
-    from regconsist_ros.learning.pretrain import FrameDataConfig, pretrain_frames
-    from regconsist_ros.learning.trainer import TrainerConfig
 
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None and json.loads((ckpt / "config.json").read_text())["step"] >= cfg.steps:
         return ckpt
-    method, overrides = VARIANTS[name]
-    heads = max(1, cfg.decoder_width // 32)
-    dec = {"decoder_width": cfg.decoder_width, "decoder_depth": cfg.decoder_depth, "decoder_heads": heads}
-    trainer = TrainerConfig(steps=cfg.steps, lr=cfg.lr, optimizer="adamw", betas=(0.9, 0.95), weight_decay=0.05,
-                            warmup=max(1, cfg.steps // 10), seed=cfg.seed, log_every=10, ckpt_every=100)
-    res = pretrain_frames(method, [str(s.source) for s in sources], run_dir, _encoder_cfg(cfg), trainer,
-                          FramePairConfig(gap_min=cfg.gap_min, gap_max=cfg.gap_max), FrameDataConfig(batch=cfg.batch),
-                          rsp_cfg=RSPConfig(**dec, **overrides), mae_cfg=MAEConfig(**dec), sources=sources)
+    res = pretrain(arm_run(name, cfg), [str(d) for d in train_dirs], run_dir)
     return Path(res["checkpoint"])
 
 
@@ -133,7 +146,6 @@ def run(cfg: RSPExperimentConfig) -> dict:
         _render(s, cfg.train_frames, cfg.train_width, cfg.train_height, cfg.step, d)
     for s, d in zip(cfg.eval_seeds, eval_dirs):
         _render(s, cfg.eval_frames, cfg.eval_width, cfg.eval_height, cfg.step, d)
-    sources = [load_ordered_frames(d, progress=False) for d in train_dirs]
     clips = []
     for d in eval_dirs:
         fr = load_ordered_frames(d, progress=False)
@@ -151,7 +163,7 @@ def run(cfg: RSPExperimentConfig) -> dict:
         if name == "random":
             model, info = random_encoder("vit", _encoder_cfg(cfg), seed=cfg.seed), {"checkpoint": None}
         else:
-            ckpt = _pretrain(name, cfg, sources, out / "pretrain" / name)
+            ckpt = _pretrain(name, cfg, train_dirs, out / "pretrain" / name)
             model, _ = load_checkpoint(ckpt)
             info = {"checkpoint": str(ckpt)}
         pretrain_s = round(time.perf_counter() - t1, 1)
@@ -226,62 +238,29 @@ def figures(out: Path, cfg: RSPExperimentConfig, results: dict) -> None:
     fig.tight_layout()
     fig.savefig(out / "pretrain_loss.png", dpi=100)
     plt.close(fig)
-    if "rsp" in results and results["rsp"].get("checkpoint"):
-        prediction_figure(out, cfg)
+    for name, r in results.items():
+        if r.get("checkpoint") and VARIANTS[name][0] != "random":
+            method_figures(name, cfg, out, Path(r["checkpoint"]))
 
 
-def prediction_figure(out: Path, cfg: RSPExperimentConfig, n: int = 4) -> Path:
-    """RSP's predictions on held-out frame pairs: x_t, x_k, decoder output with the posterior z and with
-    two prior samples (per-patch normalised pixels, shown with the true future patches' mean and std)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def method_figures(name: str, cfg: RSPExperimentConfig, out: Path, ckpt: Path, n: int = 4) -> list:
+    """The method's own pictures (``Method.figures``, e.g. RSP's predicted future frames) of a trained
+    variant on frame pairs of the first held-out apartment; [] for methods without any."""
     import torch
 
-    from regconsist_ros.models.checkpoint import load_trainer_state, latest_checkpoint
-    from regconsist_ros.models.objectives.rsp import RSP, RSPConfig
-    from regconsist_ros.learning.frame_pairs import FramePairConfig, sample_frame_pairs
-    from regconsist_ros.learning.frame_sources import load_ordered_frames
+    from regconsist_ros.learning.pretrain import BatchSampler
+    from regconsist_ros.learning.stores import load_streams
+    from regconsist_ros.learning.frame_sources import FrameLoadConfig
+    from regconsist_ros.models.checkpoint import load_trainer_state
 
-    run_dir = out / "pretrain" / "rsp"
-    ckpt = latest_checkpoint(run_dir)
-    state = load_trainer_state(ckpt)
-    run = json.loads((run_dir / "run.json").read_text())
-    obj = RSP(RSPConfig(**run["rsp"]), _encoder_cfg(cfg))
-    obj.load_state_dict(state["objective"])
-    obj.eval()
-    fr = load_ordered_frames(out / "data" / f"eval_{cfg.eval_seeds[0]}", progress=False)
-    batch = sample_frame_pairs(fr.rgb, n, FramePairConfig(gap_min=cfg.gap_min, gap_max=cfg.gap_max, repeats=1, hflip=0.0),
-                               np.random.default_rng(0), (cfg.img_height, cfg.img_width))
-    torch.manual_seed(0)
-    post = obj.predict_future(batch["x_t"], batch["x_k"])
-    priors = [obj.predict_future(batch["x_t"]) for _ in range(2)]
-
-    from regconsist_ros.models.deeplab import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-
-    target = obj.encoder.patchify(normalize_images(batch["x_k"]))  # [n, L, p*p*3]
-    mean, std = target.mean(-1, keepdim=True), (target.var(-1, keepdim=True) + 1e-6).sqrt()
-    m = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    s = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-
-    def show(pred, i):  # normalised-pixel prediction [3, H, W] -> RGB [H, W, 3] with x_k's patch mean/std (as MAE's figures)
-        patches = obj.encoder.patchify(pred[None])[0] * std[i] + mean[i]
-        img = obj.encoder.unpatchify(patches[None])[0] * s + m
-        return img.clamp(0, 1).permute(1, 2, 0).numpy()
-
-    cols = ["x_t", "x_t+k", "posterior z", "prior z (1)", "prior z (2)"]
-    fig, axes = plt.subplots(n, len(cols), figsize=(2.4 * len(cols), 1.9 * n), squeeze=False)
-    for i in range(n):
-        imgs = [batch["x_t"][i], batch["x_k"][i], post[i], priors[0][i], priors[1][i]]
-        for j, (img, title) in enumerate(zip(imgs, cols)):
-            axes[i][j].imshow(show(img, i) if j > 1 else img.permute(1, 2, 0).numpy())
-            axes[i][j].set_axis_off()
-            if i == 0:
-                axes[i][j].set_title(title, fontsize=9)
-        axes[i][0].text(2, 10, f"k={int(batch['gap'][i])}", color="w", fontsize=8)
-    fig.tight_layout()
-    path = out / "rsp_predictions.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    run = arm_run(name, cfg)
+    if run.spec.figures is None or name != VARIANTS[name][0]:  # the full method only, not its ablations
+        return []
+    fig_run = run.replace({f"{run.method}.batch.size": n, f"{run.method}.batch.repeats": 1,
+                           f"{run.method}.batch.hflip": 0.0})
+    obj = fig_run.build_objective()
+    obj.load_state_dict(load_trainer_state(ckpt)["objective"])
+    store = load_streams(str(out / "data" / f"eval_{cfg.eval_seeds[0]}"), FrameLoadConfig(), progress=False)
+    with torch.no_grad():
+        batch = BatchSampler(fig_run, store, obj, seed=0)(0)
+    return run.spec.figures(obj.eval(), batch, out)

@@ -1,26 +1,30 @@
-"""Offline datasets: a registered sequence -> batches of view pairs with sampled pixel pairs.
+"""View pairs: the batches of the ``view_pairs`` batch kind (RegConsist), offline and online.
 
-``ViewPairData`` loads a TUM sequence once and does the following:
-- selects view pairs by overlap IoU, cached on disk per sequence and selection settings;
-- computes region maps, Felzenszwalb or ground truth, cached per frame;
-- computes exact correspondences on demand, cached in memory;
-- samples RegConsist batches: view 1 strongly and view 2 weakly augmented, each flipped with
-  its pixel coordinates.
+A *registered view pair* (:class:`RegisteredPair`) is two views of the same surfaces with their
+integer pixel correspondences and region maps. :func:`view_pair_batch` turns any source of them
+(``len()``, ``[k] -> RegisteredPair or None``, ``match_iou``) into a batch: region overlap by Cantor
+pairing, region matching, pixel-pair sampling, view 1 strongly and view 2 weakly augmented, each
+flipped with its pixel coordinates. Two sources feed it:
 
-The online learner feeds the same ``sample_batch`` from its bounded replay buffer.
+- offline, :class:`ViewPairData` loads a TUM sequence once and does the following:
+  - selects view pairs by overlap IoU, cached on disk per sequence and selection settings;
+  - computes region maps, Felzenszwalb or ground truth, cached per frame;
+  - computes exact correspondences on demand, cached in memory;
+- online, the learner's replay buffers of keyframes and registration's view pairs.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from regconsist_ros.learning.augment import PhotometricAug, hflip_with_points
+from regconsist_ros.models.augment import PhotometricAug, hflip_with_points
 from regconsist_ros.registration.geometry import CorrespondenceConfig, correspond
 from regconsist_ros.registration.pairs import PairSelectionConfig, ViewPair, select_pairs
 from regconsist_ros.registration.regions import (RegionConfig, correspondence_regions, felzenszwalb_regions, gt_regions,
@@ -107,30 +111,86 @@ class ViewPairData:
         return region_pixel_pairs(uv1, uv2, self.labels[p.i], self.labels[p.j], self.region_cfg.match_iou, n,
                                   sampling, rng)
 
+    @property
+    def match_iou(self) -> float:
+        return self.region_cfg.match_iou
+
+    def __getitem__(self, k: int) -> "RegisteredPair":
+        p = self.pairs[k]
+        uv1, uv2 = self.correspondences(k)
+        return RegisteredPair(self.frames[p.i].rgb, self.frames[p.j].rgb, uv1, uv2, self.labels[p.i], self.labels[p.j])
+
     def sample_batch(self, view_pairs: int, pixel_pairs: int, sampling: SamplingConfig, rng: np.random.Generator,
                      hflip: bool = True, strong: PhotometricAug | None = None, weak: PhotometricAug | None = None) -> dict:
-        """A RegConsist batch.
+        """A RegConsist batch of ``view_pairs`` view pairs and ``pixel_pairs`` pixel pairs (:func:`view_pair_batch`)."""
+        cfg = ViewPairBatchConfig(size=view_pairs, pixel_pairs=pixel_pairs, sampling=sampling.sampling,
+                                  matching=sampling.matching, regions=self.regions_source, hflip=hflip)
+        return view_pair_batch(self, cfg, rng, strong=strong, weak=weak)
 
-        x1, x2 [B, 3, H, W] float in [0, 1] (view 1 strongly, view 2 weakly augmented);
-        p, q [B, n, 2] long pixel coordinates (x, y), moved with any flip; valid [B, n] bool.
-        """
-        n = max(1, pixel_pairs // view_pairs)
-        idx, ps, qs = [], [], []
-        tries = 0
-        while len(idx) < view_pairs:
-            tries += 1
-            if tries > 20 * view_pairs:
-                raise RuntimeError("could not sample pixel pairs from the view pairs (no matched regions?)")
-            k = int(rng.integers(len(self.pairs)))
-            p, q = self.pixel_pairs(k, n, sampling, rng)
-            if len(p) == 0:
-                continue
-            idx.append(k)
-            ps.append(p)
-            qs.append(q)
-        i = torch.tensor([self.pairs[k].i for k in idx])
-        j = torch.tensor([self.pairs[k].j for k in idx])
-        return assemble_batch(self.rgb[i], self.rgb[j], ps, qs, n, rng, hflip, strong, weak)
+
+@dataclass
+class ViewPairBatchConfig:
+    """How RegConsist batches are drawn from registered view pairs (the ``view_pairs`` batch kind; the
+    paper's defaults, CPU-sized counts)."""
+
+    size: int = field(default=8, metadata={"help": "view pairs per batch (paper: 16)"})
+    pixel_pairs: int = field(default=4096, metadata={"help": "pixel pairs per batch (paper: 81920)"})
+    sampling: Literal["balanced", "random"] = field(default="balanced", metadata={"help": "pixel sampling in view 1: equal counts per region (balanced) or uniform (random)"})
+    matching: Literal["region", "exact"] = field(default="region", metadata={"help": "partner of p in view 2: any pixel of the matched region, or the exact correspondence"})
+    regions: Literal["felzenszwalb", "gt"] = field(default="felzenszwalb", metadata={"help": "unsupervised regions, or ground-truth classes (the supervised upper bound; offline only)"})
+    hflip: bool = field(default=True, metadata={"help": "random horizontal flips (correspondences move with them)"})
+
+    def __post_init__(self):
+        if self.size < 1 or self.pixel_pairs < 2 * self.size:
+            raise ValueError(f"ViewPairBatchConfig needs size >= 1 and pixel_pairs >= 2 per view pair, "
+                             f"got size={self.size}, pixel_pairs={self.pixel_pairs}")
+
+    @property
+    def sampling_config(self) -> SamplingConfig:
+        return SamplingConfig(sampling=self.sampling, matching=self.matching)
+
+
+@dataclass
+class RegisteredPair:
+    """Two views and what registration knows of them, at one image size."""
+
+    rgb1: np.ndarray  # [H, W, 3] uint8
+    rgb2: np.ndarray  # [H, W, 3] uint8
+    uv1: np.ndarray  # [M, 2] int64 pixels (x, y) in view 1 ...
+    uv2: np.ndarray  # [M, 2] int64 ... and their correspondences in view 2
+    regions1: np.ndarray  # [H, W] int32 region ids of view 1
+    regions2: np.ndarray  # [H, W] int32 region ids of view 2
+
+
+def view_pair_batch(pairs, cfg: ViewPairBatchConfig, rng: np.random.Generator, strong: PhotometricAug | None = None,
+                    weak: PhotometricAug | None = None) -> dict:
+    """A RegConsist batch from a source of registered view pairs (``len()``, ``[k]`` -> RegisteredPair or None
+    when the pair is gone, ``match_iou``).
+
+    x1, x2 [B, 3, H, W] float in [0, 1] (view 1 strongly, view 2 weakly augmented);
+    p, q [B, n, 2] long pixel coordinates (x, y), moved with any flip; valid [B, n] bool.
+    """
+    n = max(1, cfg.pixel_pairs // cfg.size)
+    sampling = cfg.sampling_config
+    rgb1, rgb2, ps, qs = [], [], [], []
+    for _ in range(20 * cfg.size):
+        if len(ps) == cfg.size or not len(pairs):
+            break
+        pair = pairs[int(rng.integers(len(pairs)))]
+        if pair is None:
+            continue
+        p, q = region_pixel_pairs(pair.uv1, pair.uv2, pair.regions1, pair.regions2, pairs.match_iou, n, sampling, rng)
+        if len(p) == 0:
+            continue
+        rgb1.append(pair.rgb1)
+        rgb2.append(pair.rgb2)
+        ps.append(p)
+        qs.append(q)
+    if len(ps) < cfg.size:
+        raise RuntimeError(f"could only sample pixel pairs from {len(ps)} of {cfg.size} view pairs "
+                           f"({len(pairs)} view pairs available; no matched regions?)")
+    return assemble_batch(torch.from_numpy(np.stack(rgb1)), torch.from_numpy(np.stack(rgb2)), ps, qs, n, rng,
+                          cfg.hflip, strong, weak)
 
 
 def region_pixel_pairs(uv1: np.ndarray, uv2: np.ndarray, l1: np.ndarray, l2: np.ndarray, match_iou: float, n: int,

@@ -11,14 +11,17 @@ Conventions (as in :mod:`regconsist_ros.registration.geometry`): pixels are (x =
 with centres at integer coordinates; ``flow[:, y, x]`` is the (dx, dy) taking view-1 pixel (x, y)
 to its sub-pixel position (x + dx, y + dy) in view 2; ``valid[y, x]`` says whether that is trusted.
 
-:class:`FlowPairSampler` turns a list of frames into FlowE batches, ``sampler(step) -> batch``, a
-pure function of (seed, step).
+:class:`FlowPairSampler` is the offline source of flow pairs of the ``flow_pairs`` batch kind
+(FlowE): frames (registered RGB-D frames, or any ordered frames with an estimator) -> batches,
+``sample(n, rng)``, or ``sampler(step)``, a pure function of (seed, step). :class:`FlowSourceConfig`
+says where offline flow comes from (``flow.*``), :class:`FlowPairConfig` the batches (``<method>.batch.*``).
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +31,38 @@ from regconsist_ros.registration.geometry import (CorrespondenceConfig, pixel_gr
                                                   valid_depth, warp)
 
 INSIDE_EPS = 1e-6  # pixels: projections within this of the image border count as inside (round-off)
+
+
+@dataclass
+class FlowSourceConfig:
+    """Where the flow between offline frames comes from, and which frame pairs get one."""
+
+    source: Literal["geometric", "farneback"] = field(default="geometric", metadata={"help": "geometric: from depth + poses of a TUM RGB-D sequence; farneback: OpenCV optical flow of any ordered frames"})
+    gap_min: int = field(default=1, metadata={"help": "smallest frame gap between the two frames of a pair"})
+    gap_max: int = field(default=8, metadata={"help": "largest frame gap (capped at N-1)"})
+    fb_tol: float = field(default=1.0, metadata={"help": "forward-backward consistency tolerance (pixels)"})
+
+    def __post_init__(self):
+        if not 1 <= self.gap_min <= self.gap_max:
+            raise ValueError(f"FlowSourceConfig: need 1 <= gap_min <= gap_max, got {self.gap_min}, {self.gap_max}")
+        if isinstance(self.fb_tol, bool) or not isinstance(self.fb_tol, (int, float)) or not (math.isfinite(self.fb_tol)
+                                                                                              and self.fb_tol > 0):
+            raise ValueError(f"FlowSourceConfig.fb_tol must be a positive number of pixels, got {self.fb_tol!r}")
+
+
+@dataclass
+class FlowPairConfig:
+    """FlowE batches (the ``flow_pairs`` batch kind): frame pairs with the flow between them."""
+
+    size: int = field(default=32, metadata={"help": "frame pairs per batch"})
+    height: int = field(default=0, metadata={"help": "image and flow height (0: the frames' own)"})
+    width: int = field(default=0, metadata={"help": "image and flow width (0: the frames' own)"})
+    symmetric: bool = field(default=True, metadata={"help": "also the flow from view 2 to view 1 (FlowE symmetrises its loss)"})
+
+    def __post_init__(self):
+        from regconsist_ros.learning.frame_pairs import check_batch_size
+
+        check_batch_size(self)
 
 
 class FlowEstimator(Protocol):
@@ -166,6 +201,15 @@ def resize_flow(flow: np.ndarray, valid: np.ndarray, out_size: tuple[int, int]) 
     return np.where(v[None], out, 0.0).astype(np.float32), v.copy()
 
 
+class _RGB:
+    """A frame with colour only (optical flow needs no depth)."""
+
+    depth = None
+
+    def __init__(self, rgb: np.ndarray):
+        self.rgb = rgb
+
+
 class FlowPairSampler:
     """FlowE batches from an ordered list of frames: ``sampler(step) -> batch``.
 
@@ -187,6 +231,8 @@ class FlowPairSampler:
     def __init__(self, frames: Sequence, batch: int, out_size: tuple[int, int], gap_min: int = 1, gap_max: int = 8,
                  seed: int = 0, estimator: FlowEstimator | None = None, fb_tol: float = 1.0,
                  symmetric: bool = True, cache_pairs: int = 4096, cfg: CorrespondenceConfig | None = None):
+        if isinstance(frames, np.ndarray) or hasattr(frames, "stamps"):  # [N, H, W, 3] or OrderedFrames: RGB only
+            frames = [_RGB(rgb) for rgb in getattr(frames, "rgb", frames)]
         frames = list(frames)
         if not 1 <= gap_min <= gap_max:
             raise ValueError(f"FlowPairSampler: need 1 <= gap_min <= gap_max, got gap_min={gap_min}, gap_max={gap_max}")
@@ -261,10 +307,10 @@ class FlowPairSampler:
                 self._flows.popitem(last=False)
         return out
 
-    def pairs(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame indices (view 1 [B], view 2 [B]) of the batch at ``step``."""
-        rng = np.random.default_rng([self.seed, step])
-        N, B = len(self.frames), self.batch
+    def pairs(self, step: int, rng: np.random.Generator | None = None, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Frame indices (view 1 [B], view 2 [B]) of the batch at ``step`` (or drawn from ``rng``)."""
+        rng = rng if rng is not None else np.random.default_rng([self.seed, step])
+        N, B = len(self.frames), n or self.batch
         gap = rng.integers(self.gap_min, min(self.gap_max, N - 1) + 1, size=B)  # [B]
         t = rng.integers(0, N - gap)  # [B] in [0, N-1-gap]
         swap = rng.random(B) < 0.5
@@ -272,7 +318,13 @@ class FlowPairSampler:
         return i.astype(np.int64), j.astype(np.int64)
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
-        i, j = self.pairs(step)
+        return self._batch(*self.pairs(step))
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """A batch of ``n`` pairs drawn from ``rng`` (what the ``flow_pairs`` batch builder asks for)."""
+        return self._batch(*self.pairs(0, rng, n))
+
+    def _batch(self, i: np.ndarray, j: np.ndarray) -> dict[str, torch.Tensor]:
         fw = [self.flow(a, b) for a, b in zip(i.tolist(), j.tolist())]
         batch = {
             "x1": torch.stack([self.image(a) for a in i.tolist()]),  # [B, 3, H, W]

@@ -465,6 +465,31 @@ def _sim(spec: str, col: _Collector, stride: int, max_frames: int, progress: boo
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class FrameLoadConfig:
+    """Which frames of each offline source are read, and at what size (``load.*``)."""
+
+    height: int = field(default=0, metadata={"help": "resize frames to this height when loading (0 = native)"})
+    width: int = field(default=0, metadata={"help": "resize frames to this width when loading (0 = native)"})
+    max_frames: int = field(default=0, metadata={"help": "frames read per source (0 = all)"})
+    stride: int = field(default=1, metadata={"help": "take every stride-th frame of each source"})
+
+    def __post_init__(self):
+        if self.max_frames < 0 or self.stride < 1:
+            raise ValueError(f"FrameLoadConfig: max_frames >= 0 and stride >= 1 needed, got max_frames={self.max_frames}, "
+                             f"stride={self.stride}")
+        if (self.height > 0) != (self.width > 0) or min(self.height, self.width) < 0:
+            raise ValueError(f"FrameLoadConfig: give both height and width (or neither), got {self.height}x{self.width}")
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return (self.height, self.width) if self.height else None
+
+    def load(self, spec, progress: bool = True) -> "OrderedFrames":
+        """:func:`load_ordered_frames` of ``spec`` with these settings."""
+        return load_ordered_frames(spec, size=self.size, max_frames=self.max_frames, stride=self.stride, progress=progress)
+
+
 def load_ordered_frames(spec: str | Path, size: tuple[int, int] | None = None, max_frames: int = 0,
                         stride: int = 1, progress: bool = True) -> OrderedFrames:
     """Load ordered frames from ``spec`` (see the module docstring for the kinds) into memory.
@@ -502,15 +527,3 @@ def load_ordered_frames(spec: str | Path, size: tuple[int, int] | None = None, m
                 "is a directory without rgb.txt or images" if path.is_dir() else "is not a known file type")
         raise ValueError(f"{spec}: {what}; accepted: {ACCEPTED}")
     return col.result(source)
-    path = Path(spec)
-    if path.is_dir() and (path / "rgb.txt").is_file():
-        source, n = _tum(path, col, stride, max_frames, progress)
-    elif path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if p.is_file()):
-        source, n = _image_folder(path, col, stride, max_frames, progress)
-    elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-        source, n = _video(path, col, stride, max_frames, progress)
-    else:
-        what = ("does not exist" if not path.exists() else
-                "is a directory without rgb.txt or images" if path.is_dir() else "is not a known file type")
-        raise ValueError(f"{spec}: {what}; accepted: {ACCEPTED}")
-    return col.result(source, n)

@@ -4,7 +4,14 @@ The trainer knows no method. An *objective* is an ``nn.Module`` whose ``forward(
 ``(loss, logs)`` and which exposes the encoder that readouts use: ``objective.encoder`` (module),
 ``objective.encoder_kind`` (registry name) and ``objective.encoder_config`` (dataclass); an optional
 ``objective.after_step(step, total_steps)`` runs after every optimiser step (momentum targets). Batches
-come from any iterator of dicts of tensors.
+come from any iterator of dicts of tensors (or a function step -> dict).
+
+The readouts train through the same loop: segmentation fine-tuning (``readout.segmentation``) and BC policy
+training (``readout.bc``). For them the trainer runs without a run directory (``run_dir=None``: nothing is
+written) or with metrics only (``fit(checkpoint=False)``), outside torch.distributed (``distributed=False``),
+and ``fit(callback=...)`` sees every step (BC's per-epoch rollouts). An objective may return ``(None, logs)``
+for a batch with nothing to learn from (e.g. only void pixels): the step passes without an update, unlike a
+non-finite loss it is not an error.
 """
 from __future__ import annotations
 
@@ -29,7 +36,8 @@ class TrainerConfig:
     """Optimisation settings shared by every objective."""
 
     steps: int = field(default=1000, metadata={"help": "optimisation steps"})
-    lr: float = field(default=0.01, metadata={"help": "peak learning rate"})
+    lr: float = field(default=0.01, metadata={"help": "peak learning rate (per lr_batch samples when lr_batch > 0)"})
+    lr_batch: int = field(default=0, metadata={"help": "linear scaling rule: lr is given for this batch size and scaled by batch / lr_batch (0 = lr as given)"})
     optimizer: Literal["sgd", "adamw"] = field(default="sgd", metadata={"help": "sgd (momentum) or adamw"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     betas: tuple[float, ...] = field(default=(0.9, 0.95), metadata={"help": "AdamW betas"})
@@ -49,12 +57,24 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.steps must be >= 1, got {self.steps}")
         if not self.lr > 0:
             raise ValueError(f"TrainerConfig.lr must be > 0, got {self.lr}")
+        if self.lr_batch < 0:
+            raise ValueError(f"TrainerConfig.lr_batch must be >= 0 (0 = lr as given), got {self.lr_batch}")
         if self.warmup < 0 or self.log_every < 1 or self.ckpt_every < 0:
             raise ValueError(f"TrainerConfig: bad warmup={self.warmup}, log_every={self.log_every} or ckpt_every={self.ckpt_every}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"TrainerConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.grad_clip < 0:
             raise ValueError(f"TrainerConfig.grad_clip must be >= 0, got {self.grad_clip}")
+
+
+def scaled(cfg: TrainerConfig, batch: int) -> TrainerConfig:
+    """The config the trainer runs with for batches of ``batch`` samples: ``lr`` scaled by
+    ``batch / lr_batch`` when ``lr_batch`` > 0 (then ``lr_batch`` = 0: the lr as it is run)."""
+    if not cfg.lr_batch:
+        return cfg
+    from dataclasses import replace
+
+    return replace(cfg, lr=cfg.lr * batch / cfg.lr_batch, lr_batch=0)
 
 
 def warmup_cosine(step: int, lr: float, warmup: int, steps: int, min_lr_ratio: float = 0.0) -> float:
@@ -126,12 +146,18 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Runs an objective for ``cfg.steps`` steps, checkpointing into ``run_dir/checkpoints``."""
+    """Runs an objective for ``cfg.steps`` steps, checkpointing into ``run_dir/checkpoints``.
 
-    def __init__(self, objective: nn.Module, cfg: TrainerConfig, run_dir: str | Path, meta: dict | None = None):
+    ``run_dir=None`` keeps everything in memory: no metrics.jsonl, no checkpoints (``save()`` returns
+    None, ``resume()`` False); ``history`` still has the logged rows. ``distributed=False`` trains in this
+    process alone even when torch.distributed is initialised (a readout run by one rank)."""
+
+    def __init__(self, objective: nn.Module, cfg: TrainerConfig, run_dir: str | Path | None, meta: dict | None = None,
+                 *, distributed: bool = True):
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
@@ -139,7 +165,7 @@ class Trainer:
         self.meta = meta or {}
         # torch.distributed (torchrun): gradients are averaged over ranks by DDP; rank 0 writes checkpoints
         dist = torch.distributed
-        self.distributed = dist.is_available() and dist.is_initialized()
+        self.distributed = distributed and dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world_size = dist.get_world_size() if self.distributed else 1
         self.model: nn.Module = self.objective
@@ -160,10 +186,11 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self) -> Path | None:
-        """Atomic checkpoint of the current step (rank 0 only under torch.distributed; None elsewhere)."""
+        """Atomic checkpoint of the current step (rank 0 only under torch.distributed; None elsewhere and
+        without a run directory)."""
         from regconsist_ros.models.checkpoint import save_checkpoint
 
-        if self.rank != 0:
+        if self.rank != 0 or self.run_dir is None:
             return None
         obj = self.objective
         state = {"objective": obj.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
@@ -177,6 +204,8 @@ class Trainer:
         """Continue from the latest complete checkpoint in ``run_dir`` (True if one was found)."""
         from regconsist_ros.models.checkpoint import latest_checkpoint, load_trainer_state
 
+        if self.run_dir is None:
+            return False
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             return False
@@ -198,11 +227,16 @@ class Trainer:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def fit(self, batches: Iterator[dict] | Callable[[int], dict], progress: bool = True, until: int | None = None,
-            checkpoint: bool = True) -> dict:
+            checkpoint: bool = True, callback: Callable[[int, dict], None] | None = None, desc: str = "train") -> dict:
         """Train until ``cfg.steps`` (or stop early at step ``until``, e.g. a time slice of an online
         learner; the schedule stays that of ``cfg.steps``). ``batches`` is an iterator of dicts or a
         function step -> dict. Ends with a checkpoint unless ``checkpoint=False`` (the online learner
-        checkpoints on its own schedule)."""
+        checkpoints on its own schedule).
+
+        ``callback(step, row)`` runs after every step (``step`` = steps done so far), skipped ones included:
+        ``row`` is the step's log row (``step``, ``loss``, ``lr``, ``grad_norm``, ``elapsed_s``, the
+        objective's logs) plus ``skipped`` (False, ``"non-finite"`` or ``"empty"``). The callback may
+        evaluate the objective (eval mode, no grad); training mode is restored after it."""
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -210,10 +244,22 @@ class Trainer:
         self.objective.train()
         import os
 
-        metrics = (self.run_dir / "metrics.jsonl").open("a") if self.rank == 0 else open(os.devnull, "w")
+        metrics = ((self.run_dir / "metrics.jsonl").open("a") if self.rank == 0 and self.run_dir is not None
+                   else open(os.devnull, "w"))
         use_amp = cfg.amp and self.device.type == "cuda"
-        bar = tqdm(total=stop, initial=self.step, desc="train", unit="step", disable=not progress)
-        t0, skipped = time.perf_counter(), 0
+        bar = tqdm(total=stop, initial=self.step, desc=desc, unit="step", disable=not progress)
+        t0, skipped, empty = time.perf_counter(), 0, 0
+
+        def passed(lr: float, loss: float, why: str, logs: dict) -> None:  # a step without an update
+            self.opt.zero_grad(set_to_none=True)
+            self.step += 1
+            bar.update(1)
+            if callback is not None:
+                callback(self.step, {"step": self.step, "loss": loss, "lr": lr, "grad_norm": float("nan"),
+                                     "elapsed_s": round(time.perf_counter() - t0, 3),
+                                     **{k: float(v) for k, v in logs.items()}, "skipped": why})
+                self.objective.train()
+
         try:
             while self.step < stop:
                 batch = batches(self.step) if callable(batches) else next(batches)
@@ -223,14 +269,16 @@ class Trainer:
                     g["lr"] = lr
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     loss, logs = self.model(batch)
+                if loss is None:  # nothing to learn from in this batch (not an error)
+                    empty += 1
+                    passed(lr, float("nan"), "empty", logs)
+                    continue
                 if not torch.isfinite(loss):
                     skipped += 1
                     log.warning("step %d: non-finite loss (%s); batch skipped (%d so far)", self.step, loss.item(), skipped)
                     if skipped > 10:
                         raise RuntimeError("more than 10 non-finite losses: stopping (check lr and inputs)")
-                    self.opt.zero_grad(set_to_none=True)
-                    self.step += 1
-                    bar.update(1)
+                    passed(lr, float(loss.detach()), "non-finite", logs)
                     continue
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -240,16 +288,21 @@ class Trainer:
                 self.step += 1
                 after = getattr(self.objective, "after_step", None)
                 if after is not None:  # e.g. the EMA update of a BYOL-style target network
-                    after(self.step, stop)
+                    after(self.step, cfg.steps)  # the schedule's total, never the end of a slice (`until`)
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == stop:
+                logged = self.step % cfg.log_every == 0 or self.step == stop
+                if logged or callback is not None:
                     row = {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm),
                            "elapsed_s": round(time.perf_counter() - t0, 3),
                            **{k: float(v) for k, v in logs.items()}}
-                    self.history.append(row)
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+                    if logged:
+                        self.history.append(row)
+                        metrics.write(json.dumps(row) + "\n")
+                        metrics.flush()
+                        bar.set_postfix(loss=f"{row['loss']:.4g}")
+                    if callback is not None:
+                        callback(self.step, {**row, "skipped": False})
+                        self.objective.train()
                 if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.step < stop:
                     self.save()
         finally:
@@ -258,4 +311,4 @@ class Trainer:
         ckpt = self.save() if checkpoint else None
         return {"steps": self.step, "checkpoint": str(ckpt) if ckpt else None,
                 "final_loss": self.history[-1]["loss"] if self.history else None,
-                "seconds": round(time.perf_counter() - t0, 2), "skipped_batches": skipped}
+                "seconds": round(time.perf_counter() - t0, 2), "skipped_batches": skipped, "empty_batches": empty}

@@ -2,7 +2,7 @@
 
 Reads colour, aligned depth, camera_info and pose messages with the ``rosbags`` library, matches
 them by sensor stamp (the same matcher the registration node uses) and decodes them with the same
-checks (:mod:`regconsist_ros.online.decode`). Bad messages are counted by reason and skipped.
+checks (:func:`regconsist_ros.online.decode.frame_from_fields`, as the registration node does). Bad messages are counted by reason and skipped.
 ``write_bag`` records frames the way the camera source node publishes them (for tests and for
 turning a simulated run into a bag).
 """
@@ -33,6 +33,22 @@ def _stamp(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
+# the fields the ROS-free decoder takes, read from the bag's (rosbags) messages
+def _image_fields(msg) -> dict:
+    return {"width": msg.width, "height": msg.height, "encoding": msg.encoding, "step": msg.step,
+            "data": bytes(msg.data), "is_bigendian": msg.is_bigendian}
+
+
+def _info_fields(msg) -> dict:
+    return {"width": msg.width, "height": msg.height, "k": list(msg.k), "distortion_model": msg.distortion_model,
+            "d": list(msg.d)}
+
+
+def _pose_fields(msg) -> tuple:
+    p, q = msg.pose.position, msg.pose.orientation
+    return (p.x, p.y, p.z), (q.x, q.y, q.z, q.w)
+
+
 def read_bag(path: str | Path, topics: BagTopics | None = None, tolerance: float = 0.02, depth_unit: float = 0.001,
              max_frames: int = 0) -> tuple[list[Frame], dict]:
     """All matched frames of the bag, in stamp order, and the drop counts ``{reason: n}``."""
@@ -41,8 +57,7 @@ def read_bag(path: str | Path, topics: BagTopics | None = None, tolerance: float
     except ImportError:
         raise ImportError("reading rosbag2 files needs the 'rosbags' package: pip install rosbags") from None
     from regconsist_ros.online.counters import DropCounter
-    from regconsist_ros.online.decode import (check_sizes, decode_color, decode_depth, intrinsics_from_camera_info,
-                                              pose_from_fields)
+    from regconsist_ros.online.decode import frame_from_fields
     from regconsist_ros.online.errors import BadInput
     from regconsist_ros.online.sync import StampSync
     from regconsist_ros.sim.frame import FrameError
@@ -64,16 +79,10 @@ def read_bag(path: str | Path, topics: BagTopics | None = None, tolerance: float
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
             for m in sync.add(wanted[conn.topic], _stamp(msg), msg):
+                c, d, i, p = m["color"], m["depth"], m["info"], m["pose"]
                 try:
-                    c, d, i, p = m["color"], m["depth"], m["info"], m["pose"]
-                    rgb = decode_color(c.width, c.height, c.encoding, c.step, bytes(c.data), c.is_bigendian)
-                    depth = decode_depth(d.width, d.height, d.encoding, d.step, bytes(d.data), d.is_bigendian, depth_unit)
-                    check_sizes(rgb, depth)
-                    intr = intrinsics_from_camera_info(i.width, i.height, list(i.k), i.distortion_model, list(i.d))
-                    pos, q = p.pose.position, p.pose.orientation
-                    T = pose_from_fields((pos.x, pos.y, pos.z), (q.x, q.y, q.z, q.w))
-                    frames.append(Frame(rgb=rgb, depth=depth, intrinsics=intr, T_world_cam=T, stamp=m["stamp"],
-                                        frame_id=c.header.frame_id or "camera_color_optical_frame"))
+                    frames.append(frame_from_fields(m["stamp"], _image_fields(c), _image_fields(d), _info_fields(i),
+                                                    _pose_fields(p), depth_unit, frame_id=c.header.frame_id))
                     counter.accept()
                 except BadInput as e:
                     counter.drop(e.reason, e.message)

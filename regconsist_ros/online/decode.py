@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from regconsist_ros.online.errors import BadInput
-from regconsist_ros.sim.frame import FrameError, Intrinsics
+from regconsist_ros.sim.frame import Frame, FrameError, Intrinsics
 from regconsist_ros.sim.poses import PoseError, pose_from_tq, pose_to_tq, validate_pose
 
 # encoding -> (bytes per pixel, channel order producing RGB, or None for mono)
@@ -257,3 +257,33 @@ def check_sizes(rgb: np.ndarray, depth: np.ndarray) -> None:
     if tuple(rgb.shape[:2]) != tuple(depth.shape[:2]):
         raise BadInput("size_mismatch", f"colour is {rgb.shape[1]}x{rgb.shape[0]} but depth is "
                                         f"{depth.shape[1]}x{depth.shape[0]} (not aligned to colour?)")
+
+
+def frame_from_fields(stamp: float, color: dict, depth: dict, info: dict | None, pose, depth_unit: float = 0.001,
+                      frame_id: str = "") -> Frame:
+    """Image, CameraInfo and pose fields of one matched set -> a validated :class:`Frame`.
+
+    ``color`` / ``depth``: Image fields ``{width, height, encoding, step, data, is_bigendian}`` (as
+    :func:`encode_color` / :func:`encode_depth` make them); ``info``: CameraInfo fields ``{width,
+    height, k, distortion_model, d}`` (extra keys such as ``p``, ``r`` are ignored), or None when no
+    camera_info has arrived yet; ``pose``: ``(position (x, y, z), orientation (x, y, z, w))``.
+    Checked in this order, the first problem raising: colour, depth, colour/depth sizes, camera_info
+    present, camera_info valid, camera_info size = image size, pose (BadInput with its reason);
+    then the Frame's own checks (FrameError). ``frame_id`` "" keeps the Frame's default.
+    """
+    rgb = decode_color(**color)
+    d = decode_depth(**depth, depth_unit=depth_unit)
+    check_sizes(rgb, d)
+    if info is None:
+        raise BadInput("camera_info", "no camera_info received yet")
+    intr = intrinsics_from_camera_info(info["width"], info["height"], info["k"], info.get("distortion_model", ""),
+                                       info.get("d", ()))
+    if (intr.width, intr.height) != (rgb.shape[1], rgb.shape[0]):
+        raise BadInput("size_mismatch", f"camera_info is {intr.width}x{intr.height}, images are "
+                                        f"{rgb.shape[1]}x{rgb.shape[0]}")
+    try:
+        position, orientation = pose
+    except (TypeError, ValueError):
+        raise BadInput("pose_shape", f"pose must be (position, orientation), got {type(pose).__name__}") from None
+    T = pose_from_fields(position, orientation)
+    return Frame(rgb=rgb, depth=d, intrinsics=intr, T_world_cam=T, stamp=stamp, **({"frame_id": frame_id} if frame_id else {}))

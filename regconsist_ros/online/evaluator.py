@@ -11,8 +11,8 @@ Readouts:
 * ``segmentation``: few-label fine-tuning (mIoU) for dense encoders (DeepLabV3+ from RegConsist);
   skipped, with a reason, for encoders without a segmentation head;
 * ``bc``: the behaviour-cloning readout (``readout.bc_run``) on ``bc_tasks`` of a suite (MetaWorld by
-  default), with the settings of ``bc_config`` (a YAML file with ``bc_readout`` = BCReadoutConfig
-  and ``bc_policy`` = BCConfig sections) or, without one, a quick CPU setting (10 demonstrations,
+  default), with the settings of ``bc_config`` (a YAML file with ``bc`` = BCReadoutConfig and
+  ``policy`` = BCConfig sections, the groups of ``regconsist eval bc``) or, without one, a quick CPU setting (10 demonstrations,
   5 rollouts of 150 steps, 20 epochs, 128 px frames, 112 px crops). Demonstrations are cached
   once under ``<watch_dir>/bc_demos``; per-checkpoint results under ``<watch_dir>/bc_eval``.
 """
@@ -48,7 +48,7 @@ class EvaluatorConfig:
     seg_steps: int = field(default=50, metadata={"help": "fine-tuning steps of the segmentation readout"})
     seg_labels: float = field(default=0.2, metadata={"help": "fraction of labelled views used for fine-tuning"})
     bc_tasks: tuple[str, ...] = field(default=("button-press-topdown",), metadata={"help": "tasks of the BC readout"})
-    bc_config: str = field(default="", metadata={"help": "YAML with bc_readout/bc_policy sections ('' = quick CPU setting)"})
+    bc_config: str = field(default="", metadata={"help": "YAML with the bc and policy sections of `regconsist eval bc` ('' = quick CPU setting)"})
 
     def __post_init__(self):
         bad = [r for r in self.readouts if r not in READOUTS]
@@ -62,14 +62,16 @@ class EvaluatorConfig:
 
     def bc_settings(self):
         """(BCReadoutConfig, BCConfig) of the ``bc`` readout."""
-        from regconsist_ros.config import load_yaml
+        from regconsist_ros.config import build_groups, yaml_values
         from regconsist_ros.readout.bc import BCConfig
         from regconsist_ros.readout.bc_run import BCReadoutConfig
 
         if not self.bc_config:
             return (BCReadoutConfig(demos=10, episodes=5, eval_every=10, horizon=150, render_size=128, crop_size=112,
                                     videos=1, demo_dir=str(Path(self.watch_dir) / "bc_demos")), BCConfig(epochs=20))
-        return load_yaml(BCReadoutConfig, self.bc_config, "bc_readout"), load_yaml(BCConfig, self.bc_config, "bc_policy")
+        g = build_groups([("bc", BCReadoutConfig), ("policy", BCConfig)], yaml_values(self.bc_config),
+                         where=f"bc_config {self.bc_config}")
+        return g["bc"], g["policy"]
 
     @property
     def results_path(self) -> Path:

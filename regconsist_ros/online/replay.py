@@ -109,6 +109,10 @@ class FrameBuffer(ReplayBuffer):
             out.append((frames[t], frames[t + k]))
         return out
 
+    def snapshot(self) -> "FrameSnapshot":
+        """The buffered frames now, as a stream that later adds and evictions do not change."""
+        return FrameSnapshot(self.items())
+
     def rgb_array(self, indices) -> np.ndarray:
         """[n, H, W, 3] uint8 stack of the colour images at buffer positions ``indices``."""
         with self._lock:
@@ -116,3 +120,23 @@ class FrameBuffer(ReplayBuffer):
         if not frames:
             raise ValueError("rgb_array needs at least one index")
         return np.stack([np.asarray(f.rgb) for f in frames])
+
+
+class FrameSnapshot:
+    """Frames (anything with ``.rgb``) as an ordered stream: ``len()``, ``size``, ``rgb(indices)``."""
+
+    def __init__(self, frames: list):
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        if not self.frames:
+            raise ValueError("an empty stream has no size")
+        return tuple(np.asarray(self.frames[0].rgb).shape[:2])
+
+    def rgb(self, indices) -> np.ndarray:
+        """[n, H, W, 3] uint8 frames at ``indices``."""
+        return np.stack([np.asarray(self.frames[int(i)].rgb) for i in np.asarray(indices).reshape(-1)])

@@ -11,8 +11,11 @@ demonstrations' seeds (0, 1, ...).
 
 Results go to ``<out>/<suite>/<encoder>/<task>/``: ``result.json`` (written atomically when the
 task finishes; a rerun with the same settings reuses it, so interrupted ``--all`` runs resume per
-task), ``progress.jsonl`` (one line per evaluation) and ``videos/*.gif`` (the first rollouts of the
-final evaluation). Encoders are ``random`` (a ViT from the --vit-* settings), ``state`` (the
+task), ``progress.jsonl`` (one line per evaluation), ``metrics.jsonl`` (the shared trainer's log: one
+row per epoch, the loss of its last minibatch) and ``videos/*.gif`` (the first rollouts of the final
+evaluation). Policy training runs in the project's one training loop (``readout.bc.train_bc`` ->
+``learning.trainer.Trainer``); the rollouts are evaluation, run from its per-step callback at the
+evaluation epochs. Encoders are ``random`` (a ViT from the --vit-* settings), ``state`` (the
 ground-truth state instead of images: the harness sanity check), or a checkpoint / run directory,
 optionally labelled ``label=path``.
 """
@@ -240,6 +243,7 @@ def run_task(task: str, enc: Encoder, cfg: BCReadoutConfig, bc: BCConfig, out: s
     evals: list[dict] = []
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / "progress.jsonl").unlink(missing_ok=True)
+    (tdir / "metrics.jsonl").unlink(missing_ok=True)  # the trainer's loss log (one row per epoch), appended to
     videos: list[str] = []
 
     def on_epoch(epoch: int, policy) -> None:
@@ -263,7 +267,7 @@ def run_task(task: str, enc: Encoder, cfg: BCReadoutConfig, bc: BCConfig, out: s
                 videos.append(str(save_gif(tdir / "videos" / name, r["frames"])))
 
     try:
-        _, losses = train_bc(inputs, actions, bc, on_epoch=on_epoch)
+        _, losses = train_bc(inputs, actions, bc, on_epoch=on_epoch, run_dir=tdir)
     finally:
         env.close()
     times["train_eval"] = time.time() - t0

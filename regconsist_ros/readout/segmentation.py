@@ -5,6 +5,10 @@ fraction (5/10/20/30 %) of the environment's labelled views: the classifier is r
 network is fine-tuned with SGD (warm-up + cosine LR) and a focal loss that ignores void (0), and
 the mean IoU is measured on the remaining labelled views over the classes present there.
 
+Fine-tuning runs through the project's one training loop (``regconsist_ros.learning.trainer.Trainer``):
+:class:`SegmentationFinetune` is the objective (network + focal loss), :func:`trainer_config` maps a
+:class:`FinetuneConfig` onto the trainer's settings (same schedule, no gradient clipping, fp32).
+
 Never imports rclpy. The network contract (``regconsist_ros.models.deeplab``): ``forward(x normalized [B, 3, H, W])
 -> logits [B, C, H', W']`` (resized to the label size here when H', W' differ),
 ``reset_classifier(num_classes)`` and ``normalize_images(x in [0, 1])``.
@@ -15,11 +19,12 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 VOID = 0
 
@@ -139,17 +144,85 @@ def _device(model) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+class SegmentationFinetune(nn.Module):
+    """Trainer objective of the few-label readout: ``forward({"x", "y"}) -> (focal loss, logs)``.
+
+    ``x`` [B, 3, H, W] in [0, 1] is normalised and segmented by ``model`` (logits resized to the label
+    size when they differ); the focal loss (``gamma``) ignores void. A batch without a labelled pixel
+    gives ``(None, logs)``: the trainer passes the step without an update. ``encoder`` is the network
+    itself (its classifier included), so a trainer with a run directory checkpoints the fine-tuned model."""
+
+    def __init__(self, model: nn.Module, gamma: float = 2.0):
+        super().__init__()
+        self.model = model
+        self.gamma = float(gamma)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model
+
+    @property
+    def encoder_kind(self) -> str | None:
+        from regconsist_ros.models.registry import MODELS
+
+        return next((k for k, (_, cls) in MODELS.items() if type(self.model) is cls), None)
+
+    @property
+    def encoder_config(self):
+        return getattr(self.model, "cfg", None)
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor | None, dict]:
+        from regconsist_ros.models import losses  # looked up per call (tests spy on focal_loss)
+
+        x, y = batch["x"], batch["y"]
+        labelled = int((y != VOID).sum())
+        if not labelled:  # nothing labelled in this draw: no gradient to take
+            return None, {"labelled_px": 0.0}
+        loss = losses.focal_loss(_logits(self.model, x, tuple(y.shape[-2:])), y, gamma=self.gamma, ignore_index=VOID)
+        return loss, {"labelled_px": float(labelled)}
+
+
+def trainer_config(cfg: FinetuneConfig):
+    """The :class:`~regconsist_ros.learning.trainer.TrainerConfig` of a fine-tuning readout: SGD with
+    ``cfg``'s momentum and weight decay, ``cfg.warmup`` warm-up steps then cosine decay to 0 over
+    ``cfg.steps``, no gradient clipping and no autocast (fp32, as the readout always was), a log row
+    every step, on ``cfg.device``."""
+    from regconsist_ros.learning.trainer import TrainerConfig
+
+    return TrainerConfig(steps=cfg.steps, lr=cfg.lr, optimizer="sgd", momentum=cfg.momentum,
+                         weight_decay=cfg.weight_decay, warmup=cfg.warmup, min_lr_ratio=0.0, grad_clip=0.0,
+                         log_every=1, ckpt_every=0, seed=cfg.seed, device=cfg.device, amp=False)
+
+
+def finetune_batches(train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneConfig) -> Iterator[dict]:
+    """Endless minibatches ``{"x", "y"}``: ``cfg.batch`` views drawn with replacement, each flipped
+    horizontally with probability 1/2 when ``cfg.hflip`` (image and label together); seeded by ``cfg.seed``."""
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    n = train_x.shape[0]
+    while True:
+        pick = torch.randint(n, (cfg.batch,), generator=gen)
+        xb, yb = train_x[pick].clone(), train_y[pick].clone()
+        if cfg.hflip:
+            flip = torch.rand(cfg.batch, generator=gen) < 0.5
+            xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
+        yield {"x": xb, "y": yb}
+
+
 def finetune(model, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneConfig, num_classes: int,
-             progress: bool = True):
+             progress: bool = True, *, run_dir: str | Path | None = None):
     """Reset the classifier to ``num_classes`` (void included) and fine-tune the whole network.
 
     SGD with momentum and weight decay, ``cfg.warmup`` linear warm-up steps then cosine decay;
     focal loss (gamma ``cfg.gamma``) that ignores void; each step draws ``cfg.batch`` views with
     replacement from the small labelled set and flips each horizontally with probability 1/2 when
-    ``cfg.hflip``. Returns (model, history) with one ``{"step", "loss", "lr"}`` dict per step.
+    ``cfg.hflip``. Returns (model, history) with one ``{"step", "loss", "lr"}`` dict per step (0-based
+    step; loss nan where a draw had no labelled pixel, the non-finite value where the trainer skipped it).
+
+    The steps run in the shared :class:`~regconsist_ros.learning.trainer.Trainer`
+    (:class:`SegmentationFinetune`, :func:`trainer_config`). With ``run_dir`` the trainer's
+    ``metrics.jsonl`` is written there; nothing is written by default.
     """
-    from regconsist_ros.models.losses import focal_loss
-    from tqdm import tqdm
+    from regconsist_ros.learning.trainer import Trainer
 
     if train_x.ndim != 4 or train_x.shape[1] != 3 or train_y.shape != (train_x.shape[0], *train_x.shape[2:]):
         raise ValueError(f"finetune: expected x [B, 3, H, W] and y [B, H, W], got {tuple(train_x.shape)}, {tuple(train_y.shape)}")
@@ -157,35 +230,16 @@ def finetune(model, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneC
         raise ValueError(f"finetune: num_classes must be >= 2 (void + 1), got {num_classes}")
     if int(train_y.max()) >= num_classes or int(train_y.min()) < 0:
         raise ValueError(f"finetune: labels must lie in [0, {num_classes}), got [{int(train_y.min())}, {int(train_y.max())}]")
-    device = torch.device(cfg.device)
     model.reset_classifier(num_classes)
-    model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr_at(0, cfg), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    n, size = train_x.shape[0], tuple(train_x.shape[-2:])
+    trainer = Trainer(SegmentationFinetune(model, cfg.gamma), trainer_config(cfg), run_dir, distributed=False,
+                      meta={"readout": "segmentation", "finetune": asdict(cfg), "num_classes": int(num_classes)})
     history: list[dict] = []
-    bar = tqdm(range(cfg.steps), desc="finetune", unit="step", disable=not progress)
-    for step in bar:
-        pick = torch.randint(n, (cfg.batch,), generator=gen)
-        xb, yb = train_x[pick].clone(), train_y[pick].clone()
-        if cfg.hflip:
-            flip = torch.rand(cfg.batch, generator=gen) < 0.5
-            xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
-        lr = lr_at(step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        if not bool((yb != VOID).any()):  # nothing labelled in this draw: no gradient to take
-            history.append({"step": step, "loss": float("nan"), "lr": lr})
-            continue
-        xb, yb = xb.to(device), yb.to(device)
-        loss = focal_loss(_logits(model, xb, size), yb, gamma=cfg.gamma, ignore_index=VOID)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append({"step": step, "loss": float(loss.detach()), "lr": lr})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", lr=f"{lr:.2g}")
-    bar.close()
+
+    def record(step: int, row: dict) -> None:
+        history.append({"step": step - 1, "loss": row["loss"], "lr": row["lr"]})
+
+    trainer.fit(finetune_batches(train_x, train_y, cfg), progress=progress, checkpoint=False, callback=record,
+                desc="finetune")
     return model, history
 
 
@@ -338,7 +392,8 @@ def run_readout(model, frames: Sequence, classes, cfg: FinetuneConfig | None = N
     """Split the labelled views, fine-tune on ``cfg.labels`` of them, evaluate on the rest.
 
     With ``cfg.eval_views > 0`` a seeded subset of that many test views is evaluated. Writes
-    ``readout.json`` and ``readout_predictions.png`` into ``out_dir`` when given. The result has
+    ``readout.json``, ``readout_predictions.png`` and the trainer's ``metrics.jsonl`` (the fine-tuning
+    loss curve) into ``out_dir`` when given. The result has
     ``miou``, ``per_class`` (class name -> IoU), ``pixel_acc``, ``n_train``, ``n_test``, ``labels``,
     ``steps``, plus the view indices, the present class names, the final loss and the config.
     """
@@ -355,7 +410,9 @@ def run_readout(model, frames: Sequence, classes, cfg: FinetuneConfig | None = N
         keep = np.random.default_rng(cfg.seed + 1).choice(len(test_idx), size=cfg.eval_views, replace=False)
         test_idx = [test_idx[i] for i in sorted(keep)]
     x, y = to_batch(frames, train_idx)
-    model, history = finetune(model, x, y, cfg, num_classes, progress=progress)
+    if out_dir is not None:  # the trainer appends to metrics.jsonl: start this readout's curve afresh
+        (Path(out_dir) / "metrics.jsonl").unlink(missing_ok=True)
+    model, history = finetune(model, x, y, cfg, num_classes, progress=progress, run_dir=out_dir)
     del x, y
     conf = np.zeros((num_classes, num_classes), np.int64)
     chunk = 16  # load test views a chunk at a time: a whole environment at full size need not fit

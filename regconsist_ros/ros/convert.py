@@ -67,13 +67,33 @@ def pose_msg(T: np.ndarray, stamp: float, world_frame: str):
     return msg
 
 
+# ---- messages -> plain fields (what the ROS-free core takes; no checks here) ----------------------
+def image_msg_fields(msg) -> dict:
+    """sensor_msgs/Image -> ``{width, height, encoding, step, data (bytes), is_bigendian}``."""
+    return {"width": msg.width, "height": msg.height, "encoding": msg.encoding, "step": msg.step,
+            "data": bytes(msg.data), "is_bigendian": msg.is_bigendian}
+
+
+def camera_info_msg_fields(msg) -> dict:
+    """sensor_msgs/CameraInfo -> ``{width, height, k, distortion_model, d}``."""
+    return {"width": msg.width, "height": msg.height, "k": list(msg.k), "distortion_model": msg.distortion_model,
+            "d": list(msg.d)}
+
+
+def pose_msg_fields(msg) -> tuple[tuple[float, float, float], tuple[float, float, float, float]]:
+    """geometry_msgs/PoseStamped (or Pose) -> ``((x, y, z), (qx, qy, qz, qw))``."""
+    pose = getattr(msg, "pose", msg)
+    p, q = pose.position, pose.orientation
+    return (p.x, p.y, p.z), (q.x, q.y, q.z, q.w)
+
+
 # ---- messages -> arrays (raise BadInput with a reason) ---------------------------------------------
 def decode_color_msg(msg) -> np.ndarray:
-    return decode_color(msg.width, msg.height, msg.encoding, msg.step, bytes(msg.data), msg.is_bigendian)
+    return decode_color(**image_msg_fields(msg))
 
 
 def decode_depth_msg(msg, depth_unit: float = 0.001) -> np.ndarray:
-    return decode_depth(msg.width, msg.height, msg.encoding, msg.step, bytes(msg.data), msg.is_bigendian, depth_unit)
+    return decode_depth(**image_msg_fields(msg), depth_unit=depth_unit)
 
 
 def decode_labels_msg(msg) -> np.ndarray:
@@ -88,9 +108,9 @@ def decode_labels_msg(msg) -> np.ndarray:
 
 
 def intrinsics_from_msg(msg):
-    return intrinsics_from_camera_info(msg.width, msg.height, list(msg.k), msg.distortion_model, list(msg.d))
+    f = camera_info_msg_fields(msg)
+    return intrinsics_from_camera_info(f["width"], f["height"], f["k"], f["distortion_model"], f["d"])
 
 
 def pose_from_msg(msg) -> np.ndarray:
-    p, q = msg.pose.position, msg.pose.orientation
-    return pose_from_fields((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+    return pose_from_fields(*pose_msg_fields(msg))

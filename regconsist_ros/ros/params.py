@@ -82,3 +82,35 @@ def yaml_params(cls, values: dict, prefix: str = "") -> dict:
     """``{prefix.field: value}`` for a launch description / params file from a config section."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {(f"{prefix}.{k}" if prefix else k): _ros_default(v) for k, v in values.items() if k in names}
+
+
+def declare_groups(node, schema, base: dict | None = None) -> None:
+    """Declare every group of a settings schema (``[(prefix, config class)]``; the defaults of ``base``,
+    ``{prefix: instance}``, where given)."""
+    for prefix, cls in schema:
+        declare(node, cls, prefix, defaults=(base or {}).get(prefix))
+
+
+def read_groups(node, schema) -> dict:
+    """``{prefix: config instance}`` of a declared schema (ConfigError naming a bad value)."""
+    from regconsist_ros.config import ConfigError
+
+    out = {}
+    for prefix, cls in schema:
+        try:
+            out[prefix] = read(node, cls, prefix)
+        except ConfigError as e:
+            raise ConfigError(f"{prefix or node.get_name()}: {e}") from None
+    return out
+
+
+def reject_undeclared(node, where: str, hint=None) -> None:
+    """ConfigError for a parameter given to the node (command line, params file, launch) that the node
+    does not have, e.g. a setting of a method the learner does not train: never silently ignored."""
+    from regconsist_ros.config import unknown_setting
+
+    given = sorted(getattr(node, "_parameter_overrides", {}))
+    bad = [n for n in given if not node.has_parameter(n)]
+    if bad:
+        known = [p for p in node._parameters]  # noqa: SLF001 (rclpy keeps declared parameters here)
+        raise unknown_setting(bad[0], known, where, hint)

@@ -5,13 +5,15 @@ import pytest
 
 from regconsist_ros.cli import main
 
-TINY_MODEL = ["--model-width", "0.25", "--model-aspp-channels", "32", "--model-decoder-channels", "32"]
+TINY_MODEL = ["--regconsist.encoder.width", "0.25", "--regconsist.encoder.aspp_channels", "32",
+              "--regconsist.encoder.decoder_channels", "32"]
+TINY_RANDOM = ["--encoder.width", "0.25", "--encoder.aspp_channels", "32", "--encoder.decoder_channels", "32"]
 
 
 @pytest.fixture(scope="module")
 def seq(tmp_path_factory):
     out = tmp_path_factory.mktemp("seq") / "s"
-    assert main(["sim", "render", "--frames", "20", "--width", "64", "--height", "48", "--seed", "2",
+    assert main(["sim", "render", "--sim.frames", "20", "--sim.width", "64", "--sim.height", "48", "--sim.seed", "2",
                  "--out", str(out), "--quiet"]) == 0
     return out
 
@@ -22,14 +24,15 @@ def last_json(capsys):
 
 def test_pretrain_then_finetune_from_the_run(seq, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["pretrain", "--method", "regconsist", "--data", str(seq), "--out", str(run), "--steps", "3",
-                 "--view-pairs", "2", "--pixel-pairs", "64", "--warmup", "1", "--quiet", "--json", *TINY_MODEL]) == 0
+    assert main(["pretrain", "regconsist", "--data", str(seq), "--out", str(run), "--regconsist.trainer.steps", "3",
+                 "--regconsist.batch.size", "2", "--regconsist.batch.pixel_pairs", "64", "--regconsist.trainer.warmup", "1",
+                 "--quiet", "--json", *TINY_MODEL]) == 0
     r = last_json(capsys)
     assert r["steps"] == 3 and (run / "checkpoints" / "step_00000003" / "model.safetensors").exists()
     assert (run / "run.json").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= 1
     # running again resumes: already complete, nothing to do, same checkpoint
-    assert main(["pretrain", "--method", "regconsist", "--data", str(seq), "--out", str(run), "--steps", "3",
-                 "--view-pairs", "2", "--pixel-pairs", "64", "--quiet", "--json", *TINY_MODEL]) == 0
+    assert main(["pretrain", "regconsist", "--data", str(seq), "--out", str(run), "--regconsist.trainer.steps", "3",
+                 "--regconsist.batch.size", "2", "--regconsist.batch.pixel_pairs", "64", "--quiet", "--json", *TINY_MODEL]) == 0
     assert last_json(capsys)["steps"] == 3
     assert main(["finetune", "--init", str(run), "--data", str(seq), "--labels", "0.2", "--steps", "3",
                  "--quiet", "--json", "--out", str(tmp_path / "ft")]) == 0
@@ -41,20 +44,20 @@ def test_pretrain_then_finetune_from_the_run(seq, tmp_path, capsys):
 
 def test_finetune_random_init_and_clear_errors(seq, tmp_path, capsys):
     assert main(["finetune", "--init", "random", "--data", str(seq), "--labels", "0.1", "--steps", "2",
-                 "--quiet", "--json", *TINY_MODEL]) == 0
+                 "--quiet", "--json", *TINY_RANDOM]) == 0
     assert last_json(capsys)["init"] == "random"
     assert main(["finetune", "--init", str(tmp_path / "nope"), "--data", str(seq), "--steps", "2", "--quiet"]) == 2
     assert "nope" in capsys.readouterr().err
-    assert main(["pretrain", "--method", "regconsist", "--data", str(seq), "--out", str(tmp_path / "r"),
-                 "--sampling", "balanced", "--steps", "0", "--quiet"]) == 2
+    assert main(["pretrain", "regconsist", "--data", str(seq), "--out", str(tmp_path / "r"),
+                 "--regconsist.batch.sampling", "balanced", "--regconsist.trainer.steps", "0", "--quiet"]) == 2
     assert "steps" in capsys.readouterr().err
 
 
 def test_experiment_runs_end_to_end_at_toy_scale(tmp_path, capsys):
     out = tmp_path / "exp"
     args = ["experiment", "regconsist", "--out", str(out), "--frames", "24", "--width", "64", "--height", "48",
-            "--seeds", "1", "--pretrain-steps", "2", "--finetune-steps", "1", "2", "--view-pairs", "2",
-            "--pixel-pairs", "64", "--eval-views", "6", "--width-mult", "0.25", "--json"]
+            "--seeds", "1", "--pretrain_steps", "2", "--finetune_steps", "1", "2", "--view_pairs", "2",
+            "--pixel_pairs", "64", "--eval_views", "6", "--width_mult", "0.25", "--json"]
     assert main(args) == 0
     r = last_json(capsys)
     assert set(r["table"]) == {"1", "2"}  # one table per fine-tuning budget

@@ -1,4 +1,4 @@
-"""`regconsist pretrain --method rsp|mae`, `embed`, `eval propagate`, `bench pretrain`, `experiment rsp`
+"""`regconsist pretrain rsp|mae`, `embed`, `eval propagate`, `bench pretrain`, `experiment rsp`
 end to end at toy scale."""
 import json
 
@@ -8,10 +8,15 @@ import pytest
 from regconsist_ros.models.checkpoint import read_info
 from regconsist_ros.cli import main
 
-TINY_VIT = ["--vit-size", "tiny", "--vit-depth", "1", "--vit-img-size", "32", "48", "--vit-patch", "8"]
-TINY_DEC = ["--rsp-decoder-width", "32", "--rsp-decoder-depth", "1", "--rsp-decoder-heads", "4",
-            "--mae-decoder-width", "32", "--mae-decoder-depth", "1", "--mae-decoder-heads", "4"]
-PAIRS = ["--pairs-gap-min", "2", "--pairs-gap-max", "5", "--batch", "4"]
+TINY_VIT = ["--encoder.size", "tiny", "--encoder.depth", "1", "--encoder.img_size", "32", "48", "--encoder.patch", "8"]
+
+
+def tiny(m, batch="4"):
+    """A toy ViT, decoder and frame pairs for method ``m`` (its own groups)."""
+    settings = {"encoder.size": ["tiny"], "encoder.depth": ["1"], "encoder.img_size": ["32", "48"],
+                "encoder.patch": ["8"], "decoder_width": ["32"], "decoder_depth": ["1"], "decoder_heads": ["4"],
+                "batch.gap_min": ["2"], "batch.gap_max": ["5"], "batch.size": [batch]}
+    return [a for k, v in settings.items() for a in (f"--{m}.{k}", *v)]
 
 
 def last_json(capsys):
@@ -20,15 +25,15 @@ def last_json(capsys):
 
 @pytest.mark.parametrize("method,extra", [
     ("rsp", []),
-    ("rsp", ["--rsp-latent", "none"]),
-    ("rsp", ["--rsp-latent", "gaussian", "--rsp-separate-decoder"]),
-    ("rsp", ["--no-rsp-mae"]),
+    ("rsp", ["--rsp.latent", "none"]),
+    ("rsp", ["--rsp.latent", "gaussian", "--rsp.separate_decoder"]),
+    ("rsp", ["--rsp.mae", "false"]),
     ("mae", []),
 ])
 def test_pretrain_frame_methods_and_ablation_flags(method, extra, seq, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["pretrain", "--method", method, "--data", str(seq), "--out", str(run), "--steps", "2", "--warmup", "1",
-            "--quiet", "--json", *TINY_VIT, *TINY_DEC, *PAIRS, *extra]
+    args = ["pretrain", method, "--data", str(seq), "--out", str(run), "--" + method + ".trainer.steps", "2",
+            "--" + method + ".trainer.warmup", "1", "--quiet", "--json", *tiny(method), *extra]
     assert main(args) == 0
     r = last_json(capsys)
     assert r["steps"] == 2 and r["method"] == method and r["frames"] == 16
@@ -43,36 +48,43 @@ def test_pretrain_frame_methods_and_ablation_flags(method, extra, seq, tmp_path,
             want["latent"] = "none"
         if "gaussian" in extra:
             want.update(latent="gaussian", separate_decoder=True)
-        if "--no-rsp-mae" in extra:
+        if "--rsp.mae" in extra:
             want["mae"] = False
-        assert {k: run_json["rsp"][k] for k in want} == want
+        assert {k: run_json["settings"]["rsp"][k] for k in want} == want
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert ("kl" in rows[-1]) == (want["latent"] != "none") and ("mae" in rows[-1]) == want["mae"]
 
 
 def test_pretrain_from_several_sources_and_clear_errors(seq, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["pretrain", "--method", "rsp", "--data", str(seq), "sim:seed=4,frames=10,width=64,height=48",
-                 "--out", str(run), "--steps", "1", "--quiet", "--json", *TINY_VIT, *TINY_DEC, *PAIRS]) == 0
+    assert main(["pretrain", "rsp", "--data", str(seq), "sim:seed=4,frames=10,width=64,height=48",
+                 "--out", str(run), "--rsp.trainer.steps", "1", "--quiet", "--json", *tiny("rsp")]) == 0
     assert last_json(capsys)["frames"] == 26
     assert json.loads((run / "run.json").read_text())["frames"] == [16, 10]
     # a sequence shorter than the smallest gap
-    assert main(["pretrain", "--method", "rsp", "--data", "sim:seed=4,frames=2,width=64,height=48", "--out",
-                 str(tmp_path / "r2"), "--steps", "1", "--quiet", *TINY_VIT, *TINY_DEC, *PAIRS]) == 2
+    assert main(["pretrain", "rsp", "--data", "sim:seed=4,frames=2,width=64,height=48", "--out",
+                 str(tmp_path / "r2"), "--rsp.trainer.steps", "1", "--quiet", *tiny("rsp")]) == 2
     assert "gap_min" in capsys.readouterr().err
     # an odd batch with repeated sampling 2
-    assert main(["pretrain", "--method", "mae", "--data", str(seq), "--out", str(tmp_path / "r3"), "--steps", "1",
-                 "--quiet", *TINY_VIT, *TINY_DEC, "--batch", "3"]) == 2
+    assert main(["pretrain", "mae", "--data", str(seq), "--out", str(tmp_path / "r3"), "--mae.trainer.steps", "1",
+                 "--quiet", *tiny("mae", batch="3")]) == 2
     assert "repeats" in capsys.readouterr().err
-    assert main(["pretrain", "--method", "regconsist", "--data", str(seq), str(seq), "--out", str(tmp_path / "r4"),
+    assert main(["pretrain", "regconsist", "--data", str(seq), str(seq), "--out", str(tmp_path / "r4"),
                  "--quiet"]) == 2
-    assert "one TUM sequence" in capsys.readouterr().err
+    assert "one TUM RGB-D sequence" in capsys.readouterr().err
+    # a setting of another method, or of none, is one clear line
+    assert main(["pretrain", "rsp", "--data", str(seq), "--out", str(tmp_path / "r5"), "--regions.scale", "300"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--regions.scale" in err and "pretrain rsp" in err
+    assert main(["pretrain", "rsp", "--data", str(seq), "--out", str(tmp_path / "r5"), "--regconsist.lambd", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "setting of method regconsist, not of rsp" in err
 
 
 def test_embed_and_propagate_from_a_checkpoint_and_random(seq, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["pretrain", "--method", "rsp", "--data", str(seq), "--out", str(run), "--steps", "1", "--quiet",
-                 *TINY_VIT, *TINY_DEC, *PAIRS]) == 0
+    assert main(["pretrain", "rsp", "--data", str(seq), "--out", str(run), "--rsp.trainer.steps", "1", "--quiet",
+                 *tiny("rsp")]) == 0
     capsys.readouterr()
     out = tmp_path / "emb.npz"
     assert main(["embed", "--ckpt", str(run), "--data", str(seq), "--out", str(out), "--patches", "--quiet", "--json"]) == 0
@@ -88,12 +100,12 @@ def test_embed_and_propagate_from_a_checkpoint_and_random(seq, tmp_path, capsys)
     assert r["patch_grid"] == [8, 12] and not r["patches_saved"] and "patches" not in np.load(out)
 
     assert main(["eval", "propagate", "--ckpt", str(run), "--data", str(seq), "--clip-len", "8",
-                 "--min-object-pixels", "20", "--out", str(tmp_path / "prop"), "--quiet", "--json"]) == 0
+                 "--min_object_pixels", "20", "--out", str(tmp_path / "prop"), "--quiet", "--json"]) == 0
     p = last_json(capsys)
     assert len(p["clips"]) == 2 and all(0 <= p[k] <= 1 for k in ("J_mean", "F_mean", "JF_mean"))
     assert p["JF_mean"] == pytest.approx((p["J_mean"] + p["F_mean"]) / 2)
     assert (tmp_path / "prop" / "propagation.json").exists() and (tmp_path / "prop" / "propagation.png").exists()
-    assert main(["eval", "propagate", "--ckpt", "random", *TINY_VIT, "--data", str(seq), "--min-object-pixels", "20",
+    assert main(["eval", "propagate", "--ckpt", "random", *TINY_VIT, "--data", str(seq), "--min_object_pixels", "20",
                  "--quiet", "--json"]) == 0
     assert last_json(capsys)["init"] == "random"
     assert main(["eval", "propagate", "--ckpt", str(tmp_path / "missing"), "--data", str(seq), "--quiet"]) == 2
@@ -101,20 +113,22 @@ def test_embed_and_propagate_from_a_checkpoint_and_random(seq, tmp_path, capsys)
 
 
 def test_bench_pretrain_prints_throughput(capsys):
-    assert main(["bench", "pretrain", "--method", "rsp", "--height", "32", "--width", "32", "--batch", "4", "--n", "1",
-                 "--decoder-width", "32", "--decoder-depth", "1", "--nthreads", "1"]) == 0
+    assert main(["bench", "pretrain", "rsp", "--rsp.encoder.img_size", "32", "32", "--rsp.encoder.size", "tiny",
+                 "--rsp.encoder.depth", "1", "--rsp.batch.size", "4", "--n", "1", "--rsp.decoder_width", "32",
+                 "--rsp.decoder_depth", "1", "--rsp.decoder_heads", "4", "--nthreads", "1"]) == 0
     r = last_json(capsys)
     assert r["bench"] == "pretrain" and r["steps_per_s"] > 0 and r["images_per_s"] == pytest.approx(8 * r["steps_per_s"], rel=0.01)
+    assert r["batch"]["x_t"] == [4, 3, 32, 32] and r["method"] == "rsp"
     assert r["device"] == "cpu" and r["bf16_autocast"] is False
 
 
 def test_experiment_rsp_runs_end_to_end_and_resumes(tmp_path, capsys):
     out = tmp_path / "exp"
-    args = ["experiment", "rsp", "--out", str(out), "--methods", "random", "mae", "rsp", "--train-seeds", "1",
-            "--train-frames", "12", "--train-width", "64", "--train-height", "48", "--eval-seeds", "7",
-            "--eval-frames", "8", "--clip-len", "4", "--eval-width", "64", "--eval-height", "48", "--vit-depth", "1",
-            "--img-width", "48", "--img-height", "32", "--patch", "8", "--decoder-width", "32", "--decoder-depth", "1",
-            "--steps", "2", "--batch", "4", "--gap-min", "2", "--gap-max", "4", "--json"]
+    args = ["experiment", "rsp", "--out", str(out), "--methods", "random", "mae", "rsp", "--train_seeds", "1",
+            "--train_frames", "12", "--train_width", "64", "--train_height", "48", "--eval_seeds", "7",
+            "--eval_frames", "8", "--clip_len", "4", "--eval_width", "64", "--eval_height", "48", "--vit_depth", "1",
+            "--img_width", "48", "--img_height", "32", "--patch", "8", "--decoder_width", "32", "--decoder_depth", "1",
+            "--steps", "2", "--batch", "4", "--gap_min", "2", "--gap_max", "4", "--json"]
     assert main(args) == 0
     r = last_json(capsys)
     assert set(r["table"]) == {"random", "mae", "rsp"}

@@ -53,10 +53,12 @@ def test_pretrain_under_torchrun_with_two_cpu_processes(tmp_path):
 
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
-           "-m", "regconsist_ros.cli", "pretrain", "--method", "mae", "--data", "sim:seed=1,frames=12,width=48,height=32",
-           "--out", str(run), "--steps", "2", "--warmup", "1", "--log-every", "1", "--batch", "4", "--pairs-gap-min", "2", "--pairs-gap-max", "4",
-           "--vit-size", "tiny", "--vit-depth", "1", "--vit-img-size", "32", "48", "--vit-patch", "8", "--threads", "1",
-           "--mae-decoder-width", "32", "--mae-decoder-depth", "1", "--mae-decoder-heads", "4", "--json"]
+           "-m", "regconsist_ros.cli", "pretrain", "mae", "--data", "sim:seed=1,frames=12,width=48,height=32",
+           "--out", str(run), "--mae.trainer.steps", "2", "--mae.trainer.warmup", "1", "--mae.trainer.log_every", "1",
+           "--mae.batch.size", "4", "--mae.batch.gap_min", "2", "--mae.batch.gap_max", "4",
+           "--mae.encoder.size", "tiny", "--mae.encoder.depth", "1", "--mae.encoder.img_size", "32", "48",
+           "--mae.encoder.patch", "8", "--mae.trainer.threads", "1",
+           "--mae.decoder_width", "32", "--mae.decoder_depth", "1", "--mae.decoder_heads", "4", "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002"]

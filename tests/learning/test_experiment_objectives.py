@@ -3,8 +3,8 @@ import json
 
 from regconsist_ros.cli import main
 
-TOY = ["--frames", "30", "--eval-frames", "20", "--clip-len", "10", "--steps", "2", "--batch", "4", "--finetune-steps", "2",
-       "--labels", "0.2", "--eval-views", "5", "--width", "64", "--height", "48", "--json"]
+TOY = ["--frames", "30", "--eval_frames", "20", "--clip_len", "10", "--steps", "2", "--batch", "4", "--finetune_steps", "2",
+       "--labels", "0.2", "--eval_views", "5", "--width", "64", "--height", "48", "--json"]
 
 
 def test_objectives_experiment_table_and_resume(tmp_path, capsys):

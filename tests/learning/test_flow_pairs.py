@@ -211,3 +211,12 @@ def test_sampler_feeds_flowe_and_the_trainer(frames, tmp_path):
     t = Trainer(model, TrainerConfig(steps=2, warmup=0, device="cpu", log_every=1), tmp_path)
     t.fit(s, progress=False)
     assert t.step == 2 and len(t.history) == 2
+
+
+def test_flow_source_config_checks():
+    from regconsist_ros.learning.flow_pairs import FlowSourceConfig
+
+    for bad, field in ((dict(fb_tol=0.0), "fb_tol"), (dict(gap_min=0), "gap_min"), (dict(gap_min=5, gap_max=2), "gap_min")):
+        with pytest.raises(ValueError, match=field):
+            FlowSourceConfig(**bad)
+    assert FlowSourceConfig().source == "geometric"

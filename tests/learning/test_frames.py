@@ -331,22 +331,30 @@ def test_frame_pair_config_builds_from_a_dict():
     assert cfg.crop_scale == (0.3, 1.0) and cfg.gap_max == 8 and math.isclose(cfg.crop_ratio[1], 4 / 3)
 
 
-def test_clip_sampler_fetches_ordered_frames_with_one_crop_per_clip():
-    from regconsist_ros.learning.pretrain import FrameClipSampler
+def test_clip_batches_fetch_ordered_frames_with_one_crop_per_clip():
+    from types import SimpleNamespace
+
+    from regconsist_ros.learning.batches import NotReady, clip_batch
+    from regconsist_ros.learning.frame_pairs import ArrayStream, ClipConfig
+    from regconsist_ros.learning.stores import OfflineStore
 
     N, H, W = 30, 24, 32
     rgb = np.zeros((N, H, W, 3), np.uint8)
     rgb[..., 0] = np.arange(N, dtype=np.uint8)[:, None, None] * 8  # frame index in the red channel
     rgb[..., 1] = np.arange(W, dtype=np.uint8)[None, None, :] * 7  # columns in green (shows flips)
-    src = type("S", (), {"rgb": rgb, "__len__": lambda self: N})()
-    crop = FramePairConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.5)
-    sampler = FrameClipSampler([src], clip_len=4, frame_gap=3, batch=6, out_size=(H, W), crop=crop, seed=1)
-    b = sampler(0)["clip"]
+    store = OfflineStore(streams=[ArrayStream(rgb)])
+    objective = SimpleNamespace(clip_len=4)
+    cfg = ClipConfig(size=6, frame_gap=3, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.5)
+
+    def batch(step):
+        return clip_batch(store, cfg, np.random.default_rng([1, step]), (H, W), objective)["clip"]
+
+    b = batch(0)
     assert b.shape == (6, 4, 3, H, W) and 0 <= float(b.min()) and float(b.max()) <= 1
     idx = torch.round(b[:, :, 0].mean((-2, -1)) * 255 / 8)  # [B, U] frame indices
     assert torch.equal(idx[:, 1:] - idx[:, :-1], torch.full((6, 3), 3.0))  # ordered, 3 apart
     green = b[:, :, 1, 0, :]  # [B, U, W] first row
     assert all(torch.equal(g[0], g[u]) for g in green for u in range(4))  # one flip per clip
-    assert torch.equal(sampler(0)["clip"], b) and not torch.equal(sampler(1)["clip"], b)
-    with pytest.raises(ValueError, match="spans"):
-        FrameClipSampler([src], clip_len=12, frame_gap=3, batch=2, out_size=(H, W), crop=crop)
+    assert torch.equal(batch(0), b) and not torch.equal(batch(1), b)
+    with pytest.raises(NotReady, match="spans"):
+        clip_batch(store, ClipConfig(size=2, frame_gap=3), np.random.default_rng(0), (H, W), SimpleNamespace(clip_len=12))

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from regconsist_ros.models.deeplab import DeepLabConfig
 from regconsist_ros.models.objectives.regconsist import RegConsist, RegConsistConfig, gather_features
-from regconsist_ros.learning.augment import PhotometricAug, hflip_with_points
-from regconsist_ros.learning.datasets import ViewPairData
+from regconsist_ros.models.augment import PhotometricAug, hflip_with_points
+from regconsist_ros.learning.datasets import ViewPairBatchConfig, ViewPairData
 from regconsist_ros.learning.trainer import Trainer, TrainerConfig, lr_at
 from regconsist_ros.registration.sampling import SamplingConfig
 from regconsist_ros.sim.source import SimConfig, SimSource
@@ -99,7 +99,7 @@ def test_exact_pixel_pairs_look_at_the_same_surface(data, frames):
 
 def test_regconsist_loss_is_finite_and_trains_the_encoder(data):
     torch.manual_seed(0)
-    obj = RegConsist(RegConsistConfig(view_pairs=2, pixel_pairs=128), TINY)
+    obj = RegConsist(RegConsistConfig(), TINY)
     b = data.sample_batch(2, 128, SamplingConfig(), np.random.default_rng(1))
     loss, logs = obj(b)
     assert torch.isfinite(loss) and logs["pixel_pairs"] > 0
@@ -110,7 +110,7 @@ def test_regconsist_loss_is_finite_and_trains_the_encoder(data):
 
 def test_trainer_resume_matches_an_uninterrupted_run(data, tmp_path):
     """Stop at step 3 and resume to 6: same weights as 6 steps in one go (batches are a function of the step)."""
-    rc = RegConsistConfig(view_pairs=2, pixel_pairs=64)
+    rc = RegConsistConfig()
 
     def run(out, until, resume):
         torch.manual_seed(0)
@@ -137,4 +137,6 @@ def test_trainer_config_rejects_bad_values():
     with pytest.raises(ValueError, match="lr"):
         TrainerConfig(lr=0)
     with pytest.raises(ValueError, match="pixel_pairs"):
-        RegConsistConfig(view_pairs=8, pixel_pairs=8)
+        ViewPairBatchConfig(size=8, pixel_pairs=8)
+    with pytest.raises(ValueError, match="lambd"):
+        RegConsistConfig(lambd=-1.0)

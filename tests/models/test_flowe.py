@@ -4,6 +4,8 @@ import math
 import pytest
 import torch
 
+from regconsist_ros.models.methods import get
+
 from regconsist_ros.models.deeplab import DeepLabConfig
 from regconsist_ros.models.objectives.flowe import (FlowE, FlowEConfig, affine_matrices, apply_affine, cell_centres, compose_grid,
                                      masked_cosine_loss, sample, warp_image)
@@ -188,14 +190,14 @@ def test_invalid_pixels_do_not_change_the_loss():
 def test_symmetric_batch_and_config_checks():
     torch.manual_seed(0)
     model = tiny_flowe()
-    assert model.encoder_kind == "deeplabv3plus" and model.batch_kind == "flow"
+    assert model.encoder_kind == "deeplabv3plus" and get("flowe").batch == "flow_pairs"
     b = flow_batch()
     b["flow21"], b["valid21"] = -b["flow"], b["valid"]  # not geometrically exact: only shapes/plumbing
     loss, logs = run_loss(model, b)
     assert torch.isfinite(loss) and set(logs) == {"flowe", "valid_frac"}
     with pytest.raises(ValueError, match="flow must be"):
         model(dict(b, flow=b["flow"][:, :, :16]))
-    for bad in (dict(ema=1.5), dict(proj_dim=0), dict(scale=(2.0, 0.5)), dict(rotation=-1.0), dict(fb_tol=0.0),
+    for bad in (dict(ema=1.5), dict(proj_dim=0), dict(scale=(2.0, 0.5)), dict(rotation=-1.0),
                 dict(translation=1.0)):
         with pytest.raises(ValueError, match="FlowEConfig"):
             FlowEConfig(**bad)

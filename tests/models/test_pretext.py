@@ -8,15 +8,19 @@ import torch.nn.functional as F
 
 from regconsist_ros.models.checkpoint import load_checkpoint
 from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus
-from regconsist_ros.models.objectives.pretext import (BYOL, PRETEXT, TCN, ContrastiveConfig, Rotation, RotationConfig, SimCLR,
-                                       TCNConfig, ViewAugment, all_rotations, build_pretext, center_crop_square,
-                                       npairs_loss, nt_xent, random_resized_crop, rotate_images, triplet_loss)
-from regconsist_ros.learning.augment import PhotometricAug
+from regconsist_ros.models.augment import PhotometricAug, ViewAugment, random_resized_crop
+from regconsist_ros.models.losses import npairs_loss, nt_xent, triplet_loss
+from regconsist_ros.models.methods import UnknownMethodError, get, methods
+from regconsist_ros.models.objectives.byol import BYOL, BYOLConfig
+from regconsist_ros.models.objectives.rotation import Rotation, RotationConfig, all_rotations, center_crop_square, rotate_images
+from regconsist_ros.models.objectives.simclr import SimCLR, SimCLRConfig
+from regconsist_ros.models.objectives.tcn import TCN, TCNConfig
 from regconsist_ros.learning.trainer import Trainer, TrainerConfig
 
 ENC = DeepLabConfig(width=0.25, aspp_channels=16, decoder_channels=16, num_classes=0)
-SMALL = {"rotation": RotationConfig(), "simclr": ContrastiveConfig(hidden=32, proj_dim=16),
-         "byol": ContrastiveConfig(hidden=32, proj_dim=16), "tcn": TCNConfig()}
+SMALL = {"rotation": RotationConfig(), "simclr": SimCLRConfig(hidden=32, proj_dim=16),
+         "byol": BYOLConfig(hidden=32, proj_dim=16), "tcn": TCNConfig()}
+PRETEXT = ("byol", "rotation", "simclr", "tcn")
 
 
 def _batch(B=4, H=32, W=32, seed=0):
@@ -35,14 +39,14 @@ def _structured_batch(B=4, S=32, seed=0):
 
 def _build(name, cfg=None):
     torch.manual_seed(0)
-    return build_pretext(name, cfg or SMALL[name], ENC)
+    return get(name).build(cfg or SMALL[name], ENC)
 
 
 # ---- interfaces ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(PRETEXT))
 def test_forward_gives_finite_loss_and_encoder_gradients(name):
     m = _build(name)
-    assert m.encoder_kind == "deeplabv3plus" and m.batch_kind == "pairs"
+    assert m.encoder_kind == "deeplabv3plus" and get(name).batch == "frame_pairs"
     assert m.encoder_config == ENC and isinstance(m.encoder, DeepLabV3Plus) and m.encoder.classifier is None
     loss, logs = m(_batch())
     assert loss.ndim == 0 and torch.isfinite(loss)
@@ -65,24 +69,26 @@ def test_logs_and_default_encoder():
 
 
 def test_registry_and_config_validation():
-    assert set(PRETEXT) == {"rotation", "simclr", "byol", "tcn"}
-    assert isinstance(build_pretext("byol", None, ENC), BYOL)
-    assert isinstance(build_pretext("simclr", SMALL["simclr"], ENC), SimCLR)
-    with pytest.raises(ValueError, match=r"unknown pretext method 'moco'.*byol.*rotation.*simclr.*tcn"):
-        build_pretext("moco")
-    with pytest.raises(TypeError, match="ContrastiveConfig"):
-        build_pretext("simclr", TCNConfig(), ENC)
-    for bad in (dict(views="both"), dict(temperature=0), dict(ema=1.5), dict(crop_scale=(0.5, 0.2)),
-                dict(hflip=2.0), dict(repeats=0), dict(proj_dim=0)):
-        with pytest.raises(ValueError, match="ContrastiveConfig"):
-            ContrastiveConfig(**bad)
+    assert set(PRETEXT) <= set(methods())
+    assert isinstance(get("byol").build(None, ENC), BYOL)
+    assert isinstance(get("simclr").build(SMALL["simclr"], ENC), SimCLR)
+    with pytest.raises(UnknownMethodError, match=r"unknown method 'moco'.*byol.*rotation.*simclr.*tcn"):
+        get("moco")
+    with pytest.raises(TypeError, match="SimCLRConfig"):
+        get("simclr").build(TCNConfig(), ENC)
+    for bad in (dict(views="both"), dict(temperature=0), dict(crop_scale=(0.5, 0.2)), dict(hflip=2.0), dict(proj_dim=0)):
+        with pytest.raises(ValueError, match="SimCLRConfig"):
+            SimCLRConfig(**bad)
+    for bad in (dict(ema=1.5), dict(views="both")):
+        with pytest.raises(ValueError, match="BYOLConfig"):
+            BYOLConfig(**bad)
     for bad in (dict(loss="lifted"), dict(embed_dim=0), dict(margin=-1.0), dict(temperature=-0.1)):
         with pytest.raises(ValueError, match="TCNConfig"):
             TCNConfig(**bad)
     for bad in (dict(rotations="some"), dict(head="conv"), dict(hidden=0)):
         with pytest.raises(ValueError, match="RotationConfig"):
             RotationConfig(**bad)
-    assert ContrastiveConfig(crop_scale=[0.3, 1]).crop_scale == (0.3, 1.0)
+    assert SimCLRConfig(crop_scale=[0.3, 1]).crop_scale == (0.3, 1.0)
 
 
 # ---- overfitting a fixed batch ---------------------------------------------------------------------
@@ -113,8 +119,8 @@ def _smooth_batch(B=4, S=32, seed=0):
 
 
 @pytest.mark.parametrize("name,cfg", [
-    ("simclr", ContrastiveConfig(**CROP_ONLY)),
-    ("simclr", ContrastiveConfig(views="time", **CROP_ONLY)),
+    ("simclr", SimCLRConfig(**CROP_ONLY)),
+    ("simclr", SimCLRConfig(views="time", **CROP_ONLY)),
     ("byol", None),
     ("tcn", None),
     ("tcn", TCNConfig(loss="triplet")),
@@ -322,7 +328,7 @@ def test_block_mates_are_not_negatives():
 # ---- augmentation ------------------------------------------------------------------------------------
 def test_view_augment_keeps_shape_and_range_and_is_deterministic():
     x = torch.rand(4, 3, 32, 24)
-    aug = ContrastiveConfig().augment()
+    aug = SimCLRConfig().augment()
     assert isinstance(aug, ViewAugment) and isinstance(aug.photometric, PhotometricAug)
     y1 = aug(x, torch.Generator().manual_seed(7))
     y2 = aug(x, torch.Generator().manual_seed(7))
@@ -351,11 +357,11 @@ def test_views_modes_use_the_right_frames():
     cfg = dict(hidden=32, proj_dim=16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0,
                jitter_p=0.0, gray_p=0.0, blur_p=0.0)
     b = _batch()
-    m = _build("simclr", ContrastiveConfig(**cfg))
+    m = _build("simclr", SimCLRConfig(**cfg))
     v = m.views(b)
     torch.testing.assert_close(v[:4], b["x_t"], rtol=0, atol=1e-5)
     torch.testing.assert_close(v[4:], b["x_t"], rtol=0, atol=1e-5)
-    m = _build("byol", ContrastiveConfig(views="time", **cfg))
+    m = _build("byol", BYOLConfig(views="time", **cfg))
     v = m.views(b)
     torch.testing.assert_close(v[:4], b["x_t"], rtol=0, atol=1e-5)
     torch.testing.assert_close(v[4:], b["x_k"], rtol=0, atol=1e-5)

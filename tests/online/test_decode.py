@@ -263,3 +263,38 @@ def test_pose_bad_values():
     T = np.eye(4)
     T[0, 3] = np.nan
     assert _reason(pose_fields, T) == "pose_non_finite"
+
+
+def _frame_fields(rgb=RGB, depth_m=None, T=None):
+    intr = Intrinsics.from_fov(W, H, 90)
+    depth_m = np.full((H, W), 2.0, np.float32) if depth_m is None else depth_m
+    pose = pose_fields(np.eye(4) if T is None else T)
+    return encode_color(rgb), encode_depth(depth_m), camera_info_fields(intr), pose
+
+
+def test_frame_from_fields_round_trips_the_encoders():
+    from regconsist_ros.online.decode import frame_from_fields
+
+    T = pose_from_tq([0.5, -1.0, 2.0], [0.0, 0.0, np.sin(0.3), np.cos(0.3)])
+    color, depth, info, pose = _frame_fields(T=T)
+    f = frame_from_fields(3.5, color, depth, info, pose)
+    assert f.stamp == 3.5 and np.array_equal(f.rgb, RGB) and np.allclose(f.depth, 2.0)
+    assert (f.intrinsics.width, f.intrinsics.height) == (W, H) and np.allclose(f.T_world_cam, T)
+    assert f.frame_id == "camera_color_optical_frame"
+    assert frame_from_fields(0.0, color, depth, info, pose, frame_id="cam").frame_id == "cam"
+
+
+def test_frame_from_fields_reasons_in_check_order():
+    from regconsist_ros.online.decode import frame_from_fields
+
+    color, depth, info, pose = _frame_fields()
+    small = encode_depth(np.full((H - 1, W), 2.0, np.float32))
+    other = camera_info_fields(Intrinsics.from_fov(W + 1, H, 90))
+    skew = ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 2.0))
+    assert _reason(frame_from_fields, 0.0, {**color, "encoding": "yuv422"}, depth, info, skew) == "encoding"
+    assert _reason(frame_from_fields, 0.0, color, small, None, skew) == "size_mismatch"  # sizes before camera_info
+    assert _reason(frame_from_fields, 0.0, color, depth, None, skew) == "camera_info"
+    assert _reason(frame_from_fields, 0.0, color, depth, {**info, "k": [0.0] * 9}, skew) == "camera_info"
+    assert _reason(frame_from_fields, 0.0, color, depth, other, skew) == "size_mismatch"
+    assert _reason(frame_from_fields, 0.0, color, depth, info, skew) == "pose_non_rigid"
+    assert _reason(frame_from_fields, 0.0, color, depth, info, np.eye(4)) == "pose_shape"

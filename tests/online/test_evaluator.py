@@ -67,8 +67,8 @@ def test_config_errors():
 def test_bc_readout_runs_for_each_new_checkpoint(tmp_path):
     """The evaluator calls the BC readout (real MetaWorld) with the settings of its YAML file."""
     (tmp_path / "bc.yaml").write_text(
-        "bc_readout: {demos: 2, episodes: 2, eval_every: 1, horizon: 10, render_size: 48, crop_size: 32, videos: 0,"
-        f" demo_dir: {tmp_path / 'demos'}}}\nbc_policy: {{epochs: 2}}\n")
+        "bc: {demos: 2, episodes: 2, eval_every: 1, horizon: 10, render_size: 48, crop_size: 32, videos: 0,"
+        f" demo_dir: {tmp_path / 'demos'}}}\npolicy: {{epochs: 2}}\n")
     save_checkpoint(tmp_path / "online" / "rsp" / "checkpoints" / "step_00000004", random_encoder("vit", VIT), "vit", VIT, step=4)
     ev = Evaluator(_cfg(tmp_path, readouts=("bc",), bc_config=str(tmp_path / "bc.yaml")))
     (row,) = ev.poll()
@@ -78,7 +78,7 @@ def test_bc_readout_runs_for_each_new_checkpoint(tmp_path):
     assert 0 <= bc["iqm_success"] <= 1 and "propagation" not in row
     result = tmp_path / "online" / "bc_eval" / "metaworld" / "rsp_step00000004" / "button-press-topdown" / "result.json"
     assert json.loads(result.read_text())["episodes"] == 2
-    (tmp_path / "bad.yaml").write_text("bc_readout: {demos: 0}\nbc_policy: {}\n")
+    (tmp_path / "bad.yaml").write_text("bc: {demos: 0}\npolicy: {}\n")
     save_checkpoint(tmp_path / "online" / "rsp" / "checkpoints" / "step_00000008", random_encoder("vit", VIT), "vit", VIT, step=8)
     (row,) = Evaluator(_cfg(tmp_path, readouts=("bc",), bc_config=str(tmp_path / "bad.yaml"))).poll()
     assert "demos" in row["bc"]["error"]  # a bad BC setting is reported in the row, the evaluator goes on

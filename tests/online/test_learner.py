@@ -3,15 +3,24 @@ import numpy as np
 import pytest
 
 from regconsist_ros.models.checkpoint import latest_checkpoint, read_info
-from regconsist_ros.models.deeplab import DeepLabConfig
-from regconsist_ros.models.objectives.mae import MAEConfig
-from regconsist_ros.models.objectives.regconsist import RegConsistConfig
-from regconsist_ros.models.objectives.rsp import RSPConfig
-from regconsist_ros.models.vit import ViTConfig
-from regconsist_ros.learning.frame_pairs import FramePairConfig
-from regconsist_ros.learning.trainer import TrainerConfig
 from regconsist_ros.online.keyframes import KeyframeConfig, PairBuilder
-from regconsist_ros.online.learner import LearnerConfig, OnlineLearner, resize_rgb
+from regconsist_ros.online.learner import LearnerConfig, OnlineLearner, ReplayFlowPairs, online_recipe, resize_rgb
+
+# tiny models and batches, applied to each method where it has the setting (names relative to the method)
+SMALL = {"encoder.size": "tiny", "encoder.depth": 1, "encoder.patch": 8, "encoder.width": 0.25,
+         "encoder.aspp_channels": 32, "encoder.decoder_channels": 32, "decoder_width": 32, "decoder_depth": 1,
+         "decoder_heads": 4, "trainer.steps": 1000, "trainer.lr": 1e-3, "trainer.warmup": 1, "trainer.ckpt_every": 4,
+         "batch.size": 4, "batch.pixel_pairs": 64, "batch.gap_min": 2, "batch.gap_max": 6}
+
+
+def small_run(method, cfg):
+    run = online_recipe(method, cfg)
+    values = dict(SMALL)
+    if run.kind.source != "streams":
+        values["batch.size"] = 2  # view pairs / flow pairs per step
+    if run.trainer.optimizer == "sgd":
+        values["trainer.lr"] = 0.01
+    return run.replace({f"{method}.{k}": v for k, v in values.items()}, only_known=True)
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +32,8 @@ def stream():
 
 def _learner(tmp_path, objectives=("rsp", "regconsist"), **kw):
     cfg = LearnerConfig(objectives=objectives, out_dir=str(tmp_path / "online"), store_height=32, store_width=48,
-                        min_frames=8, min_pairs=2, slice_steps=2, batch=4, view_pairs=2, pixel_pairs=64, ckpt_every=4, **kw)
-    small = dict(decoder_width=32, decoder_depth=1, decoder_heads=4)
-    return OnlineLearner(cfg, trainer=TrainerConfig(steps=1000, lr=1e-3, optimizer="adamw", warmup=1),
-                         vit=ViTConfig(size="tiny", depth=1, img_size=(32, 48), patch=8), rsp=RSPConfig(**small),
-                         mae=MAEConfig(**small), pairs=FramePairConfig(gap_min=2, gap_max=6),
-                         deeplab=DeepLabConfig.small(width=0.25, aspp_channels=32, decoder_channels=32),
-                         regconsist=RegConsistConfig(view_pairs=2, pixel_pairs=64),
-                         rc_trainer=TrainerConfig(steps=1000, lr=0.01, warmup=1))
+                        min_frames=8, min_pairs=2, slice_steps=2, **kw)
+    return OnlineLearner(cfg, {m: small_run(m, cfg) for m in objectives})
 
 
 def _feed(learner, stream):
@@ -43,7 +46,7 @@ def _feed(learner, stream):
             learner.add_keyframe(f.rgb, f.stamp)
         for p in pairs:
             joined = learner.add_view_pair(p["src"].stamp, p["dst"].stamp, p["uv1"], p["uv2"], p["overlap_iou"])
-            assert joined == any(o in learner.runs for o in ("regconsist", "flowe"))
+            assert joined == learner.uses_keyframes
 
 
 def test_both_objectives_train_from_the_stream_and_resume(stream, tmp_path):
@@ -90,8 +93,8 @@ def test_view_pairs_need_both_keyframes_and_configs_are_checked(tmp_path):
     # a pair referring to a keyframe older than the newest one received can never be joined
     assert not learner.add_view_pair(1.5, 2.0, uv, uv, 0.5)
     assert learner.counts["view_pairs_unjoined"] == 1 and not learner._pending
-    with pytest.raises(ValueError, match="rsp and mae"):
-        LearnerConfig(objectives=("rsp", "mae"))
+    with pytest.raises(ValueError, match="distinct"):
+        LearnerConfig(objectives=("rsp", "rsp"))
     with pytest.raises(ValueError, match="objectives"):
         LearnerConfig(objectives=("dino",))
     with pytest.raises(ValueError, match="mix"):
@@ -124,11 +127,21 @@ def test_more_objectives_train_from_the_stream_with_deeplab_checkpoints(stream, 
         info = read_info(latest_checkpoint(tmp_path / "online" / name))
         assert info["kind"] == "deeplabv3plus" and info["step"] == done[name]
     if "flowe" in objectives:
-        b = learner._flow_batch(0)
+        b = learner.store.flow_pairs().sample(2, learner.rng)
         assert b["flow"].shape == (2, 2, 32, 48) and b["valid"].any() and b["valid21"].any()
         vp = learner.view_pairs.items()[0]  # the flow at a pixel of view 1 points at its correspondence in view 2
         x, y = vp["uv1"][-1]
         learner.view_pairs = type(learner.view_pairs)(1 << 30)
         learner.view_pairs.add(vp, 1)
-        b = learner._flow_batch(0)
+        b = ReplayFlowPairs(learner).sample(2, learner.rng)  # (below min_pairs: the source itself)
         assert b["valid"][0, 0, y, x] and np.allclose(b["flow"][0, :, y, x].numpy() + [x, y], vp["uv2"][-1])
+
+
+def test_online_target_momentum_follows_the_schedule_over_the_runs_total_steps(stream, tmp_path):
+    """Slices of 2 steps must not end the EMA schedule: BYOL's target momentum after 6 online steps is
+    the schedule's value at 6 of trainer.steps (a slice's end used to count as the run's end: tau = 1)."""
+    learner = _learner(tmp_path, objectives=("byol",))
+    _feed(learner, stream)
+    assert learner.train(6) == {"byol": 6}
+    byol, total = learner.runs["byol"].objective, learner.settings["byol"].trainer.steps
+    assert total == 1000 and byol.tau == pytest.approx(byol.momentum(6, total)) and byol.tau < 0.991

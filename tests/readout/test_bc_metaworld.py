@@ -114,9 +114,10 @@ def test_run_task_reports_the_success_rate_of_its_rollouts(tmp_path, monkeypatch
 
 def test_image_encoder_path_and_cli_resume(tmp_path):
     args = [sys.executable, "-m", "regconsist_ros.cli", "eval", "bc", "--task", TASK, "--encoder", "random",
-            "--vit-size", "tiny", "--vit-depth", "1", "--vit-img-size", "32", "32", "--demos", "2", "--episodes", "2",
-            "--epochs", "2", "--eval-every", "1", "--render-size", "48", "--crop-size", "32", "--horizon", "10",
-            "--videos", "0", "--demo-dir", str(tmp_path / "demos"), "--out", str(tmp_path / "bc"), "--quiet", "--json"]
+            "--encoder.size", "tiny", "--encoder.depth", "1", "--encoder.img_size", "32", "32", "--bc.demos", "2",
+            "--bc.episodes", "2", "--policy.epochs", "2", "--bc.eval_every", "1", "--bc.render_size", "48",
+            "--bc.crop_size", "32", "--bc.horizon", "10", "--bc.videos", "0", "--bc.demo_dir", str(tmp_path / "demos"),
+            "--out", str(tmp_path / "bc"), "--quiet", "--json"]
     p = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(p.stdout.strip().splitlines()[-1])
@@ -126,7 +127,7 @@ def test_image_encoder_path_and_cli_resume(tmp_path):
     p2 = subprocess.run(args, capture_output=True, text=True, timeout=300)
     r2 = json.loads(p2.stdout.strip().splitlines()[-1])
     assert p2.returncode == 0 and r2["resumed"] and not r["resumed"] and r2["success"] == r["success"]
-    bad = subprocess.run(args[:-4] + ["--crop-size", "40", "--quiet"], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(args[:-4] + ["--bc.crop_size", "40", "--quiet"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "multiple of its patch" in bad.stderr
 
 

@@ -7,9 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+import regconsist_ros.learning.trainer as _trainer
+from regconsist_ros.learning.trainer import warmup_cosine
 from regconsist_ros.readout import segmentation as seg
 from regconsist_ros.readout.segmentation import (
     FinetuneConfig,
+    SegmentationFinetune,
     confusion_matrix,
     evaluate,
     finetune,
@@ -312,3 +315,128 @@ def test_run_readout_end_to_end(tmp_path):
 def test_run_readout_needs_two_labelled_views():
     with pytest.raises(ValueError, match="labelled"):
         run_readout(TinySeg(), toy_frames(1), CLASSES, FinetuneConfig(steps=1), progress=False)
+
+
+# ----------------------------------------------------------- through the shared trainer
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    """Records every Trainer.fit: (trainer, the lr of the optimiser at each forward)."""
+    calls = []
+    real = _trainer.Trainer.fit
+
+    def spy(self, batches, *a, **kw):
+        lrs = []
+        calls.append((self, lrs))
+        forward = self.objective.forward
+
+        def watched(batch):
+            lrs.append([g["lr"] for g in self.opt.param_groups])
+            return forward(batch)
+
+        self.objective.forward = watched
+        try:
+            return real(self, batches, *a, **kw)
+        finally:
+            del self.objective.forward
+
+    monkeypatch.setattr(_trainer.Trainer, "fit", spy)
+    return calls
+
+
+def toy_xy(n=8, seed=0):
+    rgb, sem = toy_views(n, seed=seed)
+    return torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(sem.astype(np.int64))
+
+
+def test_finetune_runs_in_the_trainer_with_the_shared_schedule(fits):
+    x, y = toy_xy()
+    cfg = FinetuneConfig(steps=12, batch=2, lr=0.05, warmup=3, momentum=0.8, weight_decay=1e-3)
+    _, hist = finetune(TinySeg(), x, y, cfg, len(CLASSES), progress=False)
+    (t, lrs), = fits
+    assert isinstance(t.objective, SegmentationFinetune) and not t.distributed and t.run_dir is None
+    assert isinstance(t.opt, torch.optim.SGD)
+    g = t.opt.param_groups[0]
+    assert (g["momentum"], g["weight_decay"]) == (0.8, 1e-3)
+    assert (t.cfg.grad_clip, t.cfg.amp, t.cfg.min_lr_ratio) == (0.0, False, 0.0)
+    expected = [warmup_cosine(s, 0.05, 3, 12) for s in range(12)]
+    assert [l[0] for l in lrs] == expected  # what the optimiser used at each step
+    assert [h["lr"] for h in hist] == expected and [h["step"] for h in hist] == list(range(12))
+    assert t.step == 12
+
+
+def test_finetune_skips_a_non_finite_loss_and_keeps_training(caplog):
+    class Spiky(TinySeg):
+        calls = 0
+
+        def forward(self, xn):
+            Spiky.calls += 1
+            out = super().forward(xn)
+            return out * float("nan") if Spiky.calls == 3 else out
+
+    torch.manual_seed(0)
+    x, y = toy_xy()
+    model, hist = finetune(Spiky(), x, y, FinetuneConfig(steps=20, batch=4, lr=0.05, warmup=2), len(CLASSES),
+                           progress=False)
+    losses = [h["loss"] for h in hist]
+    assert len(hist) == 20 and math.isnan(losses[2]) and all(math.isfinite(v) for i, v in enumerate(losses) if i != 2)
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the nan never reached the weights
+    assert "non-finite loss" in caplog.text
+    assert losses[-1] < losses[0]
+
+
+def test_finetune_all_void_draws_pass_without_updates_and_without_the_error_limit():
+    x, y = toy_xy(2)
+    y[:] = 0  # nothing labelled: every step is empty (15 > the limit of 10 non-finite losses)
+    torch.manual_seed(0)
+    model = TinySeg()
+    body = {k: v.clone() for k, v in model.body.state_dict().items()}
+    model, hist = finetune(model, x, y, FinetuneConfig(steps=15, batch=2, warmup=0), len(CLASSES), progress=False)
+    assert len(hist) == 15 and all(math.isnan(h["loss"]) for h in hist)
+    assert all(torch.equal(v, body[k]) for k, v in model.body.state_dict().items())
+
+
+def test_finetune_is_deterministic_for_a_seed():
+    x, y = toy_xy()
+
+    def run(seed):
+        torch.manual_seed(0)
+        cfg = FinetuneConfig(steps=15, batch=3, lr=0.05, warmup=2, seed=seed)
+        model, hist = finetune(TinySeg(), x, y, cfg, len(CLASSES), progress=False)
+        return [h["loss"] for h in hist], [p.detach().clone() for p in model.parameters()]
+
+    (la, wa), (lb, wb), (lc, _) = run(1), run(1), run(2)
+    assert la == lb and all(torch.equal(p, q) for p, q in zip(wa, wb))
+    assert la != lc  # the seed draws the minibatches and flips
+
+
+def test_run_readout_writes_the_trainer_log_once(tmp_path):
+    frames = toy_frames(10)
+    cfg = FinetuneConfig(labels=0.3, steps=8, batch=2, lr=0.05, warmup=2)
+    for _ in range(2):  # a rerun into the same directory starts the curve afresh
+        torch.manual_seed(0)
+        res = run_readout(TinySeg(), frames, CLASSES, cfg, out_dir=tmp_path, progress=False, figure_views=0)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert [r["lr"] for r in rows] == [warmup_cosine(s, 0.05, 2, 8) for s in range(8)]
+    assert res["final_loss"] == pytest.approx(np.mean([r["loss"] for r in rows][-10:]))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_segmentation_objective_checkpoints_a_deeplab(tmp_path):
+    from regconsist_ros.models.checkpoint import load_checkpoint
+    from regconsist_ros.models.deeplab import DeepLabConfig, DeepLabV3Plus
+
+    torch.manual_seed(0)
+    model = DeepLabV3Plus(DeepLabConfig.small(width=0.25, aspp_channels=16, decoder_channels=16, num_classes=len(CLASSES)))
+    obj = SegmentationFinetune(model)
+    assert obj.encoder is model and obj.encoder_kind == "deeplabv3plus" and obj.encoder_config == model.cfg
+    assert SegmentationFinetune(TinySeg()).encoder_kind is None
+    x, y = toy_xy(2)
+    t = _trainer.Trainer(obj, seg.trainer_config(FinetuneConfig(steps=2, warmup=0)), tmp_path)
+    t.fit(iter([{"x": x, "y": y}] * 2), progress=False)
+    back, info = load_checkpoint(tmp_path / "checkpoints" / "step_00000002")
+    assert info["kind"] == "deeplabv3plus" and back.num_classes == len(CLASSES)
+
+

@@ -8,18 +8,25 @@ import time
 
 import pytest
 
+# A tiny RSP for the learner nodes started by hand (ROS parameter names = the CLI's)
+RSP_TINY = {"rsp.encoder.size": "tiny", "rsp.encoder.patch": 8, "rsp.encoder.depth": 1, "rsp.decoder_width": 32,
+            "rsp.decoder_depth": 1, "rsp.decoder_heads": 4, "rsp.batch.size": 4, "rsp.batch.gap_min": 2,
+            "rsp.batch.gap_max": 6, "rsp.trainer.threads": 1}
+
 # CPU-sized settings for a ~1 minute run: tiny images, tiny models, frequent checkpoints
 FAST = [
     "sim_camera.sim.width=64", "sim_camera.sim.height=48", "sim_camera.sim.frames=200", "sim_camera.sim.step=0.1",
     "sim_camera.rate=10.0",
     "learner.learner.store_height=32", "learner.learner.store_width=48", "learner.learner.min_frames=8",
-    "learner.learner.min_pairs=2", "learner.learner.batch=4", "learner.learner.view_pairs=2",
-    "learner.learner.pixel_pairs=64", "learner.learner.ckpt_every=10", "learner.learner.slice_steps=2",
-    "learner.vit.img_size=[32, 48]", "learner.vit.patch=8", "learner.vit.depth=1",
+    "learner.learner.min_pairs=2", "learner.learner.slice_steps=2",
+    "learner.rsp.batch.size=4", "learner.rsp.trainer.ckpt_every=10", "learner.regconsist.trainer.ckpt_every=10",
+    "learner.regconsist.batch.size=2", "learner.regconsist.batch.pixel_pairs=64",
+    "learner.rsp.encoder.patch=8", "learner.rsp.encoder.depth=1",
     "learner.rsp.decoder_width=32", "learner.rsp.decoder_depth=1", "learner.rsp.decoder_heads=4",
-    "learner.deeplab.width=0.25", "learner.deeplab.aspp_channels=32", "learner.deeplab.decoder_channels=32",
-    "learner.frame_pairs.gap_min=2", "learner.frame_pairs.gap_max=6", "learner.trainer.threads=1",
-    "learner.rc_trainer.threads=1",
+    "learner.regconsist.encoder.width=0.25", "learner.regconsist.encoder.aspp_channels=32",
+    "learner.regconsist.encoder.decoder_channels=32",
+    "learner.rsp.batch.gap_min=2", "learner.rsp.batch.gap_max=6", "learner.rsp.trainer.threads=1",
+    "learner.regconsist.trainer.threads=1",
     "evaluator.eval_width=64", "evaluator.eval_height=48", "evaluator.eval_frames=16", "evaluator.clip_len=8",
     "evaluator.min_object_pixels=20", "evaluator.seg_steps=3", "evaluator.poll_s=1.0",
 ]
@@ -84,11 +91,9 @@ def test_learner_killed_with_sigkill_resumes_at_its_last_checkpoint(tmp_path, do
 
     out = tmp_path / "online"
     params = {"learner.objectives": "[rsp]", "learner.out_dir": str(out), "learner.store_height": 32,
-              "learner.store_width": 48, "learner.min_frames": 8, "learner.batch": 4, "learner.ckpt_every": 5,
-              "learner.slice_steps": 1, "vit.img_size": "[32, 48]", "vit.patch": 8, "vit.depth": 1,
-              "rsp.decoder_width": 32, "rsp.decoder_depth": 1, "rsp.decoder_heads": 4, "frame_pairs.gap_min": 2,
-              "frame_pairs.gap_max": 6, "trainer.threads": 1}
-    nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "regconsist_ros.sim.frames": 100, "rate": 10.0})
+              "learner.store_width": 48, "learner.min_frames": 8, "learner.slice_steps": 1,
+              "rsp.trainer.ckpt_every": 5, **RSP_TINY}
+    nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "sim.frames": 100, "rate": 10.0})
     learner = nodes.start("learner", params)
     end = time.monotonic() + 90
     while time.monotonic() < end and (latest_checkpoint(out / "rsp") is None or read_info(latest_checkpoint(out / "rsp"))["step"] < 10):
@@ -155,11 +160,10 @@ def test_one_learner_on_two_ranks_under_torchrun(tmp_path, domain_id, nodes):
     from regconsist_ros.models.checkpoint import latest_checkpoint, read_info
 
     out = tmp_path / "online"
-    nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "regconsist_ros.sim.frames": 100, "rate": 10.0})
+    nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "sim.frames": 100, "rate": 10.0})
     args = ["learner.objectives:=[rsp]", f"learner.out_dir:={out}", "learner.store_height:=32", "learner.store_width:=48",
-            "learner.min_frames:=8", "learner.batch:=4", "learner.ckpt_every:=5", "learner.slice_steps:=1",
-            "vit.img_size:=[32, 48]", "vit.patch:=8", "vit.depth:=1", "rsp.decoder_width:=32", "rsp.decoder_depth:=1",
-            "rsp.decoder_heads:=4", "frame_pairs.gap_min:=2", "frame_pairs.gap_max:=6", "trainer.threads:=1"]
+            "learner.min_frames:=8", "rsp.trainer.ckpt_every:=5", "learner.slice_steps:=1",
+            *(f"{k}:={v}" for k, v in RSP_TINY.items())]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(29600 + domain_id), "-m", "regconsist_ros.ros.nodes.learner", "--ros-args"]
     for a in args:
@@ -194,14 +198,11 @@ def test_two_namespaced_robots_feed_one_learner(tmp_path, nodes, probe):
 
     probe.subscribe(DiagnosticArray, "/diagnostics", keep=100000)
     for k, ns in enumerate(("/robot1", "/robot2")):
-        nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "regconsist_ros.sim.frames": 60, "sim.seed": k, "rate": 10.0},
+        nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "sim.frames": 60, "sim.seed": k, "rate": 10.0},
                     name=f"cam{k}", namespace=ns)
     nodes.start("learner", {"learner.objectives": "[rsp]", "learner.out_dir": str(tmp_path / "online"),
                             "sources": "[/robot1, /robot2]", "learner.store_height": 32, "learner.store_width": 48,
-                            "learner.min_frames": 8, "learner.batch": 4, "learner.slice_steps": 1,
-                            "vit.img_size": "[32, 48]", "vit.patch": 8, "vit.depth": 1, "rsp.decoder_width": 32,
-                            "rsp.decoder_depth": 1, "rsp.decoder_heads": 4, "frame_pairs.gap_min": 2,
-                            "frame_pairs.gap_max": 6, "trainer.threads": 1})
+                            "learner.min_frames": 8, "learner.slice_steps": 1, **RSP_TINY})
 
     def learner_status():
         st = {}

@@ -19,7 +19,7 @@ def test_declare_and_read_round_trip_every_field_type(domain_id):
     import rclpy
 
     from regconsist_ros.ros import params
-    from regconsist_ros.ros.nodes.sim_camera import CameraSourceConfig
+    from regconsist_ros.online.camera_source import CameraSourceConfig
     from regconsist_ros.sim.source import SimConfig
 
     node, ctx = _node(domain_id, {"sim.width": 80, "rate": 15.0, "depth_encoding": "32FC1", "loop": False})
@@ -42,7 +42,7 @@ def test_bad_parameter_values_raise_config_errors_naming_them(domain_id):
 
     from regconsist_ros.config import ConfigError
     from regconsist_ros.ros import params
-    from regconsist_ros.ros.nodes.sim_camera import CameraSourceConfig
+    from regconsist_ros.online.camera_source import CameraSourceConfig
 
     node, ctx = _node(domain_id, {"rate": -1.0, "depth_encoding": "8UC3"})
     try:
@@ -50,6 +50,26 @@ def test_bad_parameter_values_raise_config_errors_naming_them(domain_id):
         with pytest.raises(ConfigError, match="depth_encoding|rate"):
             params.read(node, CameraSourceConfig)
     finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+def test_registration_node_reads_view_pairs_parameters(domain_id):
+    """PairSelectionConfig is the `view_pairs.*` group of the registration node (`pairs` means frame pairs)."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from regconsist_ros.ros.nodes.registration import make_node_class
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = make_node_class()(context=ctx, parameter_overrides=[Parameter("view_pairs.iou_low", value=0.4),
+                                                               Parameter("keyframes.candidates", value=3)])
+    try:
+        assert node.registrar.builder.pair_cfg.iou_low == 0.4 and node.registrar.builder.cfg.candidates == 3
+        assert node.has_parameter("view_pairs.iou_high") and not node.has_parameter("pairs.iou_low")
+    finally:
+        node.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
 

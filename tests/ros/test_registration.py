@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-SIM = {"sim.width": 64, "sim.height": 48, "regconsist_ros.sim.frames": 60, "sim.step": 0.1, "rate": 10.0}
+SIM = {"sim.width": 64, "sim.height": 48, "sim.frames": 60, "sim.step": 0.1, "rate": 10.0}
 
 
 def _diag(probe, name):

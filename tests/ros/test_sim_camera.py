@@ -17,7 +17,7 @@ def test_sim_camera_publishes_a_realsense_style_stream(depth_encoding, probe, no
               "camera/semantic/image_raw": Image, "camera/instance/image_raw": Image}
     for t, ty in topics.items():
         probe.subscribe(ty, t)
-    proc = nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "regconsist_ros.sim.frames": 12, "rate": 10.0,
+    proc = nodes.start("sim_camera", {"sim.width": 64, "sim.height": 48, "sim.frames": 12, "rate": 10.0,
                                       "depth_encoding": depth_encoding})
     try:
         ok = probe.spin_until(lambda: all(len(probe.msgs[t]) >= 5 for t in topics), timeout=40)

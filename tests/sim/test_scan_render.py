@@ -46,8 +46,8 @@ def test_sim_render_a_ply_scan(tmp_path, capsys):
     ply = tmp_path / "room.ply"
     write_room_ply(ply)
     out = tmp_path / "seq"
-    rc = main(["sim", "render", "--scene", str(ply), "--up-axis", "z", "--frames", "8", "--width", "64",
-               "--height", "48", "--trajectory", "explore", "--step", "0.15", "--clearance", "0.25",
+    rc = main(["sim", "render", "--sim.scene", str(ply), "--sim.up_axis", "z", "--sim.frames", "8", "--sim.width", "64",
+               "--sim.height", "48", "--sim.trajectory", "explore", "--sim.step", "0.15", "--sim.clearance", "0.25",
                "--out", str(out), "--quiet", "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -1,21 +1,25 @@
-"""`learner`: trains encoders online from the stream (RSP/MAE on frame pairs, RegConsist on view pairs).
+"""`learner`: trains encoders online from the stream, any registered method (``learner.objectives``).
 
 Subscribes:
 
 | topic | type | used by |
 |---|---|---|
-| ``camera/color/image_raw`` | sensor_msgs/Image | RSP / MAE frame buffer (stored at ``learner.store_*``) |
-| ``registration/keyframe/image_raw`` | sensor_msgs/Image | RegConsist keyframes (regions computed once) |
-| ``registration/view_pairs`` | sensor_msgs/PointCloud2 | RegConsist view pairs (joined to keyframes by stamp) |
+| ``camera/color/image_raw`` | sensor_msgs/Image | frame buffers of the frame-pair and clip methods (stored at ``learner.store_*``) |
+| ``registration/keyframe/image_raw`` | sensor_msgs/Image | keyframes of the view-pair and flow-pair methods (regions computed once) |
+| ``registration/view_pairs`` | sensor_msgs/PointCloud2 | view pairs (joined to keyframes by stamp) |
+
+Parameters: this node's ``LearnerNodeConfig`` at the root, ``qos.*``, ``learner.*``, ``regions.*`` and
+each trained method's settings tree (``rsp.*``, ``rsp.trainer.*``, ``rsp.encoder.*``, ``rsp.batch.*``:
+the names of ``regconsist pretrain rsp``); a parameter of anything else is an error at start-up.
 
 Publishes ``/diagnostics`` (buffers, steps, losses, checkpoints, drops) once per second.
 
 Callbacks only enqueue into a bounded queue; an ingest worker decodes and fills the replay buffers
 (memory caps ``learner.frame_buffer_mb`` / ``learner.pair_buffer_mb``, oldest evicted) and a train
 worker runs :meth:`OnlineLearner.train` in slices (CUDA with bf16 autocast when available, CPU
-otherwise: ``trainer.device``). Checkpoints are atomic (``<learner.out_dir>/<objective>/checkpoints/
-step_*``: safetensors + JSON + optimizer/scheduler/RNG state), every ``learner.ckpt_every`` steps and
-at shutdown (SIGINT/SIGTERM). A restarted learner resumes each objective at its last checkpoint.
+otherwise: ``<method>.trainer.device``). Checkpoints are atomic (``<learner.out_dir>/<method>/checkpoints/
+step_*``: safetensors + JSON + optimizer/scheduler/RNG state), every ``<method>.trainer.ckpt_every``
+steps and at shutdown (SIGINT/SIGTERM). A restarted learner resumes each objective at its last checkpoint.
 Scalars go to ``metrics.jsonl`` in each run directory, and to TensorBoard when it is installed.
 """
 from __future__ import annotations
@@ -49,38 +53,31 @@ class LearnerNodeConfig:
 
 
 def build_learner(node, params_mod):
-    """OnlineLearner from the node's parameters (every group is a config dataclass)."""
-    from regconsist_ros.models.deeplab import DeepLabConfig
-    from regconsist_ros.models.objectives.mae import MAEConfig
-    from regconsist_ros.models.objectives.regconsist import RegConsistConfig
-    from regconsist_ros.models.objectives.rsp import RSPConfig
-    from regconsist_ros.models.vit import ViTConfig
-    from regconsist_ros.learning.frame_pairs import FramePairConfig
-    from regconsist_ros.learning.trainer import TrainerConfig
-    from regconsist_ros.online.learner import OnlineLearner
+    """OnlineLearner from the node's parameters: ``learner.*``, ``regions.*`` and, for each method of
+    ``learner.objectives``, its settings tree ``<method>.*`` (defaults: :func:`online_recipe`). A
+    parameter outside these (e.g. a setting of a method not trained) is an error."""
+    from regconsist_ros.learning.runs import MethodRun, schema
+    from regconsist_ros.models.methods import methods
+    from regconsist_ros.online.learner import OnlineLearner, online_recipe
     from regconsist_ros.registration.regions import RegionConfig
 
-    groups = {"learner": LearnerConfig, "trainer": TrainerConfig, "rc_trainer": TrainerConfig, "vit": ViTConfig,
-              "rsp": RSPConfig, "mae": MAEConfig, "frame_pairs": FramePairConfig, "deeplab": DeepLabConfig,
-              "regconsist": RegConsistConfig, "regions": RegionConfig}
-    defaults = {
-        "trainer": TrainerConfig(steps=1_000_000, lr=1e-3, optimizer="adamw", betas=(0.9, 0.95), weight_decay=0.05, warmup=50),
-        "rc_trainer": TrainerConfig(steps=1_000_000, lr=0.02, optimizer="sgd", weight_decay=1e-4, warmup=50),
-        "vit": ViTConfig(size="tiny", depth=6, img_size=(96, 128), patch=16),
-        "rsp": RSPConfig(decoder_width=256, decoder_depth=2, decoder_heads=8),
-        "mae": MAEConfig(decoder_width=256, decoder_depth=2, decoder_heads=8),
-        "frame_pairs": FramePairConfig(gap_min=2, gap_max=16),
-        "deeplab": DeepLabConfig.small(width=0.5),
-        "regconsist": RegConsistConfig(view_pairs=4, pixel_pairs=2048),
-    }
-    cfgs = {}
-    for g, cls in groups.items():
-        params_mod.declare(node, cls, g, defaults=defaults.get(g))
-        cfgs[g] = params_mod.read(node, cls, g)
-    lc = cfgs["learner"]
-    return OnlineLearner(lc, trainer=cfgs["trainer"], vit=cfgs["vit"], rsp=cfgs["rsp"], mae=cfgs["mae"],
-                         pairs=cfgs["frame_pairs"], deeplab=cfgs["deeplab"], regconsist=cfgs["regconsist"],
-                         regions=cfgs["regions"], rc_trainer=cfgs["rc_trainer"])
+    params_mod.declare(node, LearnerConfig, "learner")
+    params_mod.declare(node, RegionConfig, "regions")
+    cfg = params_mod.read(node, LearnerConfig, "learner")
+    runs = {}
+    for m in cfg.objectives:
+        base = online_recipe(m, cfg)
+        params_mod.declare_groups(node, schema(m), base.groups())
+        g = params_mod.read_groups(node, schema(m))
+        runs[m] = MethodRun(m, g[m], g[f"{m}.trainer"], g[f"{m}.encoder"], g[f"{m}.batch"])
+    def hint(name: str):
+        head = name.split(".", 1)[0]
+        if head in methods() and head not in cfg.objectives:
+            return f"method {head} is not in learner.objectives {list(cfg.objectives)}"
+        return None
+
+    params_mod.reject_undeclared(node, "the learner", hint)
+    return OnlineLearner(cfg, runs, regions=params_mod.read(node, RegionConfig, "regions"))
 
 
 def make_node_class():

@@ -1,7 +1,9 @@
 """Augmentations on image batches in torch. Photometric ones leave pixels where they are;
-geometric ones (horizontal flip) return the flip flags so pixel coordinates can move with them."""
+geometric ones (horizontal flip) return the flip flags so pixel coordinates can move with them;
+:class:`ViewAugment` makes the two random views of SimCLR / BYOL."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -83,3 +85,49 @@ def hflip_with_points(x: torch.Tensor, pts: torch.Tensor, flip: torch.Tensor) ->
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     px = torch.where(flip.view(-1, 1), W - 1 - pts[..., 0], pts[..., 0])
     return x, torch.stack([px, pts[..., 1]], -1)
+
+
+# ---- two-view augmentation (SimCLR / BYOL) -----------------------------------------------------------
+def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.2, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: float = 0.5,
+                        g: torch.Generator | None = None) -> torch.Tensor:
+    """Batched random-resized crop (+ horizontal flip) of x [B, C, H, W], back to H x W (bilinear).
+
+    Per sample: area fraction uniform in ``scale``, aspect (w/h, relative to the image's) log-uniform
+    in ``ratio``; crop sides as fractions of the image sides are sqrt(area * aspect) and
+    sqrt(area / aspect), clipped to 1 (instead of torchvision's rejection sampling; clipping can only
+    shrink the area); position uniform among the placements inside the image; flipped with
+    probability ``hflip``. One ``grid_sample`` for the batch; the full-image crop without flip is the
+    identity. Randomness: one ``torch.rand((B, 5))`` from ``g`` (on x's device)."""
+    B = x.shape[0]
+    u = torch.rand((B, 5), generator=g, device=x.device, dtype=torch.float32)  # area, aspect, cx, cy, flip
+    area = scale[0] + (scale[1] - scale[0]) * u[:, 0]
+    aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1])
+    fw = torch.sqrt(area * aspect).clamp(max=1.0)  # [B] crop width / image width
+    fh = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = (1.0 - fw) * (2.0 * u[:, 2] - 1.0)  # crop centre in [-1, 1] coordinates, crop inside the image
+    cy = (1.0 - fh) * (2.0 * u[:, 3] - 1.0)
+    sx = torch.where(u[:, 4] < hflip, -fw, fw)
+    theta = torch.zeros(B, 2, 3, device=x.device, dtype=torch.float32)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, fh, cy
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # [B, H, W, 2] output -> source
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+@dataclass(frozen=True)
+class ViewAugment:
+    """SimCLR/BYOL-style views on image tensors: random-resized crop + flip, then colour jitter,
+    random grayscale and Gaussian blur (:class:`PhotometricAug`). x [B, 3, H, W] in [0, 1] -> same
+    shape, in [0, 1], no gradient; deterministic given the generator ``g`` (on x's device)."""
+
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    photometric: PhotometricAug | None = PhotometricAug()
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            y = random_resized_crop(x.float(), self.scale, self.ratio, self.hflip, g)
+            if self.photometric is not None:
+                y = self.photometric(y, g)
+            return y.clamp(0.0, 1.0)

@@ -1,0 +1,176 @@
+"""`regconsist embed` and `regconsist eval propagate|retrieve|bc`: readouts of any encoder checkpoint."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from regconsist_ros.cli.common import add_settings, encoder_flags, encoder_from, output_flags, settings, size_arg
+from regconsist_ros.config import ConfigError
+
+
+def _vit():
+    from regconsist_ros.models.vit import ViTConfig
+
+    return ViTConfig
+
+
+def cmd_embed(a: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+
+    from regconsist_ros.learning.frame_sources import load_ordered_frames
+    from regconsist_ros.models.encoder import encode
+
+    model, info = encoder_from(a, "vit", _vit())
+    frames = load_ordered_frames(a.data, max_frames=a.max_frames, stride=a.stride, progress=not a.quiet)
+    t0 = time.perf_counter()
+    feats = encode(model, torch.from_numpy(frames.rgb), batch=a.batch, size=size_arg(a))
+    seconds = time.perf_counter() - t0
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"cls": feats["cls"].numpy(), "stamps": frames.stamps, "names": np.array(frames.names)}
+    if a.patches:
+        arrays["patches"] = feats["patches"].numpy()
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(out)
+    return {"out": str(out), "frames": len(frames), "dim": int(feats["cls"].shape[1]),
+            "patch_grid": list(feats["patches"].shape[2:]), "patches_saved": bool(a.patches),
+            "dropped_frames": frames.dropped, "frames_per_s": round(len(frames) / max(seconds, 1e-9), 2), **info}
+
+
+def cmd_eval_propagate(a: argparse.Namespace) -> dict:
+    from regconsist_ros.learning.frame_sources import load_ordered_frames
+    from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
+
+    cfg = settings(a, [("", PropagationConfig)], where="eval propagate")[""]
+    model, info = encoder_from(a, "vit", _vit())
+    clips = []
+    for spec in a.data:
+        fr = load_ordered_frames(spec, progress=not a.quiet)
+        if fr.instance is None:
+            raise ConfigError(f"--data {spec}: no instance masks (a TUM sequence with instance/ or a sim: source is needed)")
+        name = Path(str(spec)).name or str(spec)
+        clips += clips_from_frames(fr.rgb, fr.instance, a.clip_len, name) if a.clip_len else [
+            {"name": name, "rgb": fr.rgb, "instance": fr.instance}]
+    if not clips:
+        raise ConfigError(f"--clip-len {a.clip_len}: longer than every sequence; no clip to evaluate")
+    result = run_propagation(model, clips, cfg, progress=not a.quiet, out_dir=a.out, size=size_arg(a))
+    return {**result, **info}
+
+
+def cmd_eval_retrieve(a: argparse.Namespace) -> dict:
+    """Nearest-neighbour retrieval (top-k) of frozen [CLS]/pooled features; labels per frame from --label."""
+    import numpy as np
+    import torch
+
+    from regconsist_ros.learning.frame_sources import load_ordered_frames
+    from regconsist_ros.models.encoder import encode
+    from regconsist_ros.readout.retrieval import nn_retrieval
+    from regconsist_ros.readout.segmentation import VOID
+
+    model, info = encoder_from(a, "vit", _vit())
+    feats, labels = [], []
+    for i, spec in enumerate(a.data):
+        fr = load_ordered_frames(spec, progress=not a.quiet, stride=a.stride)
+        if a.label == "semantic":
+            if fr.semantic is None:
+                raise ConfigError(f"--data {spec}: no semantic labels for --label semantic")
+            lab = []
+            for sem in fr.semantic:  # the dominant labelled class of each frame
+                counts = np.bincount(sem[sem != VOID].ravel().astype(np.int64), minlength=1)
+                lab.append(int(counts.argmax()) if counts.sum() else VOID)
+        else:
+            lab = [i] * len(fr)
+        feats.append(encode(model, torch.from_numpy(fr.rgb), size=size_arg(a))["cls"])
+        labels += lab
+    r = nn_retrieval(torch.cat(feats), torch.tensor(labels), k=tuple(a.k))
+    return {**r, "samples": len(labels), "label": a.label, "classes": len(set(labels)), **info}
+
+
+def bc_schema():
+    """The BC readout's groups: ``bc.*`` (the protocol) and ``policy.*`` (the policy and its training);
+    the same sections name them in an evaluator's ``bc_config`` YAML."""
+    from regconsist_ros.readout.bc import BCConfig
+    from regconsist_ros.readout.bc_run import BCReadoutConfig
+
+    return [("bc", BCReadoutConfig), ("policy", BCConfig)]
+
+
+def cmd_eval_bc(a: argparse.Namespace) -> dict:
+    """Behaviour-cloning readout: one task, several (--task a b), or the suite's list (--all)."""
+    from regconsist_ros.readout.bc_run import resolve_encoder, run_readout
+    from regconsist_ros.readout.suites import get_suite
+
+    groups = settings(a, bc_schema() + [("encoder", _vit())], where="eval bc")
+    cfg, bc = groups["bc"], groups["policy"]
+    suite = get_suite(cfg.suite)
+    if a.all == bool(a.task):
+        raise ConfigError("give either --task NAME [NAME ...] or --all")
+    tasks = list(suite.tasks) if a.all else a.task
+    encoders = [resolve_encoder(e, groups["encoder"], bc.seed) for e in a.encoder]
+    labels = [e.label for e in encoders]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--encoder labels must differ, got {labels} (name them: label=path)")
+    summary, results = run_readout(tasks, encoders, cfg, bc, a.out, progress=not a.quiet)
+    if len(results) == 1:
+        r = results[0]
+        if r.get("status") != "ok":
+            return {**r, "_exit": 1}
+        keep = ("suite", "task", "encoder", "success", "best_success", "best_epoch", "episodes", "demos", "demo_steps",
+                "evaluations", "videos", "seconds", "encoder_info")
+        return {k: r[k] for k in keep} | {"out": str(Path(a.out) / cfg.suite / r["encoder"] / r["task"]),
+                                          "resumed": bool(r.get("resumed"))}
+    if not summary["encoders"]:
+        return {**summary, "_exit": 1}
+    return summary
+
+
+def add_parsers(sub) -> None:
+    from regconsist_ros.cli.common import config_flag
+    from regconsist_ros.readout.propagation import PropagationConfig
+
+    vit = _vit()
+    em = sub.add_parser("embed", help="[CLS] (and patch) features of ordered frames from any encoder checkpoint")
+    em.add_argument("--data", required=True, help="TUM sequence, image folder, video file or 'sim:seed=..,frames=..'")
+    em.add_argument("--out", required=True, type=Path, help="output .npz (cls [N, D], stamps, names[, patches [N, D, h, w]])")
+    em.add_argument("--patches", action="store_true", help="also store the patch feature maps")
+    em.add_argument("--batch", type=int, default=32, help="frames per forward pass")
+    em.add_argument("--max-frames", type=int, default=0, help="frames read (0 = all)")
+    em.add_argument("--stride", type=int, default=1, help="take every stride-th frame")
+    encoder_flags(em, vit)
+    em.set_defaults(fn=cmd_embed)
+
+    ev = sub.add_parser("eval", help="readouts of an encoder").add_subparsers(dest="eval_cmd", required=True)
+    pg = ev.add_parser("propagate", help="label propagation of first-frame instance masks (J and F)")
+    pg.add_argument("--data", required=True, nargs="+", help="sequences with instance masks: TUM dirs or 'sim:...' specs")
+    pg.add_argument("--clip-len", type=int, default=0, help="cut sequences into clips of this many frames (0 = whole)")
+    pg.add_argument("--out", type=Path, default=None, help="write propagation.json and propagation.png here")
+    encoder_flags(pg, vit)
+    add_settings(pg, [("", PropagationConfig)])
+    pg.set_defaults(fn=cmd_eval_propagate)
+
+    rt = ev.add_parser("retrieve", help="nearest-neighbour retrieval top-k accuracy of frozen features")
+    rt.add_argument("--data", required=True, nargs="+", help="ordered-frame sources (TUM dirs, folders, videos, 'sim:...')")
+    rt.add_argument("--label", choices=["source", "semantic"], default="source",
+                    help="a frame's label: which --data source (place) it comes from, or its dominant labelled "
+                    "semantic class (indoors often one class for every frame)")
+    rt.add_argument("--k", nargs="+", type=int, default=[1, 5], help="top-k values")
+    rt.add_argument("--stride", type=int, default=1, help="take every stride-th frame")
+    encoder_flags(rt, vit)
+    rt.set_defaults(fn=cmd_eval_retrieve)
+
+    bcp = ev.add_parser("bc", help="behaviour-cloning readout (CortexBench protocol) in MetaWorld and other suites",
+                        description="Frozen encoder -> flare-fused embeddings (+ proprioception) -> BatchNorm-MLP policy "
+                                    "trained on demonstrations, rolled out every --bc.eval_every epochs.")
+    bcp.add_argument("--task", nargs="+", default=None, help="task name(s), e.g. button-press-topdown")
+    bcp.add_argument("--all", action="store_true", help="the suite's benchmark task list, aggregated (IQM, bootstrap CIs, plots)")
+    bcp.add_argument("--encoder", nargs="+", required=True,
+                     help="'random' (a ViT of --encoder.*), 'state' (ground-truth state, no images), or checkpoint/run "
+                          "directories (label=path)")
+    bcp.add_argument("--out", type=Path, default=Path("runs/bc"), help="results directory (resumes per task)")
+    config_flag(bcp)
+    output_flags(bcp)
+    add_settings(bcp, bc_schema() + [("encoder", vit)])
+    bcp.set_defaults(fn=cmd_eval_bc)

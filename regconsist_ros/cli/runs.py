@@ -1,0 +1,149 @@
+"""`regconsist bench ...`, `up`, `experiment ...` and `demo`: whole runs and their figures."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from regconsist_ros.cli.common import add_settings, config_flag, output_flags, settings
+
+
+# ---- bench ---------------------------------------------------------------------------------------------
+def cmd_bench(a: argparse.Namespace) -> dict:
+    from regconsist_ros import bench
+
+    if a.what == "bc":
+        return bench.bench_bc(task=a.task, size=a.size, n=a.n, seed=a.seed)
+    if a.what == "regions":
+        return bench.bench_regions(width=a.width, height=a.height, n=a.n, seed=a.seed)
+    if a.what == "transport":
+        from regconsist_ros.ros.transport_bench import bench_transport
+
+        return bench_transport(width=a.width, height=a.height, rate=a.rate, seconds=a.seconds,
+                               reliability=a.reliability, depth=a.qos_depth, transport=a.transport,
+                               rgbd=not a.colour_only)
+    if a.what == "sim":
+        return bench.bench_sim(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads, backend=a.backend)
+    return bench.bench_correspond(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads)
+
+
+def cmd_bench_pretrain(a: argparse.Namespace) -> dict:
+    from regconsist_ros import bench
+    from regconsist_ros.learning.runs import MethodRun, _other_method, recipe, schema
+
+    base = recipe(a.method)
+    g = settings(a, schema(a.method), base.groups(), where=f"bench pretrain {a.method}",
+                 hint=lambda n: _other_method(n, a.method))
+    m = a.method
+    run = MethodRun(m, g[m], g[f"{m}.trainer"], g[f"{m}.encoder"], g[f"{m}.batch"])
+    return bench.bench_pretrain(run, steps=a.n, device=a.device, amp=not a.no_amp, nthreads=a.nthreads, seed=a.seed)
+
+
+def _add_bench(sub) -> None:
+    from regconsist_ros.config import add_schema_arguments
+    from regconsist_ros.learning.runs import recipe, schema
+    from regconsist_ros.models.methods import methods
+
+    b = sub.add_parser("bench", help="benchmarks (print JSON)").add_subparsers(dest="what", required=True)
+
+    def common(q, width, height, n, what):
+        q.add_argument("--width", type=int, default=width, help="image width")
+        q.add_argument("--height", type=int, default=height, help="image height")
+        q.add_argument("--n", type=int, default=n, help=what)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
+        q.set_defaults(fn=cmd_bench)
+
+    q = b.add_parser("sim", help="frames/s of the embedded-world renderer")
+    common(q, 640, 480, 30, "frames to time")
+    q.add_argument("--nthreads", type=int, default=1, help="renderer threads")
+    q.add_argument("--backend", choices=["auto", "raycast", "gl"], default="auto", help="renderer backend")
+    q = b.add_parser("correspond", help="ms per view pair of exact correspondences")
+    common(q, 640, 480, 30, "pairs to time")
+    q.add_argument("--nthreads", type=int, default=1, help="torch threads")
+    q = b.add_parser("regions", help="Cantor vs all-pairs region overlap")
+    common(q, 640, 480, 30, "repeats")
+    q = b.add_parser("transport", help="delivered fraction and latency of images between two ROS 2 processes")
+    common(q, 640, 480, 0, "unused")
+    q.add_argument("--rate", type=float, default=30.0, help="messages per second")
+    q.add_argument("--seconds", type=float, default=5.0, help="publishing time")
+    q.add_argument("--reliability", choices=["reliable", "best_effort"], default="reliable", help="QoS")
+    q.add_argument("--qos-depth", type=int, default=10, help="QoS history depth")
+    q.add_argument("--transport", choices=["default", "large_data", "udpv4", "shm"], default="default",
+                   help="Fast DDS builtin transports")
+    q.add_argument("--colour-only", action="store_true", help="one rgb8 stream instead of colour + 16UC1 depth")
+    q = b.add_parser("bc", help="ms per MetaWorld frame (fast/full render) and per BC rollout step")
+    q.add_argument("--task", default="hammer", help="MetaWorld task")
+    q.add_argument("--size", type=int, default=128, help="render size")
+    q.add_argument("--n", type=int, default=50, help="frames / steps to time")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
+    q.set_defaults(fn=cmd_bench)
+
+    pre = b.add_parser("pretrain", help="training steps/s, images/s (and peak memory on CUDA) of one method",
+                       description="One real batch of the method's kind, built once from a small rendered sequence, "
+                       "then timed optimiser steps. The method's settings are those of `regconsist pretrain METHOD` "
+                       "(defaults: its recipe, e.g. RSP's official ViT-S/16 at 224x224 with the 512x8 decoder).")
+    psub = pre.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for name in sorted(methods()):
+        run = recipe(name)
+        q = psub.add_parser(name, help=run.spec.summary)
+        q.add_argument("--n", type=int, default=10, help="timed steps (after 2 warm-up steps)")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--device", default="auto", help="auto, cpu, cuda")
+        q.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+        q.add_argument("--nthreads", type=int, default=0, help="torch threads (0 = all)")
+        q.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
+        config_flag(q)
+        add_schema_arguments(q, schema(name), run.groups())
+        q.set_defaults(fn=cmd_bench_pretrain)
+
+
+# ---- up ------------------------------------------------------------------------------------------------
+def cmd_up(a: argparse.Namespace) -> dict:
+    from regconsist_ros.up import load_graph, up
+
+    graph = load_graph(a.graph, a.graph_file, a.set or ())
+    result = up(graph, duration=a.duration, grace=a.grace, domain_id=a.domain_id)
+    result["_exit"] = 0 if result["ok"] else 1
+    return result
+
+
+# ---- experiment / demo -----------------------------------------------------------------------------------
+def cmd_experiment(a: argparse.Namespace) -> dict:
+    return a.experiment.run(settings(a, [("", a.experiment_config)], where=f"experiment {a.exp}")[""])
+
+
+def cmd_demo(a: argparse.Namespace) -> dict:
+    from regconsist_ros.demo import DemoConfig, run_demo
+
+    return run_demo(settings(a, [("demo", DemoConfig)], where="demo", own_sections=True)["demo"])
+
+
+def add_parsers(sub) -> None:
+    from regconsist_ros.demo import DemoConfig
+    from regconsist_ros.experiments import experiments
+
+    _add_bench(sub)
+
+    ex = sub.add_parser("experiment", help="committed experiments").add_subparsers(dest="exp", required=True)
+    for name, module in experiments().items():
+        q = ex.add_parser(name, help=module.HELP)
+        add_settings(q, [("", module.CONFIG)])
+        output_flags(q, quiet=False)
+        q.set_defaults(fn=cmd_experiment, experiment=module, experiment_config=module.CONFIG)
+
+    u = sub.add_parser("up", help="start a node graph (config/graph.yaml) as processes, like a launch file")
+    u.add_argument("graph", help="graph name in the graph file: sim, robot or eval")
+    u.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
+    u.add_argument("--graph-file", default=None, help="graph definition (default: config/graph.yaml)")
+    u.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a node parameter (repeatable)")
+    u.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for every node (default: inherited)")
+    u.add_argument("--grace", type=float, default=60.0, help="seconds nodes get to stop before they are killed")
+    output_flags(u, quiet=False)
+    u.set_defaults(fn=cmd_up)
+
+    d = sub.add_parser("demo", help="the main job on the embedded default world")
+    add_settings(d, [("demo", DemoConfig)])
+    config_flag(d)
+    output_flags(d, quiet=False)
+    d.set_defaults(fn=cmd_demo)
