@@ -35,6 +35,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/experiments", glob("config/experiments/*.yaml")),
     ],
     python_requires=">=3.10",
     install_requires=[

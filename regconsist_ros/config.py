@@ -1,8 +1,11 @@
 """Config dataclasses as the single source of truth for CLI flags, YAML files and ROS parameters.
 
 A component declares one dataclass (defaults, types, ``field(metadata={"help": ...})``, checks in
-``__post_init__``). This module turns it into argparse flags and back, and loads/saves YAML
-sections; ``regconsist_ros.ros.params`` maps the same fields onto ROS parameters.
+``__post_init__``). A command or node names its groups in a *schema*, ``[(prefix, dataclass)]``,
+and every setting gets one dotted name, ``prefix.field``: the flag ``--prefix.field``, the ROS
+parameter ``prefix.field`` (:mod:`regconsist_ros.ros.params`) and the YAML key ``prefix: {field:}``.
+This module turns schemas into argparse flags and back, reads YAML settings, and builds the
+dataclasses with every value checked (:func:`build`, :func:`build_groups`).
 """
 from __future__ import annotations
 
@@ -39,43 +42,6 @@ def _base_type(tp):
         args = [a for a in get_args(tp) if a is not Ellipsis]
         return tuple, optional, None, args[0] if args else str
     return tp, optional, None, None
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
-    """Add one flag per field of dataclass ``cls`` (defaults left as None so explicit flags can be told apart)."""
-    hints = _hints(cls)
-    group = parser.add_argument_group(cls.__name__)
-    for f in dataclasses.fields(cls):
-        if f.name in skip or not f.init:
-            continue
-        tp, optional, choices, elem = _base_type(hints[f.name])
-        help_ = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        help_ = f"{help_} (default: {default})".strip()
-        name = flag(prefix + f.name)
-        if tp is bool:
-            group.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=help_, dest=prefix + f.name)
-        elif tp is tuple:
-            group.add_argument(name, nargs="+", type=elem, default=None, help=help_, dest=prefix + f.name)
-        else:
-            group.add_argument(name, type=tp if tp in (int, float, str) else str, choices=choices, default=None,
-                               help=help_, dest=prefix + f.name)
-
-
-def from_args(cls, ns: argparse.Namespace, prefix: str = "", base: Any = None, **overrides):
-    """Build ``cls`` from parsed flags; unspecified flags keep ``base``'s (or the default) values."""
-    values = dataclasses.asdict(base) if base is not None else {}
-    for f in dataclasses.fields(cls):
-        v = getattr(ns, prefix + f.name, None)
-        if v is not None:
-            values[f.name] = tuple(v) if isinstance(v, list) else v
-    values.update(overrides)
-    return build(cls, values)
 
 
 def build(cls, values: dict):
@@ -129,24 +95,6 @@ def _coerce(v, tp, elem):
             raise TypeError(f"expected a string, got {v!r}")
         return v
     return v
-
-
-def load_yaml(cls, path: str | Path, section: str | None = None):
-    """Read ``cls`` from a YAML file (optionally one top-level section of it)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    if section is not None:
-        if not isinstance(data, dict) or section not in data:
-            raise ConfigError(f"{path}: no section {section!r}")
-        data = data[section] or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of options, got {type(data).__name__}")
-    return build(cls, data)
 
 
 def to_dict(cfg) -> dict:
@@ -305,3 +253,14 @@ def yaml_values(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     return flatten(data)
+
+
+def config_dir() -> Path:
+    """The project's ``config/`` folder: the checkout's (source, editable install), else the one a wheel
+    or colcon build installs as ``share/regconsist_ros/config``."""
+    import sys
+
+    here = Path(__file__).resolve().parents[1] / "config"
+    if here.is_dir():
+        return here
+    return Path(sys.prefix) / "share" / "regconsist_ros" / "config"

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from regconsist_ros.config import ConfigError, flatten
+from regconsist_ros.config import ConfigError, config_dir, flatten
 
-DEFAULT_GRAPH = Path(__file__).resolve().parents[1] / "config" / "graph.yaml"
+DEFAULT_GRAPH = config_dir() / "graph.yaml"
 
 
 def load_graph(name: str, path: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:

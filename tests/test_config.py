@@ -7,7 +7,8 @@ from typing import Literal, Optional
 
 import pytest
 
-from regconsist_ros.config import ConfigError, add_arguments, build, from_args, load_yaml, to_dict
+from regconsist_ros.config import (ConfigError, add_schema_arguments, build, build_groups, flatten, given_values, nest,
+                                   to_dict, yaml_values)
 
 
 @dataclass
@@ -27,25 +28,30 @@ class Toy:
             raise ValueError(f"Toy.count must be >= 0, got {self.count}")
 
 
-def parser_for(cls=Toy, **kw) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="toy", exit_on_error=False)
-    add_arguments(p, cls, **kw)
+SCHEMA = [("toy", Toy)]
+
+
+def parser_for(schema=SCHEMA, base=None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="toy", exit_on_error=False, allow_abbrev=False)
+    add_schema_arguments(p, schema, base)
     return p
 
 
-def parse(argv, **kw) -> Toy:
-    p = parser_for(**kw)
-    return from_args(Toy, p.parse_args(argv), prefix=kw.get("prefix", ""))
+def parse(argv, schema=SCHEMA, base=None) -> Toy:
+    ns = parser_for(schema, base).parse_args(argv)
+    prefix = schema[0][0]
+    return build_groups(schema, given_values(ns, schema), base)[prefix]
 
 
-# ---- add_arguments / from_args --------------------------------------------------------------------
-def test_flags_use_dashes_and_help_shows_defaults():
+# ---- flags of a settings tree ---------------------------------------------------------------------
+def test_flags_are_the_dotted_names_and_help_shows_defaults():
     p = parser_for()
     opts = {s for a in p._actions for s in a.option_strings}
-    assert {"--count", "--rate-hz", "--enabled", "--no-enabled", "--name", "--mode", "--sizes", "--label"} <= opts
-    assert "--rate_hz" not in opts
-    text = p.format_help()
-    assert "how many (default: 3)" in text
+    assert {"--toy.count", "--toy.rate_hz", "--toy.enabled", "--toy.name", "--toy.mode", "--toy.sizes", "--toy.label"} <= opts
+    assert "--count" not in opts and "--toy.rate-hz" not in opts
+    assert "how many (default: 3)" in p.format_help()
+    base = {"toy": Toy(count=9)}
+    assert "how many (default: 9)" in parser_for(base=base).format_help()  # a recipe's default, shown
 
 
 def test_unspecified_flags_keep_dataclass_defaults():
@@ -53,52 +59,54 @@ def test_unspecified_flags_keep_dataclass_defaults():
 
 
 def test_given_flags_are_applied_with_their_types():
-    cfg = parse(["--count", "7", "--rate-hz", "0.5", "--no-enabled", "--name", "bob", "--mode", "slow",
-                 "--sizes", "4", "5", "6", "--label", "x"])
+    cfg = parse(["--toy.count", "7", "--toy.rate_hz", "0.5", "--toy.enabled", "false", "--toy.name", "bob",
+                 "--toy.mode", "slow", "--toy.sizes", "4", "5", "6", "--toy.label", "x"])
     assert cfg == Toy(count=7, rate_hz=0.5, enabled=False, name="bob", mode="slow", sizes=(4, 5, 6), label="x")
     assert isinstance(cfg.count, int) and isinstance(cfg.rate_hz, float)
     assert isinstance(cfg.sizes, tuple) and all(isinstance(s, int) for s in cfg.sizes)
-    assert parse(["--enabled"]).enabled is True
+    assert parse(["--toy.enabled"]).enabled is True
 
 
-def test_bool_flag_pair_overrides_a_false_base():
-    p = parser_for()
-    base = Toy(enabled=False, count=9)
-    assert from_args(Toy, p.parse_args([]), base=base) == base
-    assert from_args(Toy, p.parse_args(["--enabled"]), base=base) == Toy(enabled=True, count=9)
+def test_bool_flag_overrides_a_false_base():
+    base = {"toy": Toy(enabled=False, count=9)}
+    assert parse([], base=base) == base["toy"]
+    assert parse(["--toy.enabled"], base=base) == Toy(enabled=True, count=9)
+    with pytest.raises((SystemExit, argparse.ArgumentError)):
+        parser_for().parse_args(["--toy.enabled", "maybe"])
 
 
 def test_literal_becomes_choices():
     p = parser_for()
-    (mode,) = [a for a in p._actions if "--mode" in a.option_strings]
+    (mode,) = [a for a in p._actions if "--toy.mode" in a.option_strings]
     assert tuple(mode.choices) == ("fast", "slow")
     with pytest.raises((SystemExit, argparse.ArgumentError)):
-        p.parse_args(["--mode", "medium"])
+        p.parse_args(["--toy.mode", "medium"])
 
 
 def test_int_flag_rejects_non_integer_text():
     with pytest.raises((SystemExit, argparse.ArgumentError)):
-        parser_for().parse_args(["--count", "2.5"])
+        parser_for().parse_args(["--toy.count", "2.5"])
 
 
-def test_prefix_and_skip():
-    p = parser_for(prefix="toy_", skip=("name",))
-    opts = {s for a in p._actions for s in a.option_strings}
-    assert "--toy-count" in opts and "--toy-name" not in opts and "--count" not in opts
-    cfg = from_args(Toy, p.parse_args(["--toy-count", "4"]), prefix="toy_")
-    assert cfg.count == 4 and cfg.name == "toy"
+def test_root_group_and_several_groups():
+    schema = [("", Toy), ("other", Toy)]
+    opts = {s for a in parser_for(schema)._actions for s in a.option_strings}
+    assert "--count" in opts and "--other.count" in opts
+    ns = parser_for(schema).parse_args(["--count", "4", "--other.name", "x"])
+    g = build_groups(schema, given_values(ns, schema))
+    assert g[""].count == 4 and g["other"] == Toy(name="x")
 
 
-def test_from_args_overrides_win_and_are_validated():
-    ns = parser_for().parse_args(["--count", "7"])
-    assert from_args(Toy, ns, count=1).count == 1
-    with pytest.raises(ConfigError, match="count"):
-        from_args(Toy, ns, count=-1)
+def test_build_groups_names_unknown_settings_with_a_hint_or_close_matches():
+    with pytest.raises(ConfigError, match=r"toy\.cuont: not a setting of toy.*did you mean toy\.count"):
+        build_groups(SCHEMA, {"toy.cuont": 3}, where="toy")
+    with pytest.raises(ConfigError, match="a setting of method other"):
+        build_groups(SCHEMA, {"other.x": 3}, where="toy", hint=lambda n: "a setting of method other")
 
 
 def test_post_init_error_from_flags_is_config_error():
     with pytest.raises(ConfigError, match=r"Toy\.count must be >= 0"):
-        parse(["--count", "-3"])
+        parse(["--toy.count", "-3"])
 
 
 # ---- build --------------------------------------------------------------------------------------
@@ -138,61 +146,48 @@ def test_build_rejects_none_for_non_optional_fields_or_keeps_optional():
 
 
 # ---- YAML ---------------------------------------------------------------------------------------
-def test_load_yaml_section_and_whole_file(tmp_path):
+def test_yaml_values_nested_groups_and_dotted_keys(tmp_path):
     f = tmp_path / "cfg.yaml"
-    f.write_text("toy:\n  count: 11\n  mode: slow\n  sizes: [3, 4]\nother:\n  x: 1\n")
-    cfg = load_yaml(Toy, f, section="toy")
-    assert cfg == Toy(count=11, mode="slow", sizes=(3, 4))
-    whole = tmp_path / "whole.yaml"
-    whole.write_text("name: fromfile\nenabled: false\n")
-    assert load_yaml(Toy, whole) == Toy(name="fromfile", enabled=False)
+    f.write_text("toy:\n  count: 11\n  mode: slow\n  sizes: [3, 4]\ntoy.name: dotted\n")
+    values = yaml_values(f)
+    assert values == {"toy.count": 11, "toy.mode": "slow", "toy.sizes": [3, 4], "toy.name": "dotted"}
+    assert build_groups(SCHEMA, values)["toy"] == Toy(count=11, mode="slow", sizes=(3, 4), name="dotted")
+    assert nest({"toy.count": 11, "toy.sizes": (3, 4)}) == {"toy": {"count": 11, "sizes": [3, 4]}}
+    assert flatten(nest(values)) == values
 
 
-def test_load_yaml_empty_file_and_empty_section_give_defaults(tmp_path):
+def test_yaml_empty_file_gives_defaults(tmp_path):
     (tmp_path / "empty.yaml").write_text("")
-    assert load_yaml(Toy, tmp_path / "empty.yaml") == Toy()
-    (tmp_path / "sec.yaml").write_text("toy:\n")
-    assert load_yaml(Toy, tmp_path / "sec.yaml", section="toy") == Toy()
+    assert build_groups(SCHEMA, yaml_values(tmp_path / "empty.yaml"))["toy"] == Toy()
 
 
-def test_load_yaml_missing_file(tmp_path):
+def test_yaml_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
-        load_yaml(Toy, tmp_path / "nope.yaml")
+        yaml_values(tmp_path / "nope.yaml")
 
 
-def test_load_yaml_invalid_yaml(tmp_path):
+def test_yaml_invalid_yaml(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("toy: [1, 2\n  count: : :\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
-        load_yaml(Toy, f)
+        yaml_values(f)
 
 
-def test_load_yaml_missing_section(tmp_path):
-    f = tmp_path / "cfg.yaml"
-    f.write_text("other:\n  count: 1\n")
-    with pytest.raises(ConfigError, match="no section 'toy'"):
-        load_yaml(Toy, f, section="toy")
-
-
-def test_load_yaml_non_mapping(tmp_path):
+def test_yaml_non_mapping(tmp_path):
     f = tmp_path / "list.yaml"
     f.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
-        load_yaml(Toy, f)
-    g = tmp_path / "sec.yaml"
-    g.write_text("toy: 5\n")
-    with pytest.raises(ConfigError, match="expected a mapping"):
-        load_yaml(Toy, g, section="toy")
+        yaml_values(f)
 
 
-def test_load_yaml_unknown_key_and_bad_value_name_the_key(tmp_path):
+def test_yaml_unknown_key_and_bad_value_name_the_key(tmp_path):
     f = tmp_path / "cfg.yaml"
     f.write_text("toy:\n  cuont: 3\n")
     with pytest.raises(ConfigError, match="cuont"):
-        load_yaml(Toy, f, section="toy")
+        build_groups(SCHEMA, yaml_values(f))
     f.write_text("toy:\n  enabled: maybe\n")
     with pytest.raises(ConfigError, match=r"Toy\.enabled"):
-        load_yaml(Toy, f, section="toy")
+        build_groups(SCHEMA, yaml_values(f))
 
 
 # ---- to_dict ------------------------------------------------------------------------------------
@@ -206,7 +201,7 @@ def test_to_dict_lists_tuples_and_round_trips_through_build(tmp_path):
 
     f = tmp_path / "rt.yaml"
     f.write_text(yaml.safe_dump({"toy": d}))
-    assert load_yaml(Toy, f, section="toy") == cfg
+    assert build_groups(SCHEMA, yaml_values(f))["toy"] == cfg
 
 
 # build() checks every value against its field type and names the key when it does not fit.

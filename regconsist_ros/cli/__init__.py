@@ -17,7 +17,7 @@ log = logging.getLogger("regconsist")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from regconsist_ros.cli import learn, readouts, runs, world
+    from regconsist_ros.cli import defaults, learn, readouts, runs, world
 
     p = argparse.ArgumentParser(prog="regconsist", description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_parsers(sub)
     learn.add_parsers(sub)
     readouts.add_parsers(sub)
+    defaults.add_parsers(sub)
     for parser in _all_parsers(p):
         parser.allow_abbrev = False  # `--rsp.trainer.l` must not silently mean `--rsp.trainer.lr`
     return p

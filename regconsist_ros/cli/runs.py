@@ -110,7 +110,11 @@ def cmd_up(a: argparse.Namespace) -> dict:
 
 # ---- experiment / demo -----------------------------------------------------------------------------------
 def cmd_experiment(a: argparse.Namespace) -> dict:
-    return a.experiment.run(settings(a, [("", a.experiment_config)], where=f"experiment {a.exp}")[""])
+    from regconsist_ros.config import build
+
+    exp, module = a.experiment
+    base = build(module.CONFIG, exp.settings)
+    return module.run(settings(a, [("", module.CONFIG)], {"": base}, where=f"experiment {a.exp}")[""], exp)
 
 
 def cmd_demo(a: argparse.Namespace) -> dict:
@@ -125,12 +129,16 @@ def add_parsers(sub) -> None:
 
     _add_bench(sub)
 
-    ex = sub.add_parser("experiment", help="committed experiments").add_subparsers(dest="exp", required=True)
-    for name, module in experiments().items():
-        q = ex.add_parser(name, help=module.HELP)
-        add_settings(q, [("", module.CONFIG)])
+    from regconsist_ros.config import build
+
+    ex = sub.add_parser("experiment", help="committed experiments (definitions: config/experiments/*.yaml)")
+    exsub = ex.add_subparsers(dest="exp", required=True)
+    for name, (exp, module) in experiments().items():
+        q = exsub.add_parser(name, help=exp.help, description=f"{exp.help}. Definition: {exp.path}; arms: "
+                             f"{', '.join(exp.arms)}.")
+        add_settings(q, [("", module.CONFIG)], {"": build(module.CONFIG, exp.settings)})
         output_flags(q, quiet=False)
-        q.set_defaults(fn=cmd_experiment, experiment=module, experiment_config=module.CONFIG)
+        q.set_defaults(fn=cmd_experiment, experiment=(exp, module))
 
     u = sub.add_parser("up", help="start a node graph (config/graph.yaml) as processes, like a launch file")
     u.add_argument("graph", help="graph name in the graph file: sim, robot or eval")

@@ -1,19 +1,26 @@
-"""One module per committed results table (see docs/results/).
+"""Committed experiments (see docs/results/): protocols here, definitions in config/experiments/.
 
-Each module declares ``CONFIG`` (its settings dataclass), ``HELP`` (one line) and ``run(cfg) -> dict``;
-:func:`experiments` lists them for ``regconsist experiment NAME``.
+An *engine* module (``propagation``, ``segmentation``, ``objectives``) declares ``CONFIG`` (its
+settings dataclass) and ``run(cfg, experiment) -> dict``; a definition file
+``config/experiments/<name>.yaml`` (:mod:`.arms`) names its engine, its settings and its arms (the
+methods and settings it compares). ``regconsist experiment <name>`` runs one definition.
 """
 from __future__ import annotations
 
 import importlib
-import pkgutil
+
+
+def engine(name: str):
+    """The engine module ``name`` of this package."""
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def experiments() -> dict:
-    """name -> module, for every module of this package that declares ``CONFIG``."""
+    """name -> (definition, engine module), for every ``config/experiments/*.yaml``."""
+    from regconsist_ros.experiments.arms import experiment_files, load_experiment
+
     out = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(mod, "CONFIG"):
-            out[info.name] = mod
+    for name, path in experiment_files().items():
+        exp = load_experiment(path)
+        out[name] = (exp, engine(exp.engine))
     return out

@@ -19,28 +19,12 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# arm -> (method, its settings beyond the shared budget, as dotted names relative to the method);
-# "random" (random init) is the floor and is not trained
-ARMS: dict[str, tuple[str, dict]] = {
-    "regconsist": ("regconsist", {"trainer.optimizer": "sgd", "trainer.lr": 0.02}),
-    "rotation": ("rotation", {"rotations": "random"}),  # one rotation per image keeps the step cost near the others'
-    "simclr": ("simclr", {}),
-    "byol": ("byol", {}),
-    "tcn": ("tcn", {}),
-    "shuffle": ("shuffle", {}),
-    "shuffle_uniform": ("shuffle", {"schedule": "uniform"}),
-    "flowe": ("flowe", {"batch.size": "half"}),  # two views of full flow maps per pair: half the pairs
-}
-METHODS = ("random", *ARMS)
-HELP = "every DeepLabV3+ objective through segmentation and label propagation (CPU scale)"
-
-
 @dataclass
 class ObjectivesExperimentConfig:
     """The comparison's data, budgets and model (CPU-sized)."""
 
     out: str = field(default="runs/experiment_objectives", metadata={"help": "run directory"})
-    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": f"arms, from {METHODS}"})
+    methods: tuple[str, ...] = field(default=(), metadata={"help": "arms to compare, from the experiment's definition (empty = all)"})
     scene_seed: int = field(default=0, metadata={"help": "apartment of pretraining and segmentation"})
     frames: int = field(default=300, metadata={"help": "views along the exploration path"})
     width: int = field(default=128, metadata={"help": "image width"})
@@ -59,9 +43,6 @@ class ObjectivesExperimentConfig:
     threads: int = field(default=0, metadata={"help": "torch threads (0 = default)"})
 
     def __post_init__(self):
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise ValueError(f"ObjectivesExperimentConfig.methods must be names from {METHODS}, got {self.methods}")
         if self.steps < 1 or self.batch < 2 or self.finetune_steps < 1 or not 0 < self.labels < 1:
             raise ValueError("ObjectivesExperimentConfig: steps, finetune_steps >= 1, batch >= 2, 0 < labels < 1 needed")
 
@@ -75,38 +56,36 @@ def _model_cfg(cfg, output_stride: int = 16):
     return DeepLabConfig.small(width=cfg.width_mult, output_stride=output_stride)
 
 
-def arm_run(name: str, cfg: ObjectivesExperimentConfig):
-    """The arm's method settings: the shared budget (steps, batch, crops, the small DeepLabV3+ at the
-    method's output stride, AdamW at ``cfg.lr``), then the arm's own settings."""
-    from dataclasses import asdict
-
+def shared_budget(cfg: ObjectivesExperimentConfig, arm) -> dict:
+    """The budget every arm shares (relative settings, applied where the method has them): steps,
+    batch size (``batch: half`` in the arm's definition: half of it), crops and gaps, the small
+    DeepLabV3+ at the method's own output stride, and AdamW methods at ``cfg.lr``."""
     from regconsist_ros.learning.runs import recipe
 
-    method, own = ARMS[name]
-    base = recipe(method)
+    base = recipe(arm.method)
     shared = {"trainer.steps": cfg.steps, "trainer.warmup": max(1, cfg.steps // 10), "trainer.seed": cfg.seed,
               "trainer.log_every": 10, "trainer.ckpt_every": 100, "trainer.device": "auto"}
     if base.trainer.optimizer == "adamw":
         shared["trainer.lr"] = cfg.lr
     shared.update({f"encoder.{k}": v for k, v in asdict(_model_cfg(cfg, base.encoder.output_stride)).items()})
-    batch = {"size": cfg.batch, "height": cfg.height, "width": cfg.width, "gap_min": 1, "gap_max": 8, "repeats": 2}
-    shared.update({f"batch.{k}": v for k, v in batch.items() if hasattr(base.batch, k)})
-    own = {k: (max(2, cfg.batch // 2) if v == "half" else v) for k, v in own.items()}
-    return base.replace({f"{method}.{k}": v for k, v in {**shared, **own}.items()})
+    size = max(2, cfg.batch // 2) if arm.extra.get("batch") == "half" else cfg.batch
+    batch = {"size": size, "height": cfg.height, "width": cfg.width, "gap_min": 1, "gap_max": 8, "repeats": 2}
+    shared.update({f"batch.{k}": v for k, v in batch.items()})
+    return shared
 
 
-def _pretrain(name: str, cfg: ObjectivesExperimentConfig, data_dir: Path, run_dir: Path) -> Path:
+def _pretrain(arm, cfg: ObjectivesExperimentConfig, data_dir: Path, run_dir: Path) -> Path:
     from regconsist_ros.learning.pretrain import pretrain
     from regconsist_ros.models.checkpoint import latest_checkpoint
 
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None and json.loads((ckpt / "config.json").read_text())["step"] >= cfg.steps:
         return ckpt
-    r = pretrain(arm_run(name, cfg), str(data_dir), run_dir)
+    r = pretrain(arm.run(shared_budget(cfg, arm)), str(data_dir), run_dir)
     return Path(r["checkpoint"])
 
 
-def run(cfg: ObjectivesExperimentConfig) -> dict:
+def run(cfg: ObjectivesExperimentConfig, exp) -> dict:
     import torch
 
     from regconsist_ros.models.checkpoint import load_checkpoint
@@ -118,6 +97,7 @@ def run(cfg: ObjectivesExperimentConfig) -> dict:
     from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
     from regconsist_ros.sim.source import SimConfig
 
+    arms = exp.chosen(cfg.methods)
     out, t0 = start_run(cfg)
     data_dir = out / "data" / "train"
     render_once(SimConfig(seed=cfg.scene_seed, frames=cfg.frames, width=cfg.width, height=cfg.height), data_dir)
@@ -132,17 +112,18 @@ def run(cfg: ObjectivesExperimentConfig) -> dict:
         fr = load_ordered_frames(d, progress=False)
         clips += clips_from_frames(fr.rgb, fr.instance, cfg.clip_len, d.name)
     results = {}
-    for name in cfg.methods:
+    for arm in arms:
+        name = arm.name
         f = out / "evals" / f"{name}.json"
         if f.exists():
             results[name] = json.loads(f.read_text())
             continue
         t1 = time.perf_counter()
-        if name == "random":
+        if arm.method is None:
             torch.manual_seed(cfg.seed)
             model, info = DeepLabV3Plus(_model_cfg(cfg)).eval(), {"checkpoint": None}
         else:
-            ckpt = _pretrain(name, cfg, data_dir, out / "pretrain" / name)
+            ckpt = _pretrain(arm, cfg, data_dir, out / "pretrain" / name)
             model, _ = load_checkpoint(ckpt)
             info = {"checkpoint": str(ckpt)}
         pretrain_s = round(time.perf_counter() - t1, 1)
@@ -160,12 +141,12 @@ def run(cfg: ObjectivesExperimentConfig) -> dict:
     total = round(time.perf_counter() - t0, 1)
     (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "total_s": total, "runs": results}, indent=1))
     (out / "results.md").write_text(markdown_table(results, cfg, len(clips)))
-    figure(out, results)
+    figure(out, results, exp.floors)
     return {"out": str(out), "total_s": total,
             "table": {n: {"miou": r["miou"], "JF": r["JF_mean"]} for n, r in results.items()}}
 
 
-def markdown_table(results: dict, cfg: ObjectivesExperimentConfig, clips: int) -> str:
+def markdown_table(results: dict, cfg: ObjectivesExperimentConfig, clips: int, exp=None) -> str:
     lines = ["| pretraining | segmentation mIoU % | pixel acc. % | propagation J&F % | J % | F % | pretraining s |",
              "|---|---|---|---|---|---|---|"]
     for n, r in results.items():
@@ -178,7 +159,7 @@ def markdown_table(results: dict, cfg: ObjectivesExperimentConfig, clips: int) -
     return "\n".join(lines) + "\n"
 
 
-def figure(out: Path, results: dict) -> Path:
+def figure(out: Path, results: dict, floors: list[str] = ()) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,9 +169,10 @@ def figure(out: Path, results: dict) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     for ax, key, title in ((axes[0], "miou", "segmentation mIoU %"), (axes[1], "JF_mean", "label propagation J&F %")):
         vals = [100 * results[n][key] for n in names]
-        ax.bar(range(len(names)), vals, color=["0.6" if n == "random" else "C0" for n in names])
-        if "random" in results:
-            ax.axhline(100 * results["random"][key], color="0.4", ls="--", lw=1)
+        ax.bar(range(len(names)), vals, color=["0.6" if n in floors else "C0" for n in names])
+        for n in floors:
+            if n in results:
+                ax.axhline(100 * results[n][key], color="0.4", ls="--", lw=1)
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

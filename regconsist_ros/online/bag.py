@@ -33,22 +33,6 @@ def _stamp(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
-# the fields the ROS-free decoder takes, read from the bag's (rosbags) messages
-def _image_fields(msg) -> dict:
-    return {"width": msg.width, "height": msg.height, "encoding": msg.encoding, "step": msg.step,
-            "data": bytes(msg.data), "is_bigendian": msg.is_bigendian}
-
-
-def _info_fields(msg) -> dict:
-    return {"width": msg.width, "height": msg.height, "k": list(msg.k), "distortion_model": msg.distortion_model,
-            "d": list(msg.d)}
-
-
-def _pose_fields(msg) -> tuple:
-    p, q = msg.pose.position, msg.pose.orientation
-    return (p.x, p.y, p.z), (q.x, q.y, q.z, q.w)
-
-
 def read_bag(path: str | Path, topics: BagTopics | None = None, tolerance: float = 0.02, depth_unit: float = 0.001,
              max_frames: int = 0) -> tuple[list[Frame], dict]:
     """All matched frames of the bag, in stamp order, and the drop counts ``{reason: n}``."""
@@ -57,7 +41,7 @@ def read_bag(path: str | Path, topics: BagTopics | None = None, tolerance: float
     except ImportError:
         raise ImportError("reading rosbag2 files needs the 'rosbags' package: pip install rosbags") from None
     from regconsist_ros.online.counters import DropCounter
-    from regconsist_ros.online.decode import frame_from_fields
+    from regconsist_ros.online.decode import camera_info_msg_fields, frame_from_fields, image_msg_fields, pose_msg_fields
     from regconsist_ros.online.errors import BadInput
     from regconsist_ros.online.sync import StampSync
     from regconsist_ros.sim.frame import FrameError
@@ -81,8 +65,9 @@ def read_bag(path: str | Path, topics: BagTopics | None = None, tolerance: float
             for m in sync.add(wanted[conn.topic], _stamp(msg), msg):
                 c, d, i, p = m["color"], m["depth"], m["info"], m["pose"]
                 try:
-                    frames.append(frame_from_fields(m["stamp"], _image_fields(c), _image_fields(d), _info_fields(i),
-                                                    _pose_fields(p), depth_unit, frame_id=c.header.frame_id))
+                    frames.append(frame_from_fields(m["stamp"], image_msg_fields(c), image_msg_fields(d),
+                                                    camera_info_msg_fields(i), pose_msg_fields(p), depth_unit,
+                                                    frame_id=c.header.frame_id))
                     counter.accept()
                 except BadInput as e:
                     counter.drop(e.reason, e.message)

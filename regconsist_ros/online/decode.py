@@ -287,3 +287,23 @@ def frame_from_fields(stamp: float, color: dict, depth: dict, info: dict | None,
         raise BadInput("pose_shape", f"pose must be (position, orientation), got {type(pose).__name__}") from None
     T = pose_from_fields(position, orientation)
     return Frame(rgb=rgb, depth=d, intrinsics=intr, T_world_cam=T, stamp=stamp, **({"frame_id": frame_id} if frame_id else {}))
+
+
+# ---- messages -> plain fields (rclpy and rosbags messages alike; what the core takes; no checks here) -----
+def image_msg_fields(msg) -> dict:
+    """sensor_msgs/Image -> ``{width, height, encoding, step, data (bytes), is_bigendian}``."""
+    return {"width": msg.width, "height": msg.height, "encoding": msg.encoding, "step": msg.step,
+            "data": bytes(msg.data), "is_bigendian": msg.is_bigendian}
+
+
+def camera_info_msg_fields(msg) -> dict:
+    """sensor_msgs/CameraInfo -> ``{width, height, k, distortion_model, d}``."""
+    return {"width": msg.width, "height": msg.height, "k": list(msg.k), "distortion_model": msg.distortion_model,
+            "d": list(msg.d)}
+
+
+def pose_msg_fields(msg) -> tuple[tuple[float, float, float], tuple[float, float, float, float]]:
+    """geometry_msgs/PoseStamped (or Pose) -> ``((x, y, z), (qx, qy, qz, qw))``."""
+    pose = getattr(msg, "pose", msg)
+    p, q = pose.position, pose.orientation
+    return (p.x, p.y, p.z), (q.x, q.y, q.z, q.w)

@@ -48,7 +48,7 @@ LOSS_HISTORY = 1000  # (step, loss) rows kept per method for status and TensorBo
 class LearnerConfig:
     """What the online learner trains, on what, and how its state is kept."""
 
-    objectives: tuple[str, ...] = field(default=("rsp",), metadata={"help": "methods trained online (any method of `regconsist pretrain`)"})
+    objectives: tuple[str, ...] = field(default=(), metadata={"help": "methods trained online: any of `regconsist pretrain` (the graphs of config/graph.yaml set them)"})
     mix: tuple[float, ...] = field(default=(), metadata={"help": "relative share of steps per method (empty = equal)"})
     out_dir: str = field(default="runs/online", metadata={"help": "run directory (one sub-directory per method)"})
     store_height: int = field(default=96, metadata={"help": "height frames and keyframes are stored at"})
@@ -62,8 +62,10 @@ class LearnerConfig:
 
     def __post_init__(self):
         known = sorted(methods())
+        if not self.objectives:
+            raise ValueError(f"LearnerConfig.objectives is empty: name the methods to train, from {known}")
         bad = [o for o in self.objectives if o not in known]
-        if bad or not self.objectives or len(set(self.objectives)) != len(self.objectives):
+        if bad or len(set(self.objectives)) != len(self.objectives):
             raise ValueError(f"LearnerConfig.objectives must be distinct method names from {known}, got {self.objectives}")
         if self.mix and (len(self.mix) != len(self.objectives) or min(self.mix) < 0 or sum(self.mix) <= 0):
             raise ValueError(f"LearnerConfig.mix must give one non-negative share per method, got {self.mix}")

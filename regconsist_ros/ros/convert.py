@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from regconsist_ros.online.decode import (camera_info_fields, decode_color, decode_depth, encode_color, encode_depth,
+from regconsist_ros.online.decode import (camera_info_msg_fields, image_msg_fields, pose_msg_fields,  # re-exported
+                                          camera_info_fields, decode_color, decode_depth, encode_color, encode_depth,
                                           intrinsics_from_camera_info, pose_fields, pose_from_fields)
 
 
@@ -65,26 +66,6 @@ def pose_msg(T: np.ndarray, stamp: float, world_frame: str):
     sec_to_stamp(stamp, msg.header.stamp)
     msg.header.frame_id = world_frame
     return msg
-
-
-# ---- messages -> plain fields (what the ROS-free core takes; no checks here) ----------------------
-def image_msg_fields(msg) -> dict:
-    """sensor_msgs/Image -> ``{width, height, encoding, step, data (bytes), is_bigendian}``."""
-    return {"width": msg.width, "height": msg.height, "encoding": msg.encoding, "step": msg.step,
-            "data": bytes(msg.data), "is_bigendian": msg.is_bigendian}
-
-
-def camera_info_msg_fields(msg) -> dict:
-    """sensor_msgs/CameraInfo -> ``{width, height, k, distortion_model, d}``."""
-    return {"width": msg.width, "height": msg.height, "k": list(msg.k), "distortion_model": msg.distortion_model,
-            "d": list(msg.d)}
-
-
-def pose_msg_fields(msg) -> tuple[tuple[float, float, float], tuple[float, float, float, float]]:
-    """geometry_msgs/PoseStamped (or Pose) -> ``((x, y, z), (qx, qy, qz, qw))``."""
-    pose = getattr(msg, "pose", msg)
-    p, q = pose.position, pose.orientation
-    return (p.x, p.y, p.z), (q.x, q.y, q.z, q.w)
 
 
 # ---- messages -> arrays (raise BadInput with a reason) ---------------------------------------------

@@ -6,34 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import regconsist_ros.learning.trainer as trainer_mod
 from regconsist_ros.readout import bc
 from regconsist_ros.readout.bc import BCConfig, BCObjective, train_bc
-
-
-@pytest.fixture
-def fits(monkeypatch):
-    """Records every Trainer.fit: (trainer, the lr of the optimiser at each forward)."""
-    calls = []
-    real = trainer_mod.Trainer.fit
-
-    def spy(self, batches, *a, **kw):
-        lrs = []
-        calls.append((self, lrs))
-        forward = self.objective.forward
-
-        def watched(batch):
-            lrs.append([g["lr"] for g in self.opt.param_groups])
-            return forward(batch)
-
-        self.objective.forward = watched
-        try:
-            return real(self, batches, *a, **kw)
-        finally:
-            del self.objective.forward
-
-    monkeypatch.setattr(trainer_mod.Trainer, "fit", spy)
-    return calls
 
 
 def linear_expert(n=300, d=10, a=3):

@@ -320,31 +320,6 @@ def test_run_readout_needs_two_labelled_views():
 # ----------------------------------------------------------- through the shared trainer
 
 
-@pytest.fixture
-def fits(monkeypatch):
-    """Records every Trainer.fit: (trainer, the lr of the optimiser at each forward)."""
-    calls = []
-    real = _trainer.Trainer.fit
-
-    def spy(self, batches, *a, **kw):
-        lrs = []
-        calls.append((self, lrs))
-        forward = self.objective.forward
-
-        def watched(batch):
-            lrs.append([g["lr"] for g in self.opt.param_groups])
-            return forward(batch)
-
-        self.objective.forward = watched
-        try:
-            return real(self, batches, *a, **kw)
-        finally:
-            del self.objective.forward
-
-    monkeypatch.setattr(_trainer.Trainer, "fit", spy)
-    return calls
-
-
 def toy_xy(n=8, seed=0):
     rgb, sem = toy_views(n, seed=seed)
     return torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(sem.astype(np.int64))

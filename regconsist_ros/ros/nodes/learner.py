@@ -52,13 +52,14 @@ class LearnerNodeConfig:
                              f"{self.ingest_queue}, {self.train_slice}, {self.max_steps}")
 
 
-def build_learner(node, params_mod):
-    """OnlineLearner from the node's parameters: ``learner.*``, ``regions.*`` and, for each method of
-    ``learner.objectives``, its settings tree ``<method>.*`` (defaults: :func:`online_recipe`). A
-    parameter outside these (e.g. a setting of a method not trained) is an error."""
+def declare_settings(node, params_mod):
+    """Declare and read the learner's settings on ``node``: ``learner.*``, ``regions.*`` and, for each
+    method of ``learner.objectives``, its settings tree ``<method>.*`` (defaults: :func:`online_recipe`).
+    A parameter given to the node outside these (e.g. a setting of a method not trained) is an error.
+    -> (LearnerConfig, {method: MethodRun}, RegionConfig)."""
     from regconsist_ros.learning.runs import MethodRun, schema
     from regconsist_ros.models.methods import methods
-    from regconsist_ros.online.learner import OnlineLearner, online_recipe
+    from regconsist_ros.online.learner import online_recipe
     from regconsist_ros.registration.regions import RegionConfig
 
     params_mod.declare(node, LearnerConfig, "learner")
@@ -70,6 +71,7 @@ def build_learner(node, params_mod):
         params_mod.declare_groups(node, schema(m), base.groups())
         g = params_mod.read_groups(node, schema(m))
         runs[m] = MethodRun(m, g[m], g[f"{m}.trainer"], g[f"{m}.encoder"], g[f"{m}.batch"])
+
     def hint(name: str):
         head = name.split(".", 1)[0]
         if head in methods() and head not in cfg.objectives:
@@ -77,7 +79,15 @@ def build_learner(node, params_mod):
         return None
 
     params_mod.reject_undeclared(node, "the learner", hint)
-    return OnlineLearner(cfg, runs, regions=params_mod.read(node, RegionConfig, "regions"))
+    return cfg, runs, params_mod.read(node, RegionConfig, "regions")
+
+
+def build_learner(node, params_mod):
+    """OnlineLearner from the node's parameters (:func:`declare_settings`)."""
+    from regconsist_ros.online.learner import OnlineLearner
+
+    cfg, runs, regions = declare_settings(node, params_mod)
+    return OnlineLearner(cfg, runs, regions=regions)
 
 
 def make_node_class():

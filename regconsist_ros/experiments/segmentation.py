@@ -1,15 +1,19 @@
-"""`regconsist experiment regconsist`: RegConsist vs random init and the supervised variants.
+"""The few-label segmentation engine (``regconsist experiment regconsist``: config/experiments/regconsist.yaml).
 
-The experiment mirrors the paper's Tables I and II at a CPU scale (≈ 40 min on 2 cores):
+Arms of one method (or random init) read out by few-label segmentation over several seeds and
+fine-tuning budgets, at CPU scale; the RegConsist experiment mirrors the paper's Tables I and II
+(≈ 40 min on 2 cores):
 1. Render one embedded-world apartment along an exploration path. These are the environment's
    views, with semantic labels.
-2. Pretrain a small DeepLabV3+ with RegConsist (Felzenszwalb regions, balanced sampling, region
-   matching) for ``seeds`` seeds. Pretrain the four supervised upper bounds (ground-truth classes
-   as regions: BaR, BaX, RaR, RaX) once each.
+2. Pretrain a small DeepLabV3+ with every arm of the definition (for RegConsist: Felzenszwalb
+   regions, balanced sampling, region matching) for ``seeds`` seeds (``seeds: all``) or once
+   (``seeds: one``, e.g. the four supervised upper bounds with ground-truth regions; an arm with
+   ``only_if: supervised`` runs only when that setting is on).
 3. Fine-tune every encoder, and random-init ones with the same seeds, on ``labels`` of the views.
-   Each of the ``finetune_steps`` budgets (default 100 and 300 steps) is applied to every method
+   Each of the ``finetune_steps`` budgets (default 100 and 300 steps) is applied to every arm
    alike. Test on the remaining labelled views (mIoU over present classes, void ignored).
-4. Write ``results.md``, ``results.json`` and figures into the run directory.
+4. Write ``results.md`` (the definition's ``columns`` per arm), ``results.json`` (with the margin of
+   the definition's ``compare`` arm over random init) and figures into the run directory.
 
 Every stage is resumable: finished pretrain runs and readouts are skipped when run again.
 """
@@ -25,18 +29,16 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
-HELP = "RegConsist vs random init and the supervised variants (CPU scale)"
-METHOD = "regconsist"  # the method this experiment studies (its arms vary the method's batch settings)
 
 
 @dataclass
-class ExperimentConfig:
-    out: str = field(default="runs/experiment_regconsist", metadata={"help": "run directory"})
+class SegmentationExperimentConfig:
+    out: str = field(default="runs/experiment_segmentation", metadata={"help": "run directory"})
     scene_seed: int = field(default=0, metadata={"help": "apartment seed (the environment)"})
     frames: int = field(default=300, metadata={"help": "views rendered along the exploration path"})
     width: int = field(default=128, metadata={"help": "image width"})
     height: int = field(default=96, metadata={"help": "image height"})
-    seeds: int = field(default=3, metadata={"help": "seeds for RegConsist and random init"})
+    seeds: int = field(default=3, metadata={"help": "seeds of the arms with 'seeds: all' (the method and random init)"})
     pretrain_steps: int = field(default=600, metadata={"help": "pretraining steps per run"})
     pretrain_lr: float = field(default=0.02, metadata={"help": "pretraining peak lr (SGD)"})
     view_pairs: int = field(default=8, metadata={"help": "view pairs per pretraining batch"})
@@ -45,30 +47,30 @@ class ExperimentConfig:
     finetune_lr: float = field(default=0.01, metadata={"help": "fine-tuning peak lr (SGD)"})
     labels: float = field(default=0.05, metadata={"help": "fraction of labelled views used for fine-tuning"})
     eval_views: int = field(default=80, metadata={"help": "held-out views evaluated (0 = all)"})
-    supervised: bool = field(default=True, metadata={"help": "also run the BaR/BaX/RaR/RaX upper bounds"})
+    supervised: bool = field(default=True, metadata={"help": "also run the arms marked 'only_if: supervised' (upper bounds)"})
     width_mult: float = field(default=0.5, metadata={"help": "ResNet-18 channel multiplier of the CPU model"})
     threads: int = field(default=0, metadata={"help": "torch threads (0 = default)"})
 
     def __post_init__(self):
         if self.seeds < 1 or self.frames < 20:
-            raise ValueError(f"ExperimentConfig needs seeds >= 1 and frames >= 20, got {self.seeds}, {self.frames}")
+            raise ValueError(f"SegmentationExperimentConfig needs seeds >= 1 and frames >= 20, got {self.seeds}, {self.frames}")
         if not self.finetune_steps or min(self.finetune_steps) < 1:
-            raise ValueError(f"ExperimentConfig.finetune_steps must be positive step counts, got {self.finetune_steps}")
+            raise ValueError(f"SegmentationExperimentConfig.finetune_steps must be positive step counts, got {self.finetune_steps}")
         if not 0 < self.labels < 1:
-            raise ValueError(f"ExperimentConfig.labels must be in (0, 1), got {self.labels}")
+            raise ValueError(f"SegmentationExperimentConfig.labels must be in (0, 1), got {self.labels}")
 
 
-CONFIG = ExperimentConfig
+CONFIG = SegmentationExperimentConfig
 
 
-def _model_cfg(cfg: ExperimentConfig):
+def _model_cfg(cfg: SegmentationExperimentConfig):
     from regconsist_ros.models.deeplab import DeepLabConfig
 
     small = DeepLabConfig.small()
     return replace(small, width=cfg.width_mult)
 
 
-def _render(cfg: ExperimentConfig, data_dir: Path) -> None:
+def _render(cfg: SegmentationExperimentConfig, data_dir: Path) -> None:
     from regconsist_ros.experiments.common import render_once
     from regconsist_ros.sim.source import SimConfig
 
@@ -76,27 +78,33 @@ def _render(cfg: ExperimentConfig, data_dir: Path) -> None:
                           trajectory="explore"), data_dir)
 
 
-def _runs(cfg: ExperimentConfig) -> list[tuple[str, dict, int]]:
-    """(name, batch settings of the method or None for random init, seed)."""
-    runs = [("random", None, s) for s in range(cfg.seeds)]
-    runs += [(METHOD, {"regions": "felzenszwalb", "sampling": "balanced", "matching": "region"}, s)
-             for s in range(cfg.seeds)]
-    if cfg.supervised:
-        from regconsist_ros.registration.sampling import VARIANTS
-
-        for name, (sampling, matching) in VARIANTS.items():
-            runs.append((name, {"regions": "gt", "sampling": sampling, "matching": matching}, 0))
+def _runs(cfg: SegmentationExperimentConfig, exp) -> list[tuple]:
+    """(arm, seed) of every run the definition asks for."""
+    runs = []
+    for arm in exp.arms.values():
+        flag = arm.extra.get("only_if")
+        if flag and not getattr(cfg, flag):
+            continue
+        seeds = range(cfg.seeds) if arm.extra.get("seeds", "all") == "all" else [0]
+        runs += [(arm, s) for s in seeds]
     return runs
 
 
-def run(cfg: ExperimentConfig) -> dict:
+def shared_budget(cfg: SegmentationExperimentConfig, seed: int) -> dict:
+    """What every arm shares (relative settings, applied where the method has them)."""
+    return {"batch.size": cfg.view_pairs, "batch.pixel_pairs": cfg.pixel_pairs, "trainer.steps": cfg.pretrain_steps,
+            "trainer.lr": cfg.pretrain_lr, "trainer.warmup": max(1, cfg.pretrain_steps // 10), "trainer.seed": seed,
+            "trainer.log_every": 10, "trainer.ckpt_every": 100, "trainer.device": "auto",
+            **{f"encoder.{k}": v for k, v in asdict(_model_cfg(cfg)).items()}}
+
+
+def run(cfg: SegmentationExperimentConfig, exp) -> dict:
     import torch
 
     from regconsist_ros.models.checkpoint import latest_checkpoint, load_checkpoint
     from regconsist_ros.models.deeplab import DeepLabV3Plus
     from regconsist_ros.experiments.common import start_run
     from regconsist_ros.learning.pretrain import make_prep, pretrain
-    from regconsist_ros.learning.runs import recipe
     from regconsist_ros.learning.stores import load_frames
     from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
 
@@ -109,7 +117,8 @@ def run(cfg: ExperimentConfig) -> dict:
     timings = {"render_and_load_s": round(time.perf_counter() - t0, 1)}
     results: dict[int, dict[str, list[dict]]] = {b: {} for b in cfg.finetune_steps}
     stores: dict = {}  # the view pairs of the sequence, loaded once per region source
-    for name, overrides, seed in _runs(cfg):
+    for arm, seed in _runs(cfg, exp):
+        name = arm.name
         files = {b: out / "readouts" / f"{name}_s{seed}_ft{b}.json" for b in cfg.finetune_steps}
         todo = [b for b, f in files.items() if not f.exists()]
         for b, f in files.items():
@@ -118,7 +127,7 @@ def run(cfg: ExperimentConfig) -> dict:
         if not todo:
             continue
         t1 = time.perf_counter()
-        if overrides is None:
+        if arm.method is None:
             torch.manual_seed(seed)
             model, pre = DeepLabV3Plus(model_cfg), {}
         else:
@@ -126,14 +135,8 @@ def run(cfg: ExperimentConfig) -> dict:
             ckpt = latest_checkpoint(run_dir)
             done = ckpt is not None and json.loads((ckpt / "config.json").read_text())["step"] >= cfg.pretrain_steps
             if not done:
-                settings = {"batch.size": cfg.view_pairs, "batch.pixel_pairs": cfg.pixel_pairs,
-                            **{f"batch.{k}": v for k, v in overrides.items()},
-                            "trainer.steps": cfg.pretrain_steps, "trainer.lr": cfg.pretrain_lr,
-                            "trainer.warmup": max(1, cfg.pretrain_steps // 10), "trainer.seed": seed,
-                            "trainer.log_every": 10, "trainer.ckpt_every": 100, "trainer.device": "auto",
-                            **{f"encoder.{k}": v for k, v in asdict(model_cfg).items()}}
-                run = recipe(METHOD).replace({f"{METHOD}.{k}": v for k, v in settings.items()})
-                key = overrides["regions"]
+                run = arm.run(shared_budget(cfg, seed))
+                key = (run.spec.batch, getattr(run.batch, "regions", None))
                 if key not in stores:
                     stores[key] = run.kind.load(str(data_dir), make_prep(run), run.batch, out, True)
                 pre = pretrain(run, str(data_dir), run_dir, store=stores[key])
@@ -153,54 +156,53 @@ def run(cfg: ExperimentConfig) -> dict:
             results[b].setdefault(name, []).append(r)
             log.info("%s seed %d, %d fine-tune steps: mIoU %.4f", name, seed, b, r["miou"])
     timings["total_s"] = round(time.perf_counter() - t0, 1)
-    summary = {b: summarize(results[b]) for b in cfg.finetune_steps}
+    floor = next((a.name for a in exp.arms.values() if a.method is None), None)
+    compare = exp.extra.get("compare")
+    summary = {b: summarize(results[b], compare, floor) for b in cfg.finetune_steps}
     (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "timings": timings,
                                                   "summary": {str(b): v for b, v in summary.items()},
                                                   "runs": {str(b): v for b, v in results.items()}}, indent=1))
-    (out / "results.md").write_text(markdown_table(summary, cfg))
+    (out / "results.md").write_text(markdown_table(summary, cfg, exp))
     figures(out, results)
     return {"out": str(out), "timings": timings,
             "table": {str(b): v["table"] for b, v in summary.items()},
-            "margin_regconsist_vs_random": {str(b): v["margin_regconsist_vs_random"] for b, v in summary.items()}}
+            f"margin_{compare}_vs_random": {str(b): v["margin"] for b, v in summary.items()}}
 
 
-def summarize(results: dict) -> dict:
+def summarize(results: dict, compare: str | None = None, floor: str | None = None) -> dict:
     table = {}
     for name, rs in results.items():
         m = np.array([r["miou"] for r in sorted(rs, key=lambda r: r["seed"])])
         table[name] = {"miou_mean": float(m.mean()), "miou_std": float(m.std()), "n": len(m),
                        "per_seed": [float(x) for x in m], "pixel_acc_mean": float(np.mean([r["pixel_acc"] for r in rs]))}
     margin = None
-    if "regconsist" in table and "random" in table:
-        margin = table["regconsist"]["miou_mean"] - table["random"]["miou_mean"]
-    return {"table": table, "margin_regconsist_vs_random": margin}
+    if compare in table and floor in table:
+        margin = table[compare]["miou_mean"] - table[floor]["miou_mean"]
+    return {"table": table, "margin": margin}
 
 
-def markdown_table(summary: dict, cfg: ExperimentConfig) -> str:
+def markdown_table(summary: dict, cfg: SegmentationExperimentConfig, exp) -> str:
     budgets = list(summary)
+    columns = list(exp.extra.get("columns", []))
     lines = [f"Few-label segmentation ({cfg.labels:.0%} labelled views), apartment seed {cfg.scene_seed}, "
              f"{cfg.frames} views at {cfg.width}x{cfg.height}; pretraining {cfg.pretrain_steps} steps of "
              f"{cfg.view_pairs} view pairs / {cfg.pixel_pairs} pixel pairs; mIoU (%) mean ± std over seeds "
              f"after each fine-tuning budget.", "",
-             "| pretraining | regions | sampling | matching | " + " | ".join(f"{b} fine-tune steps" for b in budgets)
-             + " | seeds |", "|---|---|---|---|" + "---|" * len(budgets) + "---|"]
-    rows = [("random", "random init", "-", "-", "-"), ("regconsist", "RegConsist", "Felzenszwalb", "balanced", "region"),
-            ("BaR", "BaR (supervised)", "ground truth", "balanced", "region"),
-            ("BaX", "BaX (supervised)", "ground truth", "balanced", "exact"),
-            ("RaR", "RaR (supervised)", "ground truth", "random", "region"),
-            ("RaX", "RaX (supervised)", "ground truth", "random", "exact")]
-    for key, label, reg, samp, match in rows:
-        if key in summary[budgets[0]]["table"]:
+             "| pretraining | " + "".join(f"{c} | " for c in columns) + " | ".join(f"{b} fine-tune steps" for b in budgets)
+             + " | seeds |", "|---|" + "---|" * len(columns) + "---|" * len(budgets) + "---|"]
+    for arm in exp.arms.values():
+        if arm.name in summary[budgets[0]]["table"]:
             cells = []
             for b in budgets:
-                r = summary[b]["table"][key]
+                r = summary[b]["table"][arm.name]
                 cells.append(f"{100 * r['miou_mean']:.2f} ± {100 * r['miou_std']:.2f}")
-            lines.append(f"| {label} | {reg} | {samp} | {match} | " + " | ".join(cells)
-                         + f" | {summary[budgets[0]]['table'][key]['n']} |")
-    margins = [f"{100 * summary[b]['margin_regconsist_vs_random']:+.2f} after {b} steps" for b in budgets
-               if summary[b]["margin_regconsist_vs_random"] is not None]
-    if margins:
-        lines += ["", "RegConsist - random init (mIoU points): " + ", ".join(margins) + "."]
+            values = [str(v) for v in arm.extra.get("columns", ["-"] * len(columns))]
+            lines.append(f"| {arm.label} | " + "".join(f"{v} | " for v in values) + " | ".join(cells)
+                         + f" | {summary[budgets[0]]['table'][arm.name]['n']} |")
+    compare = exp.extra.get("compare")
+    margins = [f"{100 * summary[b]['margin']:+.2f} after {b} steps" for b in budgets if summary[b]["margin"] is not None]
+    if margins and compare in exp.arms:
+        lines += ["", f"{exp.arms[compare].label} - random init (mIoU points): " + ", ".join(margins) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -234,7 +236,7 @@ def figures(out: Path, results: dict) -> None:
         if rows:
             ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=run_dir.name)
     ax.set_xlabel("step")
-    ax.set_ylabel("Barlow Twins loss")
+    ax.set_ylabel("pretraining loss")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -1,15 +1,15 @@
-"""`regconsist experiment rsp`: RSP and its ablations vs MAE and random init, by label propagation.
+"""The label-propagation engine (``regconsist experiment rsp``: config/experiments/rsp.yaml).
 
-The CPU-scale counterpart of the RSP paper's Table 3 (≈ 40 min on 2 cores with the defaults):
+ViT methods and their ablations against random init, by label propagation, at CPU scale (the RSP
+experiment is the counterpart of the RSP paper's Table 3, ≈ 40 min on 2 cores with its defaults):
 1. Render exploration trajectories through ``train_seeds`` apartments (the pretraining stream) and
    short trajectories through held-out ``eval_seeds`` apartments, with instance masks.
-2. Pretrain a small ViT on frame pairs of the training stream with: MAE, RSP without a latent
-   (deterministic), RSP with a Gaussian latent, and full RSP (categorical latent, KL balancing,
-   MAE auxiliary through the shared decoder). Same steps, batch, optimiser and data for all.
+2. Pretrain a small ViT on frame pairs of the training stream with every arm of the definition
+   (a method and its settings): same steps, batch, optimiser, model size and data for all.
 3. Propagate the first-frame instance masks of every held-out clip with each frozen encoder (and a
    random-init one): J (region IoU), F (boundary F-measure), J&F.
-4. Write ``results.md``, ``results.json`` and figures (bar chart, loss curves, propagation examples,
-   RSP's predicted future frames) into the run directory.
+4. Write ``results.md``, ``results.json`` and figures (bar chart, every logged loss, the methods'
+   own pictures: ``Method.figures``, e.g. RSP's predicted future frames) into the run directory.
 
 Every stage is resumable: finished pretraining runs and evaluations are skipped when run again.
 """
@@ -25,27 +25,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# name -> (method, its settings beyond the shared budget, dotted names relative to the method);
-# "random" (random init) is the floor and is not trained
-VARIANTS: dict[str, tuple[str, dict]] = {
-    "random": ("random", {}),
-    "mae": ("mae", {}),
-    "rsp_deterministic": ("rsp", {"latent": "none"}),
-    "rsp_gaussian": ("rsp", {"latent": "gaussian"}),
-    "rsp": ("rsp", {}),
-    "rsp_separate_decoder": ("rsp", {"separate_decoder": True}),
-    "rsp_no_mae": ("rsp", {"mae": False}),
-}
-HELP = "RSP and ablations vs MAE and random init by label propagation (CPU scale)"
-LABELS = {"random": "random init", "mae": "MAE", "rsp_deterministic": "RSP, deterministic (no latent)",
-          "rsp_gaussian": "RSP, Gaussian latent", "rsp": "RSP (categorical latent, shared decoder, MAE)",
-          "rsp_separate_decoder": "RSP, separate MAE decoder", "rsp_no_mae": "RSP without MAE"}
-
 
 @dataclass
-class RSPExperimentConfig:
-    out: str = field(default="runs/experiment_rsp", metadata={"help": "run directory"})
-    methods: tuple[str, ...] = field(default=("random", "mae", "rsp_deterministic", "rsp_gaussian", "rsp"), metadata={"help": f"variants to compare, from {list(VARIANTS)}"})
+class PropagationExperimentConfig:
+    out: str = field(default="runs/experiment_propagation", metadata={"help": "run directory"})
+    methods: tuple[str, ...] = field(default=(), metadata={"help": "arms to compare, from the experiment's definition (empty = all)"})
     train_seeds: tuple[int, ...] = field(default=(1, 2, 3, 4), metadata={"help": "apartments of the pretraining stream"})
     train_frames: int = field(default=300, metadata={"help": "frames per training trajectory"})
     train_width: int = field(default=160, metadata={"help": "rendered width of training frames (crops are resized to the ViT input)"})
@@ -72,19 +56,16 @@ class RSPExperimentConfig:
     threads: int = field(default=0, metadata={"help": "torch threads (0 = default)"})
 
     def __post_init__(self):
-        unknown = [m for m in self.methods if m not in VARIANTS]
-        if unknown or not self.methods:
-            raise ValueError(f"RSPExperimentConfig.methods: unknown {unknown}; choose from {list(VARIANTS)}")
         if self.clip_len < 2 or self.eval_frames < self.clip_len:
-            raise ValueError(f"RSPExperimentConfig needs 2 <= clip_len <= eval_frames, got {self.clip_len}, {self.eval_frames}")
+            raise ValueError(f"PropagationExperimentConfig needs 2 <= clip_len <= eval_frames, got {self.clip_len}, {self.eval_frames}")
         if not self.train_seeds or not self.eval_seeds or set(self.train_seeds) & set(self.eval_seeds):
-            raise ValueError(f"RSPExperimentConfig: train and eval apartments must be non-empty and disjoint, got "
+            raise ValueError(f"PropagationExperimentConfig: train and eval apartments must be non-empty and disjoint, got "
                              f"{self.train_seeds} and {self.eval_seeds}")
         if self.steps < 1 or self.batch < 2 or self.batch % 2:
-            raise ValueError(f"RSPExperimentConfig: steps >= 1 and an even batch >= 2 needed, got {self.steps}, {self.batch}")
+            raise ValueError(f"PropagationExperimentConfig: steps >= 1 and an even batch >= 2 needed, got {self.steps}, {self.batch}")
 
 
-CONFIG = RSPExperimentConfig
+CONFIG = PropagationExperimentConfig
 
 
 def _render(seed: int, frames: int, width: int, height: int, step: float, out: Path):
@@ -96,49 +77,44 @@ def _render(seed: int, frames: int, width: int, height: int, step: float, out: P
                 desc=f"render apartment {seed}")
 
 
-def _encoder_cfg(cfg: RSPExperimentConfig):
+def _encoder_cfg(cfg: PropagationExperimentConfig):
     from regconsist_ros.models.vit import ViTConfig
 
     return ViTConfig(size=cfg.vit_size, depth=cfg.vit_depth, img_size=(cfg.img_height, cfg.img_width), patch=cfg.patch)
 
 
-def arm_run(name: str, cfg: RSPExperimentConfig):
-    """The variant's method settings: the shared budget (ViT, decoder, steps, batch, gaps, AdamW), then its own."""
-    from dataclasses import asdict
-
-    from regconsist_ros.learning.runs import recipe
-
-    method, own = VARIANTS[name]
-    base = recipe(method)
-    shared = {"trainer.steps": cfg.steps, "trainer.lr": cfg.lr, "trainer.lr_batch": 0, "trainer.optimizer": "adamw",
-              "trainer.betas": (0.9, 0.95), "trainer.weight_decay": 0.05, "trainer.warmup": max(1, cfg.steps // 10),
-              "trainer.seed": cfg.seed, "trainer.log_every": 10, "trainer.ckpt_every": 100,
-              "batch.size": cfg.batch, "batch.gap_min": cfg.gap_min, "batch.gap_max": cfg.gap_max,
-              **{f"encoder.{k}": v for k, v in asdict(_encoder_cfg(cfg)).items()}}
-    decoder = {"decoder_width": cfg.decoder_width, "decoder_depth": cfg.decoder_depth,
-               "decoder_heads": max(1, cfg.decoder_width // 32)}
-    shared.update({k: v for k, v in decoder.items() if hasattr(base.objective, k)})
-    return base.replace({f"{method}.{k}": v for k, v in {**shared, **own}.items()})
+def shared_budget(cfg: PropagationExperimentConfig) -> dict:
+    """What every arm shares (settings relative to the method; applied where the method has them): the
+    ViT, the decoder size, steps, batch, gaps and AdamW at ``cfg.lr`` as given."""
+    return {"trainer.steps": cfg.steps, "trainer.lr": cfg.lr, "trainer.lr_batch": 0, "trainer.optimizer": "adamw",
+            "trainer.betas": (0.9, 0.95), "trainer.weight_decay": 0.05, "trainer.warmup": max(1, cfg.steps // 10),
+            "trainer.seed": cfg.seed, "trainer.log_every": 10, "trainer.ckpt_every": 100,
+            "batch.size": cfg.batch, "batch.gap_min": cfg.gap_min, "batch.gap_max": cfg.gap_max,
+            **{f"encoder.{k}": v for k, v in asdict(_encoder_cfg(cfg)).items()},
+            "decoder_width": cfg.decoder_width, "decoder_depth": cfg.decoder_depth,
+            "decoder_heads": max(1, cfg.decoder_width // 32)}
 
 
-def _pretrain(name: str, cfg: RSPExperimentConfig, train_dirs: list, run_dir: Path) -> Path:
+def _pretrain(arm, cfg: PropagationExperimentConfig, train_dirs: list, run_dir: Path) -> Path:
     from regconsist_ros.learning.pretrain import pretrain
     from regconsist_ros.models.checkpoint import latest_checkpoint
 
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None and json.loads((ckpt / "config.json").read_text())["step"] >= cfg.steps:
         return ckpt
-    res = pretrain(arm_run(name, cfg), [str(d) for d in train_dirs], run_dir)
+    res = pretrain(arm.run(shared_budget(cfg)), [str(d) for d in train_dirs], run_dir)
     return Path(res["checkpoint"])
 
 
-def run(cfg: RSPExperimentConfig) -> dict:
+
+def run(cfg: PropagationExperimentConfig, exp) -> dict:
     from regconsist_ros.models.checkpoint import load_checkpoint
     from regconsist_ros.models.encoder import random_encoder
     from regconsist_ros.learning.frame_sources import load_ordered_frames
     from regconsist_ros.experiments.common import start_run
     from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
 
+    arms = exp.chosen(cfg.methods)
     out, t0 = start_run(cfg)
     train_dirs = [out / "data" / f"train_{s}" for s in cfg.train_seeds]
     eval_dirs = [out / "data" / f"eval_{s}" for s in cfg.eval_seeds]
@@ -154,16 +130,17 @@ def run(cfg: RSPExperimentConfig) -> dict:
     prop_cfg = PropagationConfig()
     size = (cfg.eval_height, cfg.eval_width)
     results = {}
-    for name in cfg.methods:
+    for arm in arms:
+        name = arm.name
         f = out / "evals" / f"{name}.json"
         if f.exists():
             results[name] = json.loads(f.read_text())
             continue
         t1 = time.perf_counter()
-        if name == "random":
+        if arm.method is None:
             model, info = random_encoder("vit", _encoder_cfg(cfg), seed=cfg.seed), {"checkpoint": None}
         else:
-            ckpt = _pretrain(name, cfg, train_dirs, out / "pretrain" / name)
+            ckpt = _pretrain(arm, cfg, train_dirs, out / "pretrain" / name)
             model, _ = load_checkpoint(ckpt)
             info = {"checkpoint": str(ckpt)}
         pretrain_s = round(time.perf_counter() - t1, 1)
@@ -180,12 +157,12 @@ def run(cfg: RSPExperimentConfig) -> dict:
                  "clips": len(r["clips"])} for n, r in results.items()}
     (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "timings": timings, "table": table,
                                                   "propagation": asdict(prop_cfg), "runs": results}, indent=1))
-    (out / "results.md").write_text(markdown_table(table, cfg, clips=len(clips)))
-    figures(out, cfg, results)
+    (out / "results.md").write_text(markdown_table(table, cfg, exp, clips=len(clips)))
+    figures(out, cfg, exp, results)
     return {"out": str(out), "timings": timings, "table": table}
 
 
-def markdown_table(table: dict, cfg: RSPExperimentConfig, clips: int) -> str:
+def markdown_table(table: dict, cfg: PropagationExperimentConfig, exp, clips: int) -> str:
     lines = [f"Label propagation of first-frame instance masks on {clips} held-out clips of {cfg.clip_len} frames "
              f"(apartments {list(cfg.eval_seeds)}, {cfg.eval_width}x{cfg.eval_height}, k-NN top-5, queue 7, radius 12). "
              f"Encoders: ViT-{cfg.vit_size} depth {cfg.vit_depth}, patch {cfg.patch}, trained at "
@@ -194,12 +171,12 @@ def markdown_table(table: dict, cfg: RSPExperimentConfig, clips: int) -> str:
              f"{cfg.decoder_width} wide, {cfg.decoder_depth} blocks. J, F and J&F in %.", "",
              "| encoder | J&F | J (mean) | F (mean) | J std over clips |", "|---|---|---|---|---|"]
     for name, r in table.items():
-        lines.append(f"| {LABELS.get(name, name)} | {100 * r['JF']:.2f} | {100 * r['J']:.2f} | {100 * r['F']:.2f} | "
+        lines.append(f"| {exp.arms[name].label} | {100 * r['JF']:.2f} | {100 * r['J']:.2f} | {100 * r['F']:.2f} | "
                      f"{100 * r['J_clip_std']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
-def figures(out: Path, cfg: RSPExperimentConfig, results: dict) -> None:
+def figures(out: Path, cfg: PropagationExperimentConfig, exp, results: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,7 +189,7 @@ def figures(out: Path, cfg: RSPExperimentConfig, results: dict) -> None:
     x = np.arange(len(names))
     for k, (key, label) in enumerate((("J_mean", "J"), ("F_mean", "F"), ("JF_mean", "J&F"))):
         ax.bar(x + (k - 1) * 0.27, [100 * results[n][key] for n in names], 0.27, label=label)
-    ax.set_xticks(x, [n.replace("rsp_", "rsp\n") for n in names], fontsize=8)
+    ax.set_xticks(x, [n.replace("_", "\n", 1) for n in names], fontsize=8)
     ax.set_ylabel("%")
     ax.set_title("label propagation on held-out apartments")
     ax.legend(fontsize=8)
@@ -220,44 +197,42 @@ def figures(out: Path, cfg: RSPExperimentConfig, results: dict) -> None:
     fig.savefig(out / "propagation_scores.png", dpi=100)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for run_dir in sorted((out / "pretrain").glob("*")):
-        rows = read_jsonl(run_dir / "metrics.jsonl")
-        if not rows:
-            continue
-        steps = [r["step"] for r in rows]
-        if "pred" in rows[0]:
-            axes[0].plot(steps, [r["pred"] for r in rows], label=run_dir.name)
-        if "mae" in rows[0]:
-            axes[1].plot(steps, [r["mae"] for r in rows], label=run_dir.name)
-    axes[0].set_title("future-frame prediction loss")
-    axes[1].set_title("MAE loss (masked patches)")
-    for a in axes:
-        a.set_xlabel("step")
-        a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "pretrain_loss.png", dpi=100)
-    plt.close(fig)
+    runs = {d.name: read_jsonl(d / "metrics.jsonl") for d in sorted((out / "pretrain").glob("*"))}
+    runs = {n: rows for n, rows in runs.items() if rows}
+    skip = {"step", "loss", "lr", "grad_norm", "elapsed_s"}
+    keys = sorted({k for rows in runs.values() for k in rows[0] if k not in skip})[:4]  # every logged loss term
+    if keys:
+        fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            for name, rows in runs.items():
+                if key in rows[0]:
+                    ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=name)
+            ax.set_title(f"pretraining: {key}")
+            ax.set_xlabel("step")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "pretrain_loss.png", dpi=100)
+        plt.close(fig)
     for name, r in results.items():
-        if r.get("checkpoint") and VARIANTS[name][0] != "random":
-            method_figures(name, cfg, out, Path(r["checkpoint"]))
+        if r.get("checkpoint") and not exp.arms[name].settings:  # the full methods, not their ablations
+            method_figures(exp.arms[name], cfg, out, Path(r["checkpoint"]))
 
 
-def method_figures(name: str, cfg: RSPExperimentConfig, out: Path, ckpt: Path, n: int = 4) -> list:
+def method_figures(arm, cfg: PropagationExperimentConfig, out: Path, ckpt: Path, n: int = 4) -> list:
     """The method's own pictures (``Method.figures``, e.g. RSP's predicted future frames) of a trained
-    variant on frame pairs of the first held-out apartment; [] for methods without any."""
+    arm on frame pairs of the first held-out apartment; [] for methods without any."""
     import torch
 
+    from regconsist_ros.learning.frame_sources import FrameLoadConfig
     from regconsist_ros.learning.pretrain import BatchSampler
     from regconsist_ros.learning.stores import load_streams
-    from regconsist_ros.learning.frame_sources import FrameLoadConfig
     from regconsist_ros.models.checkpoint import load_trainer_state
 
-    run = arm_run(name, cfg)
-    if run.spec.figures is None or name != VARIANTS[name][0]:  # the full method only, not its ablations
+    run = arm.run(shared_budget(cfg))
+    if run.spec.figures is None:
         return []
     fig_run = run.replace({f"{run.method}.batch.size": n, f"{run.method}.batch.repeats": 1,
-                           f"{run.method}.batch.hflip": 0.0})
+                           f"{run.method}.batch.hflip": 0.0}, only_known=True)
     obj = fig_run.build_objective()
     obj.load_state_dict(load_trainer_state(ckpt)["objective"])
     store = load_streams(str(out / "data" / f"eval_{cfg.eval_seeds[0]}"), FrameLoadConfig(), progress=False)
