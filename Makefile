@@ -12,7 +12,7 @@ ROS_WHEELS  ?= ros-rclpy ros-sensor-msgs ros-geometry-msgs ros-std-msgs ros-nav-
 # EGL with Mesa's software driver (llvmpipe) or a GPU driver, and OSMesa for MuJoCo's fallback.
 APT_PACKAGES ?= libusb-1.0-0 libgomp1 libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
 PYTEST_ARGS ?= -n 2
-DEMO_ARGS   ?= --out runs/demo
+DEMO_ARGS   ?= --demo.out runs/demo
 
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.regconsist-installed

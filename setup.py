@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.develop import develop as _develop
 
 PACKAGE = "regconsist_ros"
 HERE = Path(__file__).parent
@@ -19,6 +20,27 @@ def ros_nodes() -> list[str]:
     text = (HERE / PACKAGE / "ros" / "__init__.py").read_text()
     m = re.search(r"NODES\s*=\s*\{(.*?)\}", text, re.S)
     return re.findall(r'"(\w+)"\s*:', m.group(1)) if m else []
+
+
+class develop(_develop):
+    """`setup.py develop` as `colcon build --symlink-install` runs it (setuptools < 80): colcon links only
+    top-level packages into its build folder, so the package_dir folders sim/ and models/ would be
+    missing from the link farm. Replace the link of the package by a folder of links: every entry of
+    regconsist_ros/ plus sim -> ../sim and models -> ../models (edits still show without a rebuild;
+    a new top-level module of regconsist_ros/ needs one)."""
+
+    def run(self):
+        super().run()
+        src = Path(__file__).resolve().parent  # colcon runs a link to this file from its build folder
+        link = Path.cwd() / PACKAGE
+        if self.uninstall or Path.cwd().resolve() == src or not link.is_symlink():
+            return
+        link.unlink()
+        link.mkdir()
+        for entry in (src / PACKAGE).iterdir():
+            (link / entry.name).symlink_to(entry)
+        for sub in ("sim", "models"):
+            (link / sub).symlink_to(src / sub)
 
 
 setup(
@@ -67,4 +89,5 @@ setup(
         + [f"{n} = {PACKAGE}.ros.nodes.{n}:main" for n in ros_nodes()],
     },
     zip_safe=False,
+    cmdclass={"develop": develop},
 )

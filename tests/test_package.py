@@ -255,11 +255,9 @@ def test_colcon_build_installs_the_namespace_nodes_and_share(colcon_site, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "colcon --symlink-install with setuptools<80 runs `setup.py develop --editable` in build/regconsist_ros and "
-    "links only top-level packages there, so regconsist_ros.sim/.models are missing (ModuleNotFoundError); "
-    "see docs/packaging.md. If this XPASSes, the develop fix landed: drop this marker."))
 def test_colcon_symlink_install_imports_the_namespace(colcon_site, tmp_path):
+    """colcon --symlink-install (setuptools < 80: `setup.py develop` in a link farm of top-level packages):
+    setup.py's develop command links sim/ and models/ into the package's folder of links."""
     ws = tmp_path / "ws"
     install = _colcon_build(colcon_site, ws, "--symlink-install")
     _assert_under(_imported_files(_NAMESPACED, cwd=tmp_path, source=install / "local_setup.sh"), ws)
