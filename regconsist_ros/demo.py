@@ -3,8 +3,8 @@
 1. Registration, offline: render a sequence from a procedural apartment, write it to disk (TUM
    layout), read it back, select view pairs by overlap IoU, build exact pixel correspondences and
    regions, and draw them.
-2. The online graph: `regconsist up sim` (camera source -> registration -> learner -> evaluator)
-   for ``online_seconds`` on the same kind of world; the learner trains RSP and RegConsist from
+2. The online graph: the ``demo`` graph of config/graph.yaml (the sim graph at CPU sizes: camera source
+   -> registration -> learner -> evaluator) for ``online_seconds`` on the same kind of world; the learner trains RSP and RegConsist from
    the stream, the evaluator scores every checkpoint.
 3. A report (``report.md`` + PNGs): loss curves, readouts over training steps, pictures.
 """

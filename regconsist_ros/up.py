@@ -54,14 +54,34 @@ def load_graph(name: str, path: str | Path | None = None, overrides: list[str] |
                        "namespace": spec.get("namespace", "")}
     if not nodes:
         raise ConfigError(f"{path}: graph {name!r} has no nodes")
+    from_file = {node: set(spec["params"]) for node, spec in nodes.items()}
     for item in overrides:
         key, sep, value = item.partition("=")
         node, dot, param = key.partition(".")
         if not sep or not dot or node not in nodes:
             raise ConfigError(f"--set {item!r}: expected NODE.PARAM=VALUE with NODE one of {sorted(nodes)}")
         nodes[node]["params"][param] = yaml.safe_load(value)
+        from_file[node].discard(param)
+    for node, spec in nodes.items():
+        _drop_untrained(spec["params"], from_file[node])
     transport = doc.get("transport", "default")
     return {"name": name, "file": str(path), "transport": transport, "nodes": nodes}
+
+
+def _drop_untrained(params: dict, from_file: set) -> None:
+    """A graph file's settings of a method apply when the learner trains it: with
+    ``learner.objectives`` overridden (``--set learner.learner.objectives=[rsp]``), the file's
+    settings of the other methods are left out (a setting given with --set never is: the learner
+    rejects it, naming it)."""
+    objectives = params.get("learner.objectives")
+    if not isinstance(objectives, (list, tuple)):
+        return
+    from regconsist_ros.models.methods import methods
+
+    for key in [k for k in params if k in from_file]:
+        head = key.split(".", 1)[0]
+        if head in methods() and head not in objectives:
+            del params[key]
 
 
 def _ros_value(v) -> str:

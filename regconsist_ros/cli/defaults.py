@@ -3,7 +3,7 @@
 The groups are the components' config dataclasses under the one dotted name each has everywhere
 (flags, ROS parameters, YAML keys), plus every registered method's tree with its recipe
 (``<method>.*``, ``<method>.trainer.*``, ``<method>.encoder.*``, ``<method>.batch.*``). The file is
-generated from the dataclasses and the registry; tests/test_defaults.py keeps it in sync.
+generated from the dataclasses and the registry; tests/ros/test_names.py keeps it in sync.
 """
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def add_parsers(sub) -> None:
     msub = pt.add_subparsers(dest="method", required=True, metavar="METHOD")
     for name in sorted(methods()):
         run = recipe(name)
-        q = msub.add_parser(name, help=run.spec.summary, description=describe(name),
+        q = msub.add_parser(name, help=run.spec.summary.replace("%", "%%"), description=describe(name).replace("%", "%%"),
                             usage=f"regconsist pretrain {name} --data SPEC [SPEC ...] --out DIR [--config YAML] "
                                   f"[--{name}.SETTING VALUE ...] [--no-resume] [--quiet] [--json]")
         q.add_argument("--data", required=True, nargs="+", help=f"data: {run.kind.summary}")

@@ -86,7 +86,7 @@ def _add_bench(sub) -> None:
     psub = pre.add_subparsers(dest="method", required=True, metavar="METHOD")
     for name in sorted(methods()):
         run = recipe(name)
-        q = psub.add_parser(name, help=run.spec.summary)
+        q = psub.add_parser(name, help=run.spec.summary.replace("%", "%%"))
         q.add_argument("--n", type=int, default=10, help="timed steps (after 2 warm-up steps)")
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--device", default="auto", help="auto, cpu, cuda")
@@ -141,7 +141,7 @@ def add_parsers(sub) -> None:
         q.set_defaults(fn=cmd_experiment, experiment=(exp, module))
 
     u = sub.add_parser("up", help="start a node graph (config/graph.yaml) as processes, like a launch file")
-    u.add_argument("graph", help="graph name in the graph file: sim, robot or eval")
+    u.add_argument("graph", help="graph name in the graph file (config/graph.yaml: sim, demo, robot, eval)")
     u.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
     u.add_argument("--graph-file", default=None, help="graph definition (default: config/graph.yaml)")
     u.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a node parameter (repeatable)")

@@ -88,7 +88,6 @@ class ViewPairData:
                     tmp = lab_file.with_name(lab_file.stem + ".tmp.npz")
                     np.savez_compressed(tmp, **{f"l{i}": l for i, l in enumerate(self.labels)})
                     tmp.replace(lab_file)
-        self.rgb = torch.from_numpy(np.stack([f.rgb for f in frames]))  # [N, H, W, 3] uint8
         self._corr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:

@@ -201,17 +201,11 @@ def resize_flow(flow: np.ndarray, valid: np.ndarray, out_size: tuple[int, int]) 
     return np.where(v[None], out, 0.0).astype(np.float32), v.copy()
 
 
-class _RGB:
-    """A frame with colour only (optical flow needs no depth)."""
-
-    depth = None
-
-    def __init__(self, rgb: np.ndarray):
-        self.rgb = rgb
-
-
 class FlowPairSampler:
-    """FlowE batches from an ordered list of frames: ``sampler(step) -> batch``.
+    """FlowE batches from ordered frames: ``sampler(step) -> batch`` (or ``sample(n, rng)``).
+
+    ``frames``: registered frames (``Frame``: colour, depth, pose) for geometric flow, or colour only
+    (an array [N, H, W, 3] uint8 or an ``OrderedFrames``) with an optical-flow ``estimator``.
 
     Each sample is a frame pair (t, t + k), k uniform in ``[gap_min, min(gap_max, N-1)]``, t uniform in
     ``[0, N-1-k]``, in a random order (view 1 is the later frame half of the time). Frames are
@@ -231,13 +225,15 @@ class FlowPairSampler:
     def __init__(self, frames: Sequence, batch: int, out_size: tuple[int, int], gap_min: int = 1, gap_max: int = 8,
                  seed: int = 0, estimator: FlowEstimator | None = None, fb_tol: float = 1.0,
                  symmetric: bool = True, cache_pairs: int = 4096, cfg: CorrespondenceConfig | None = None):
-        if isinstance(frames, np.ndarray) or hasattr(frames, "stamps"):  # [N, H, W, 3] or OrderedFrames: RGB only
-            frames = [_RGB(rgb) for rgb in getattr(frames, "rgb", frames)]
-        frames = list(frames)
+        if isinstance(frames, np.ndarray) or hasattr(frames, "stamps"):  # [N, H, W, 3] or OrderedFrames: colour only
+            self.frames, self.rgb = None, getattr(frames, "rgb", frames)
+        else:
+            self.frames = list(frames)
+            self.rgb = [f.rgb for f in self.frames]
         if not 1 <= gap_min <= gap_max:
             raise ValueError(f"FlowPairSampler: need 1 <= gap_min <= gap_max, got gap_min={gap_min}, gap_max={gap_max}")
-        if len(frames) <= gap_min:
-            raise ValueError(f"FlowPairSampler needs at least gap_min+1 = {gap_min + 1} frames, got {len(frames)}")
+        if len(self.rgb) <= gap_min:
+            raise ValueError(f"FlowPairSampler needs at least gap_min+1 = {gap_min + 1} frames, got {len(self.rgb)}")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"FlowPairSampler: batch must be an integer >= 1, got {batch!r}")
         if len(out_size) != 2 or any(isinstance(s, bool) or int(s) != s or s < 2 for s in out_size):
@@ -246,19 +242,19 @@ class FlowPairSampler:
             raise ValueError(f"FlowPairSampler: fb_tol must be a positive number of pixels, got {fb_tol!r}")
         if cache_pairs < 0:
             raise ValueError(f"FlowPairSampler: cache_pairs must be >= 0, got {cache_pairs}")
-        shape = frames[0].rgb.shape
-        for i, f in enumerate(frames):
-            if f.rgb.shape != shape:
-                raise ValueError(f"FlowPairSampler: frame {i} is {f.rgb.shape[:2]}, frame 0 is {shape[:2]}; "
+        shape = self.rgb[0].shape
+        for i, rgb in enumerate(self.rgb):
+            if rgb.shape != shape:
+                raise ValueError(f"FlowPairSampler: frame {i} is {rgb.shape[:2]}, frame 0 is {shape[:2]}; "
                                  "all frames must have the same size")
         if estimator is None:
-            missing = [i for i, f in enumerate(frames) if getattr(f, "depth", None) is None]
+            missing = [i for i in range(len(self.rgb))
+                       if self.frames is None or getattr(self.frames[i], "depth", None) is None]
             if missing:
                 raise ValueError(
-                    f"FlowPairSampler: {len(missing)} of {len(frames)} frames have no depth (first: frame {missing[0]}); "
+                    f"FlowPairSampler: {len(missing)} of {len(self.rgb)} frames have no depth (first: frame {missing[0]}); "
                     "geometric flow needs depth and poses, so an optical-flow estimator is needed for RGB-only "
                     "frames: pass estimator=FarnebackFlow() (OpenCV) or another FlowEstimator")
-        self.frames = frames
         self.batch = batch
         self.out_size = (int(out_size[0]), int(out_size[1]))
         self.gap_min, self.gap_max = gap_min, gap_max
@@ -272,12 +268,12 @@ class FlowPairSampler:
         self._images: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.rgb)
 
     def image(self, i: int) -> torch.Tensor:
         """Frame i resized: float32 [3, H, W] in [0, 1] (cached)."""
         if i not in self._images:
-            x = torch.from_numpy(np.array(self.frames[i].rgb)).permute(2, 0, 1)[None]  # [1, 3, h, w] uint8
+            x = torch.from_numpy(np.array(self.rgb[i])).permute(2, 0, 1)[None]  # [1, 3, h, w] uint8
             if tuple(x.shape[-2:]) != self.out_size:
                 x = F.interpolate(x, size=self.out_size, mode="bilinear", align_corners=False, antialias=True)
             self._images[i] = x[0].float().div_(255.0)
@@ -289,13 +285,12 @@ class FlowPairSampler:
         if key in self._flows:
             self._flows.move_to_end(key)
             return self._flows[key]
-        f1, f2 = self.frames[i], self.frames[j]
         if self.estimator is not None:
-            flow, valid = self.estimator(f1.rgb, f2.rgb)
+            flow, valid = self.estimator(self.rgb[i], self.rgb[j])
         else:
-            flow, valid = geometric_flow(f1, f2, self.fb_tol, self.cfg)
+            flow, valid = geometric_flow(self.frames[i], self.frames[j], self.fb_tol, self.cfg)
         flow, valid = np.asarray(flow, dtype=np.float32), np.asarray(valid, dtype=bool)
-        H, W = f1.rgb.shape[:2]
+        H, W = self.rgb[i].shape[:2]
         if flow.shape != (2, H, W) or valid.shape != (H, W):
             raise ValueError(f"FlowPairSampler: flow estimator returned flow {flow.shape} and valid {valid.shape}, "
                              f"expected (2, {H}, {W}) and ({H}, {W})")
@@ -310,7 +305,7 @@ class FlowPairSampler:
     def pairs(self, step: int, rng: np.random.Generator | None = None, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Frame indices (view 1 [B], view 2 [B]) of the batch at ``step`` (or drawn from ``rng``)."""
         rng = rng if rng is not None else np.random.default_rng([self.seed, step])
-        N, B = len(self.frames), n or self.batch
+        N, B = len(self.rgb), n or self.batch
         gap = rng.integers(self.gap_min, min(self.gap_max, N - 1) + 1, size=B)  # [B]
         t = rng.integers(0, N - gap)  # [B] in [0, N-1-gap]
         swap = rng.random(B) < 0.5

@@ -23,15 +23,15 @@ class PairSelectionConfig:
     min_gap: int = field(default=1, metadata={"help": "smallest index gap between the two frames"})
     max_gap: int = field(default=30, metadata={"help": "largest index gap between the two frames"})
     stride: int = field(default=4, metadata={"help": "pixel stride for the IoU estimate"})
-    batch: int = field(default=32, metadata={"help": "pairs per batch"})
+    chunk: int = field(default=32, metadata={"help": "candidate pairs whose overlap is estimated per torch call"})
 
     def __post_init__(self):
         if not 0.0 <= self.iou_low < self.iou_high <= 1.0:
             raise ValueError(f"PairSelectionConfig needs 0 <= iou_low < iou_high <= 1, got [{self.iou_low}, {self.iou_high}]")
         if not 1 <= self.min_gap <= self.max_gap:
             raise ValueError(f"PairSelectionConfig needs 1 <= min_gap <= max_gap, got {self.min_gap}, {self.max_gap}")
-        if self.stride < 1 or self.batch < 1:
-            raise ValueError(f"PairSelectionConfig.stride and batch must be >= 1, got {self.stride}, {self.batch}")
+        if self.stride < 1 or self.chunk < 1:
+            raise ValueError(f"PairSelectionConfig.stride and chunk must be >= 1, got {self.stride}, {self.chunk}")
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ def pair_overlaps(frames: Sequence, pairs: list[tuple[int, int]], cfg: PairSelec
     full, K, small, Ks, T = _stack([frames[k] for k in used], cfg.stride)
     nvalid = valid_depth(full, corr).flatten(1).sum(1)  # [N]
     out = []
-    for s in range(0, len(pairs), cfg.batch):
-        a = torch.tensor([pos[i] for i, _ in pairs[s : s + cfg.batch]])
-        b = torch.tensor([pos[j] for _, j in pairs[s : s + cfg.batch]])
+    for s in range(0, len(pairs), cfg.chunk):
+        a = torch.tensor([pos[i] for i, _ in pairs[s : s + cfg.chunk]])
+        b = torch.tensor([pos[j] for _, j in pairs[s : s + cfg.chunk]])
         w12 = warp(small[a], full[b], Ks[a], K[b], T[a], T[b], corr)
         w21 = warp(small[b], full[a], Ks[b], K[a], T[b], T[a], corr)
         out.append(overlap_iou(w12, w21, nvalid[a], nvalid[b]).numpy())

@@ -110,7 +110,7 @@ def reject_undeclared(node, where: str, hint=None) -> None:
     from regconsist_ros.config import unknown_setting
 
     given = sorted(getattr(node, "_parameter_overrides", {}))
-    bad = [n for n in given if not node.has_parameter(n)]
+    bad = [n for n in given if not node.has_parameter(n) and n != "use_sim_time"]
     if bad:
         known = [p for p in node._parameters]  # noqa: SLF001 (rclpy keeps declared parameters here)
         raise unknown_setting(bad[0], known, where, hint)

@@ -119,9 +119,9 @@ def test_default_stride_is_unbiased_with_a_floor():
 
 def test_batching_does_not_change_overlaps(cluttered):
     pairs = _all_pairs(len(cluttered), 7)
-    a = pair_overlaps(cluttered, pairs, PairSelectionConfig(stride=2, batch=32))
-    b = pair_overlaps(cluttered, pairs, PairSelectionConfig(stride=2, batch=3))
-    c = pair_overlaps(cluttered, pairs[::-1], PairSelectionConfig(stride=2, batch=5))[::-1]
+    a = pair_overlaps(cluttered, pairs, PairSelectionConfig(stride=2, chunk=32))
+    b = pair_overlaps(cluttered, pairs, PairSelectionConfig(stride=2, chunk=3))
+    c = pair_overlaps(cluttered, pairs[::-1], PairSelectionConfig(stride=2, chunk=5))[::-1]
     np.testing.assert_allclose(a, b, atol=1e-12)
     np.testing.assert_allclose(a, c, atol=1e-12)
     assert pair_overlaps(cluttered, []).shape == (0,)
@@ -173,7 +173,7 @@ def test_selected_pairs_inside_band_and_rest_outside(cluttered):
     (dict(min_gap=-1), "min_gap"),
     (dict(max_gap=-3), "max_gap"),
     (dict(stride=0), "stride"),
-    (dict(batch=-1), "batch"),
+    (dict(chunk=-1), "chunk"),
 ])
 def test_pair_selection_config_rejects_bad_values(kw, field):
     with pytest.raises(ValueError, match=field):

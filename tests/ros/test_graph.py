@@ -140,6 +140,12 @@ def test_graph_definition_errors_are_clear(tmp_path):
     g = load_graph("sim", overrides=["learner.learner.objectives=[rsp]"])
     assert set(g["nodes"]) == {"sim_camera", "registration", "learner", "evaluator"}
     assert g["nodes"]["learner"]["params"]["learner.objectives"] == ["rsp"]
+    # the graph's settings of a method it no longer trains are left out; the trained method's stay, and a
+    # setting given with --set always stays (the learner then names it)
+    learner = g["nodes"]["learner"]["params"]
+    assert not any(k.startswith("regconsist.") for k in learner) and learner["rsp.encoder.size"] == "tiny"
+    kept = load_graph("sim", overrides=["learner.learner.objectives=[rsp]", "learner.regconsist.lambd=0.1"])
+    assert kept["nodes"]["learner"]["params"]["regconsist.lambd"] == 0.1
     cmd = node_command("learner", g["nodes"]["learner"])
     assert cmd[1:3] == ["-m", "regconsist_ros.ros.nodes.learner"] and "learner.objectives:=[\"rsp\"]" in cmd
     robot = load_graph("robot")

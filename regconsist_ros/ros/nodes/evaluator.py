@@ -28,6 +28,7 @@ def make_node_class():
         def __init__(self, **kwargs):
             super().__init__(NAME, **kwargs)
             params.declare(self, EvaluatorConfig)
+            params.reject_undeclared(self, NAME)
             self.cfg = params.read(self, EvaluatorConfig)
             self.evaluator = Evaluator(self.cfg)
             self.pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

@@ -67,6 +67,7 @@ def make_node_class():
             super().__init__(NAME, **kwargs)
             for cls, prefix in PARAMS:
                 params.declare(self, cls, prefix)
+            params.reject_undeclared(self, NAME)
             cfg, kf, pairs, corr, qos_cfg = (params.read(self, cls, prefix) for cls, prefix in PARAMS)
             self.cfg, qos = cfg, make_qos(qos_cfg)
             log = logging.getLogger(f"regconsist.{NAME}")

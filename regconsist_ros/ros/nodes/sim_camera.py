@@ -47,6 +47,7 @@ def make_node_class():
             params.declare(self, CameraSourceConfig)
             params.declare(self, SimConfig, "sim")
             params.declare(self, QosConfig, "qos")
+            params.reject_undeclared(self, NAME)
             self.cfg = params.read(self, CameraSourceConfig)
             self.sim_cfg = params.read(self, SimConfig, "sim")
             qos = make_qos(params.read(self, QosConfig, "qos"))
