@@ -10,7 +10,7 @@ from regconsist_ros.config import ConfigError
 
 def cmd_pretrain(a: argparse.Namespace) -> dict:
     from regconsist_ros.learning.pretrain import pretrain
-    from regconsist_ros.learning.runs import MethodRun, _other_method, recipe, schema
+    from regconsist_ros.learning.runs import MethodRun, other_method, recipe, schema
     from regconsist_ros.learning.trainer import dist_rank, init_distributed_from_env
 
     if init_distributed_from_env():  # under torchrun: DDP, rank 0 shows progress and writes checkpoints
@@ -18,9 +18,8 @@ def cmd_pretrain(a: argparse.Namespace) -> dict:
     base = recipe(a.method)
     prep_schema = list(base.kind.prep)
     groups = settings(a, prep_schema + schema(a.method), base.groups(), where=f"pretrain {a.method}",
-                      hint=lambda n: _other_method(n, a.method))
-    m = a.method
-    run = MethodRun(m, groups[m], groups[f"{m}.trainer"], groups[f"{m}.encoder"], groups[f"{m}.batch"])
+                      hint=lambda n: other_method(n, a.method))
+    run = MethodRun.from_groups(a.method, groups)
     prep = {name: groups[name] for name, _ in prep_schema}
     return pretrain(run, a.data, a.out, prep, resume=not a.no_resume, progress=not a.quiet)
 

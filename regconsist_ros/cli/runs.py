@@ -28,13 +28,12 @@ def cmd_bench(a: argparse.Namespace) -> dict:
 
 def cmd_bench_pretrain(a: argparse.Namespace) -> dict:
     from regconsist_ros import bench
-    from regconsist_ros.learning.runs import MethodRun, _other_method, recipe, schema
+    from regconsist_ros.learning.runs import MethodRun, other_method, recipe, schema
 
     base = recipe(a.method)
     g = settings(a, schema(a.method), base.groups(), where=f"bench pretrain {a.method}",
-                 hint=lambda n: _other_method(n, a.method))
-    m = a.method
-    run = MethodRun(m, g[m], g[f"{m}.trainer"], g[f"{m}.encoder"], g[f"{m}.batch"])
+                 hint=lambda n: other_method(n, a.method))
+    run = MethodRun.from_groups(a.method, g)
     return bench.bench_pretrain(run, steps=a.n, device=a.device, amp=not a.no_amp, nthreads=a.nthreads, seed=a.seed)
 
 

@@ -43,6 +43,12 @@ class MethodRun:
     def kind(self) -> BatchKind:
         return batch_kind(self.spec.batch)
 
+    @classmethod
+    def from_groups(cls, method: str, groups: dict[str, Any]) -> "MethodRun":
+        """The run from ``{group prefix: config instance}`` (the groups of :func:`schema`; others ignored)."""
+        m = method
+        return cls(m, groups[m], groups[f"{m}.trainer"], groups[f"{m}.encoder"], groups[f"{m}.batch"])
+
     def groups(self) -> dict[str, Any]:
         """``{group prefix: config instance}``."""
         m = self.method
@@ -85,8 +91,8 @@ def schema(method: str) -> list[tuple[str, type]]:
             (f"{m.name}.batch", batch_kind(m.batch).config)]
 
 
-def _other_method(name: str, method: str) -> str | None:
-    """Hint for a setting of another method given to ``method``."""
+def other_method(name: str, method: str) -> str | None:
+    """Hint for a setting ``name`` of another method given to ``method`` (None when it is not one)."""
     head = name.split(".", 1)[0]
     if head != method and head in methods():
         return f"it is a setting of method {head}, not of {method}"
@@ -110,9 +116,8 @@ def make_run(method: str, values: dict[str, Any] | None = None, base: MethodRun 
     outside the method's tree raises ConfigError naming it (and the method it belongs to)."""
     base = base or recipe(method)
     groups = build_groups(schema(method), dict(values or {}), base.groups(), where=where or f"method {method}",
-                          hint=lambda n: _other_method(n, method))
-    m = method
-    return MethodRun(m, groups[m], groups[f"{m}.trainer"], groups[f"{m}.encoder"], groups[f"{m}.batch"])
+                          hint=lambda n: other_method(n, method))
+    return MethodRun.from_groups(method, groups)
 
 
 def run_from_tree(method: str, tree: dict) -> MethodRun:

@@ -69,8 +69,7 @@ def declare_settings(node, params_mod):
     for m in cfg.objectives:
         base = online_recipe(m, cfg)
         params_mod.declare_groups(node, schema(m), base.groups())
-        g = params_mod.read_groups(node, schema(m))
-        runs[m] = MethodRun(m, g[m], g[f"{m}.trainer"], g[f"{m}.encoder"], g[f"{m}.batch"])
+        runs[m] = MethodRun.from_groups(m, params_mod.read_groups(node, schema(m)))
 
     def hint(name: str):
         head = name.split(".", 1)[0]
