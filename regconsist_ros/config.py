@@ -241,15 +241,20 @@ def given_values(ns: argparse.Namespace, schema) -> dict[str, Any]:
     return out
 
 
-def yaml_values(path: str | Path) -> dict[str, Any]:
-    """``{dotted name: value}`` of a YAML settings file (nested groups or dotted keys)."""
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """A YAML file's content (None for an empty file); ConfigError for a missing or invalid file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise ConfigError(f"{what} not found: {path}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
+
+
+def yaml_values(path: str | Path) -> dict[str, Any]:
+    """``{dotted name: value}`` of a YAML settings file (nested groups or dotted keys)."""
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     return flatten(data)

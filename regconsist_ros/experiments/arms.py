@@ -18,9 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from regconsist_ros.config import ConfigError, config_dir
+from regconsist_ros.config import ConfigError, config_dir, read_yaml
 
 
 @dataclass(frozen=True)
@@ -82,12 +80,9 @@ def load_experiment(path: str | Path) -> Experiment:
     from regconsist_ros.models.methods import methods
 
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"experiment definition not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    doc = read_yaml(path, "experiment definition") or {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(doc).__name__}")
     for key in ("engine", "arms"):
         if key not in doc:
             raise ConfigError(f"{path}: no {key!r}")
