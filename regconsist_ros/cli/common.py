@@ -43,10 +43,6 @@ def settings(a: argparse.Namespace, schema, base: dict | None = None, where: str
     return build_groups(schema, values, base, where=where, hint=hint)
 
 
-def add_settings(p: argparse.ArgumentParser, schema, base: dict | None = None) -> None:
-    add_schema_arguments(p, schema, base)
-
-
 def size_arg(a) -> tuple[int, int] | str | None:
     """``--size``: None (the encoder's training size) -> "model"; 0 0 -> None (the frames' own size)."""
     if a.size is None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from regconsist_ros.cli.common import add_settings, config_flag, encoder_from, output_flags, settings
+from regconsist_ros.cli.common import config_flag, encoder_from, output_flags, settings
+from regconsist_ros.config import add_schema_arguments
 from regconsist_ros.config import ConfigError
 
 
@@ -40,7 +41,6 @@ def cmd_finetune(a: argparse.Namespace) -> dict:
 
 
 def add_parsers(sub) -> None:
-    from regconsist_ros.config import add_schema_arguments
     from regconsist_ros.learning.runs import describe, recipe, schema
     from regconsist_ros.models.deeplab import DeepLabConfig
     from regconsist_ros.models.methods import methods
@@ -71,5 +71,5 @@ def add_parsers(sub) -> None:
     ft.add_argument("--data", required=True, type=Path, help="TUM-layout sequence with semantic labels")
     ft.add_argument("--out", default=None, type=Path, help="write readout.json and a prediction figure here")
     output_flags(ft)
-    add_settings(ft, [("", FinetuneConfig), ("encoder", DeepLabConfig)])
+    add_schema_arguments(ft, [("", FinetuneConfig), ("encoder", DeepLabConfig)])
     ft.set_defaults(fn=cmd_finetune)

@@ -5,8 +5,8 @@ import argparse
 import time
 from pathlib import Path
 
-from regconsist_ros.cli.common import add_settings, encoder_flags, encoder_from, output_flags, settings, size_arg
-from regconsist_ros.config import ConfigError
+from regconsist_ros.cli.common import encoder_flags, encoder_from, output_flags, settings, size_arg
+from regconsist_ros.config import ConfigError, add_schema_arguments
 
 
 def _vit():
@@ -148,7 +148,7 @@ def add_parsers(sub) -> None:
     pg.add_argument("--clip-len", type=int, default=0, help="cut sequences into clips of this many frames (0 = whole)")
     pg.add_argument("--out", type=Path, default=None, help="write propagation.json and propagation.png here")
     encoder_flags(pg, vit)
-    add_settings(pg, [("", PropagationConfig)])
+    add_schema_arguments(pg, [("", PropagationConfig)])
     pg.set_defaults(fn=cmd_eval_propagate)
 
     rt = ev.add_parser("retrieve", help="nearest-neighbour retrieval top-k accuracy of frozen features")
@@ -172,5 +172,5 @@ def add_parsers(sub) -> None:
     bcp.add_argument("--out", type=Path, default=Path("runs/bc"), help="results directory (resumes per task)")
     config_flag(bcp)
     output_flags(bcp)
-    add_settings(bcp, bc_schema() + [("encoder", vit)])
+    add_schema_arguments(bcp, bc_schema() + [("encoder", vit)])
     bcp.set_defaults(fn=cmd_eval_bc)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from regconsist_ros.cli.common import add_settings, config_flag, output_flags, settings
+from regconsist_ros.cli.common import config_flag, output_flags, settings
+from regconsist_ros.config import add_schema_arguments
 
 
 # ---- bench ---------------------------------------------------------------------------------------------
@@ -38,7 +38,6 @@ def cmd_bench_pretrain(a: argparse.Namespace) -> dict:
 
 
 def _add_bench(sub) -> None:
-    from regconsist_ros.config import add_schema_arguments
     from regconsist_ros.learning.runs import recipe, schema
     from regconsist_ros.models.methods import methods
 
@@ -135,7 +134,7 @@ def add_parsers(sub) -> None:
     for name, (exp, module) in experiments().items():
         q = exsub.add_parser(name, help=exp.help, description=f"{exp.help}. Definition: {exp.path}; arms: "
                              f"{', '.join(exp.arms)}.")
-        add_settings(q, [("", module.CONFIG)], {"": build(module.CONFIG, exp.settings)})
+        add_schema_arguments(q, [("", module.CONFIG)], {"": build(module.CONFIG, exp.settings)})
         output_flags(q, quiet=False)
         q.set_defaults(fn=cmd_experiment, experiment=(exp, module))
 
@@ -150,7 +149,7 @@ def add_parsers(sub) -> None:
     u.set_defaults(fn=cmd_up)
 
     d = sub.add_parser("demo", help="the main job on the embedded default world")
-    add_settings(d, [("demo", DemoConfig)])
+    add_schema_arguments(d, [("demo", DemoConfig)])
     config_flag(d)
     output_flags(d, quiet=False)
     d.set_defaults(fn=cmd_demo)

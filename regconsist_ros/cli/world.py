@@ -5,8 +5,8 @@ import argparse
 import time
 from pathlib import Path
 
-from regconsist_ros.cli.common import add_settings, config_flag, output_flags, settings
-from regconsist_ros.config import ConfigError
+from regconsist_ros.cli.common import config_flag, output_flags, settings
+from regconsist_ros.config import ConfigError, add_schema_arguments
 
 
 def cmd_sim_render(a: argparse.Namespace) -> dict:
@@ -70,7 +70,7 @@ def add_parsers(sub) -> None:
 
     sim = sub.add_parser("sim", help="the embedded world").add_subparsers(dest="sim_cmd", required=True)
     r = sim.add_parser("render", help="render a sequence (TUM RGB-D layout + labels) from the embedded world or a scan")
-    add_settings(r, [("sim", SimConfig)])
+    add_schema_arguments(r, [("sim", SimConfig)])
     config_flag(r)
     r.add_argument("--out", required=True, type=Path, help="output sequence directory")
     r.add_argument("--depth-scale", type=float, default=5000.0, help="depth PNG units per metre (TUM: 5000)")
@@ -86,5 +86,5 @@ def add_parsers(sub) -> None:
     c.add_argument("--depth-scale", type=float, default=None, help="depth PNG units per metre (overrides the sequence's)")
     c.add_argument("--out", default=None, help="write uv1, uv2 (pairs x 2, x = column, y = row) to this .npz")
     output_flags(c, quiet=False)
-    add_settings(c, [("correspondence", CorrespondenceConfig)])
+    add_schema_arguments(c, [("correspondence", CorrespondenceConfig)])
     c.set_defaults(fn=cmd_correspond)

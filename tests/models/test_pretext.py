@@ -12,7 +12,7 @@ from regconsist_ros.models.augment import PhotometricAug, ViewAugment, random_re
 from regconsist_ros.models.losses import npairs_loss, nt_xent, triplet_loss
 from regconsist_ros.models.methods import UnknownMethodError, get, methods
 from regconsist_ros.models.objectives.byol import BYOL, BYOLConfig
-from regconsist_ros.models.objectives.rotation import Rotation, RotationConfig, all_rotations, center_crop_square, rotate_images
+from regconsist_ros.models.objectives.rotation import RotationConfig, all_rotations, center_crop_square, rotate_images
 from regconsist_ros.models.objectives.simclr import SimCLR, SimCLRConfig
 from regconsist_ros.models.objectives.tcn import TCN, TCNConfig
 from regconsist_ros.learning.trainer import Trainer, TrainerConfig
