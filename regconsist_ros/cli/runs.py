@@ -9,12 +9,14 @@ from regconsist_ros.config import add_schema_arguments
 
 # ---- bench ---------------------------------------------------------------------------------------------
 def cmd_bench(a: argparse.Namespace) -> dict:
-    from regconsist_ros import bench
-
     if a.what == "bc":
-        return bench.bench_bc(task=a.task, size=a.size, n=a.n, seed=a.seed)
+        from regconsist_ros.bench.bc import bench_bc
+
+        return bench_bc(task=a.task, size=a.size, n=a.n, seed=a.seed)
     if a.what == "regions":
-        return bench.bench_regions(width=a.width, height=a.height, n=a.n, seed=a.seed)
+        from regconsist_ros.bench.regions import bench_regions
+
+        return bench_regions(width=a.width, height=a.height, n=a.n, seed=a.seed)
     if a.what == "transport":
         from regconsist_ros.ros.transport_bench import bench_transport
 
@@ -22,19 +24,23 @@ def cmd_bench(a: argparse.Namespace) -> dict:
                                reliability=a.reliability, depth=a.qos_depth, transport=a.transport,
                                rgbd=not a.colour_only)
     if a.what == "sim":
-        return bench.bench_sim(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads, backend=a.backend)
-    return bench.bench_correspond(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads)
+        from regconsist_ros.bench.sim import bench_sim
+
+        return bench_sim(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads, backend=a.backend)
+    from regconsist_ros.bench.correspond import bench_correspond
+
+    return bench_correspond(width=a.width, height=a.height, n=a.n, seed=a.seed, nthreads=a.nthreads)
 
 
 def cmd_bench_pretrain(a: argparse.Namespace) -> dict:
-    from regconsist_ros import bench
+    from regconsist_ros.bench.pretrain import bench_pretrain
     from regconsist_ros.learning.runs import MethodRun, other_method, recipe, schema
 
     base = recipe(a.method)
     g = settings(a, schema(a.method), base.groups(), where=f"bench pretrain {a.method}",
                  hint=lambda n: other_method(n, a.method))
     run = MethodRun.from_groups(a.method, g)
-    return bench.bench_pretrain(run, steps=a.n, device=a.device, amp=not a.no_amp, nthreads=a.nthreads, seed=a.seed)
+    return bench_pretrain(run, steps=a.n, device=a.device, amp=not a.no_amp, nthreads=a.nthreads, seed=a.seed)
 
 
 def _add_bench(sub) -> None:

@@ -141,7 +141,7 @@ def test_state_encoder_needs_states_and_labels_resolve(tmp_path):
 
 
 def test_bench_bc_reports_render_and_step_times():
-    from regconsist_ros.bench import bench_bc
+    from regconsist_ros.bench.bc import bench_bc
 
     r = bench_bc(task=TASK, size=32, crop=32, n=2)
     assert r["render_ms_fast"] > 0 and r["render_ms_full"] > 0 and r["rollout_step_ms"] > 0 and r["size"] == 32

@@ -1,0 +1,17 @@
+"""`regconsist bench ...`: speed figures as JSON (recorded in docs/benchmarks.md, never asserted in tests).
+
+One module per benchmark: ``sim`` (renderer), ``correspond`` (exact correspondences), ``regions``
+(region overlap), ``pretrain`` (a method's training step), ``bc`` (MetaWorld rendering and rollouts).
+"""
+from __future__ import annotations
+
+import os
+import platform
+
+
+def machine() -> dict:
+    """What the figures were measured on (CPU count, Python, torch, architecture)."""
+    import torch
+
+    return {"cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "machine": platform.machine()}
