@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from regconsist_ros.models.attention import CrossAttention, SelfAttention
 from regconsist_ros.models.vit import Block, init_transformer_weights, sincos_pos_embed
 
 
@@ -25,18 +26,16 @@ class CrossBlock(nn.Module):
         super().__init__()
         self.norm_q = nn.LayerNorm(dim, eps=1e-6)
         self.norm_ctx = nn.LayerNorm(dim, eps=1e-6)
-        self.cross = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.cross = CrossAttention(dim, heads)
         self.norm_self = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn = SelfAttention(dim, heads)
         self.norm_mlp = nn.LayerNorm(dim, eps=1e-6)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, q: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:  # q [B, L, D], ctx [B, M, D]
-        c = self.norm_ctx(ctx)
-        q = q + self.cross(self.norm_q(q), c, c, need_weights=False)[0]
-        h = self.norm_self(q)
-        q = q + self.attn(h, h, h, need_weights=False)[0]
+        q = q + self.cross(self.norm_q(q), self.norm_ctx(ctx))
+        q = q + self.attn(self.norm_self(q))
         return q + self.mlp(self.norm_mlp(q))  # [B, L, D]
 
 

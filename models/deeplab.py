@@ -111,9 +111,30 @@ class DeepLabConfig:
         return tuple(r * 16 // self.output_stride for r in self.aspp_rates)
 
 
+class AtrousConv2d(nn.Conv2d):
+    """A dilated convolution (stride 1, 'same' padding) that skips the taps lying wholly in the zero padding.
+
+    With dilation d >= the map's height, the kernel rows at offsets +-d read only padding for every output
+    pixel (y + d >= h and y - d < 0), so the convolution equals that of the kernel's centre row without
+    padding in y; the same holds for columns. Outputs and gradients are those of ``nn.Conv2d`` (the skipped
+    products are exact zeros; the off-centre weights get zero gradient either way), with fewer multiply-adds:
+    ASPP's rates 12 and 18 on a 6x8 map (128x96 input at output stride 16) become 1x1 convolutions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (dy, dx) = self.kernel_size, self.dilation
+        rows_out, cols_out = dy >= x.shape[-2] and kh > 1, dx >= x.shape[-1] and kw > 1
+        if self.stride != (1, 1) or not (rows_out or cols_out):
+            return super().forward(x)
+        w = self.weight[:, :, kh // 2:kh // 2 + 1] if rows_out else self.weight
+        w = w[..., kw // 2:kw // 2 + 1] if cols_out else w
+        pad = (0 if rows_out else self.padding[0], 0 if cols_out else self.padding[1])
+        return F.conv2d(x, w, self.bias, 1, pad, self.dilation, self.groups)
+
+
 def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
     pad = dilation * (kernel // 2)
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
+    conv = AtrousConv2d if dilation > 1 else nn.Conv2d
+    return nn.Sequential(conv(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 

@@ -193,13 +193,15 @@ class RSP(nn.Module):
         x_k = normalize_images(batch["x_k"])
         target = patch_targets(self.encoder.patchify(x_k), cfg.norm_pix_loss)  # [B, L, p*p*3]
 
-        h_t, _, _ = self.encoder.forward_encoder(x_t)  # [B, 1 + L, D]
         logs = {}
         loss = torch.zeros((), device=x_t.device)
         z = None
-        if cfg.latent != "none":
+        if cfg.latent == "none":
+            h_t, _, _ = self.encoder.forward_encoder(x_t)  # [B, 1 + L, D]
+        else:  # x_t and the noisy x_k through the encoder as one batch (per-sample the same computation)
             noisy = x_k + cfg.noise_std * torch.randn_like(x_k)
-            h_k, _, _ = self.encoder.forward_encoder(noisy)  # [B, 1 + L, D]
+            h, _, _ = self.encoder.forward_encoder(torch.cat([x_t, noisy]))  # [2B, 1 + L, D]
+            h_t, h_k = h.chunk(2)  # [B, 1 + L, D] each
             z, post, prior = self.forward_latent(h_t[:, 0], h_k[:, 0])
             kl_fn = categorical_kl if cfg.latent == "categorical" else gaussian_kl
             kl_loss, kl = balanced_kl(kl_fn, post, prior, cfg.kl_balance, cfg.free_bits)

@@ -12,7 +12,9 @@ def cmd_bench(a: argparse.Namespace) -> dict:
     if a.what == "bc":
         from regconsist_ros.bench.bc import bench_bc
 
-        return bench_bc(task=a.task, size=a.size, n=a.n, seed=a.seed)
+        return bench_bc(task=a.task, size=a.size, crop=a.crop, n=a.n, seed=a.seed, episodes=a.episodes,
+                        horizon=a.horizon, envs=a.envs, env_workers=a.env_workers, vit_size=a.vit_size,
+                        vit_depth=a.vit_depth, sequential=not a.no_sequential)
     if a.what == "regions":
         from regconsist_ros.bench.regions import bench_regions
 
@@ -39,8 +41,10 @@ def cmd_bench_pretrain(a: argparse.Namespace) -> dict:
     base = recipe(a.method)
     g = settings(a, schema(a.method), base.groups(), where=f"bench pretrain {a.method}",
                  hint=lambda n: other_method(n, a.method))
-    run = MethodRun.from_groups(a.method, g)
-    return bench_pretrain(run, steps=a.n, device=a.device, amp=not a.no_amp, nthreads=a.nthreads, seed=a.seed)
+    recipe_values = base.values()
+    changed = {k: v for k, v in MethodRun.from_groups(a.method, g).values().items() if v != recipe_values.get(k)}
+    return bench_pretrain(a.method, changed, steps=a.n, device=a.device, nthreads=a.nthreads, seed=a.seed,
+                          render=tuple(a.render), against=a.against, rounds=a.rounds, flops=a.flops)
 
 
 def _add_bench(sub) -> None:
@@ -78,7 +82,15 @@ def _add_bench(sub) -> None:
     q = b.add_parser("bc", help="ms per MetaWorld frame (fast/full render) and per BC rollout step")
     q.add_argument("--task", default="hammer", help="MetaWorld task")
     q.add_argument("--size", type=int, default=128, help="render size")
+    q.add_argument("--crop", type=int, default=112, help="centre crop the encoder sees")
     q.add_argument("--n", type=int, default=50, help="frames / steps to time")
+    q.add_argument("--episodes", type=int, default=25, help="evaluation episodes per rollout path")
+    q.add_argument("--horizon", type=int, default=50, help="steps per episode")
+    q.add_argument("--envs", type=int, default=0, help="lockstep environments (0 = one per episode)")
+    q.add_argument("--env-workers", type=int, default=2, help="worker processes of the third path (0 = skip it)")
+    q.add_argument("--vit-size", choices=["tiny", "small", "base"], default="tiny", help="random-init ViT size")
+    q.add_argument("--vit-depth", type=int, default=6, help="ViT blocks (0 = the size's default)")
+    q.add_argument("--no-sequential", action="store_true", help="skip the one-episode-at-a-time path")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
     q.set_defaults(fn=cmd_bench)
@@ -93,9 +105,15 @@ def _add_bench(sub) -> None:
         q = psub.add_parser(name, help=run.spec.summary.replace("%", "%%"))
         q.add_argument("--n", type=int, default=10, help="timed steps (after 2 warm-up steps)")
         q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--device", default="auto", help="auto, cpu, cuda")
-        q.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+        q.add_argument("--device", default="auto", help="auto, cpu, cuda (bf16 autocast on CUDA: --%s.trainer.amp)" % name)
         q.add_argument("--nthreads", type=int, default=0, help="torch threads (0 = all)")
+        q.add_argument("--render", type=int, nargs=2, default=(160, 120), metavar=("W", "H"),
+                       help="size of the rendered frames the batch is built from")
+        q.add_argument("--against", default=None, metavar="REV",
+                       help="also time this git revision's code, alternating old and new in fresh processes")
+        q.add_argument("--rounds", type=int, default=3, help="rounds of old-then-new with --against")
+        q.add_argument("--flops", action="store_true",
+                       help="also count the step's GFLOP and compare with this machine's float32 matrix-product peak")
         q.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
         config_flag(q)
         add_schema_arguments(q, schema(name), run.groups())

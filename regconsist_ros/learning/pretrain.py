@@ -46,6 +46,29 @@ class BatchSampler:
         return self.run.kind.build(self.store, self.run.batch, rng, self.size, self.objective)
 
 
+class Prefetcher:
+    """``prefetcher(step) -> batch``: ``sampler(step)``, with ``sampler(step + 1)`` built in a background
+    thread while the caller trains on ``step``. Batches are pure functions of the step (seeded generators, no
+    global RNG), so they are the ones the sampler gives without prefetching; an error of the builder surfaces
+    at the step it belongs to."""
+
+    def __init__(self, sampler):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.sampler = sampler
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches")
+        self._next: tuple[int, object] | None = None
+
+    def __call__(self, step: int) -> dict:
+        pending, self._next = self._next, None
+        batch = pending[1].result() if pending is not None and pending[0] == step else self.sampler(step)
+        self._next = (step + 1, self._pool.submit(self.sampler, step + 1))
+        return batch
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def pretrain(run: MethodRun, data, out, prep: dict | None = None, resume: bool = True, progress: bool = True,
              store=None) -> dict:
     """Pretrain ``run`` on ``data`` (source specs) or on a ready ``store``; checkpoints go to ``out/checkpoints``.
@@ -72,7 +95,11 @@ def pretrain(run: MethodRun, data, out, prep: dict | None = None, resume: bool =
     t = Trainer(objective, trainer, out, meta={"method": run.method, "data": specs, "settings": run.tree()})
     if resume:
         t.resume()
-    result = t.fit(sampler, progress=progress)
+    batches = Prefetcher(sampler)
+    try:
+        result = t.fit(batches, progress=progress)
+    finally:
+        batches.close()
     if isinstance(held.get("frames"), list):
         held["frames"] = sum(held["frames"])  # run.json keeps the count per source
     return {**result, "method": run.method, **held, "run_dir": str(out)}

@@ -51,6 +51,8 @@ class TrainerConfig:
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the objective (pays after a break-even step count: docs/benchmarks.md)"})
+    channels_last: bool = field(default=False, metadata={"help": "channels-last memory format for the objective and image batches (convolutional encoders)"})
 
     def __post_init__(self):
         if self.steps < 1:
@@ -65,6 +67,13 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.grad_clip < 0:
             raise ValueError(f"TrainerConfig.grad_clip must be >= 0, got {self.grad_clip}")
+
+
+def make_optimizer(cfg: TrainerConfig, params) -> torch.optim.Optimizer:
+    """SGD (momentum) or AdamW as ``cfg`` says, with the multi-tensor (foreach) update on every device."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=True)
 
 
 def scaled(cfg: TrainerConfig, batch: int) -> TrainerConfig:
@@ -161,6 +170,10 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu":
+            from regconsist_ros.learning.allocator import keep_freed_memory
+
+            keep_freed_memory()  # steps reuse freed activation buffers instead of faulting in fresh pages
         self.objective = objective.to(self.device)
         self.meta = meta or {}
         # torch.distributed (torchrun): gradients are averaged over ranks by DDP; rank 0 writes checkpoints
@@ -176,11 +189,11 @@ class Trainer:
                 if self.device.type == "cuda" else None
             # find_unused_parameters: ablations (e.g. RSP without MAE) leave parts of the objective unused
             self.model = DistributedDataParallel(self.objective, device_ids=ids, find_unused_parameters=True)
-        params = [p for p in objective.parameters() if p.requires_grad]
-        if cfg.optimizer == "sgd":
-            self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        else:
-            self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        if cfg.channels_last:
+            self.objective.to(memory_format=torch.channels_last)
+        if cfg.compile:  # in place: the objective keeps its attributes, state_dict keys and checkpoints
+            self.model.compile()
+        self.opt = make_optimizer(cfg, [p for p in objective.parameters() if p.requires_grad])
         self.step = 0
         self.history: list[dict] = []
 
@@ -224,7 +237,32 @@ class Trainer:
 
     # ---- loop ----------------------------------------------------------------------------------
     def _to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        cl = self.cfg.channels_last
+
+        def move(v):
+            if not torch.is_tensor(v):
+                return v
+            v = v.to(self.device, non_blocking=True)
+            return v.contiguous(memory_format=torch.channels_last) if cl and v.ndim == 4 and v.is_floating_point() else v
+
+        return {k: move(v) for k, v in batch.items()}
+
+    def train_step(self, batch: dict, lr: float) -> tuple[torch.Tensor | None, dict, torch.Tensor | None]:
+        """One optimiser step on a device batch at learning rate ``lr`` -> (loss, logs, grad norm). No update
+        (grad norm None) when the loss is None (nothing to learn from) or not finite; the caller counts those."""
+        cfg = self.cfg
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and self.device.type == "cuda"):
+            loss, logs = self.model(batch)
+        if loss is None or not torch.isfinite(loss):
+            return loss, logs, None
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = (nn.utils.clip_grad_norm_(self.objective.parameters(), cfg.grad_clip, foreach=True) if cfg.grad_clip
+                 else torch.tensor(0.0))
+        self.opt.step()
+        return loss, logs, gnorm
 
     def fit(self, batches: Iterator[dict] | Callable[[int], dict], progress: bool = True, until: int | None = None,
             checkpoint: bool = True, callback: Callable[[int, dict], None] | None = None, desc: str = "train") -> dict:
@@ -246,7 +284,6 @@ class Trainer:
 
         metrics = ((self.run_dir / "metrics.jsonl").open("a") if self.rank == 0 and self.run_dir is not None
                    else open(os.devnull, "w"))
-        use_amp = cfg.amp and self.device.type == "cuda"
         bar = tqdm(total=stop, initial=self.step, desc=desc, unit="step", disable=not progress)
         t0, skipped, empty = time.perf_counter(), 0, 0
 
@@ -263,12 +300,8 @@ class Trainer:
         try:
             while self.step < stop:
                 batch = batches(self.step) if callable(batches) else next(batches)
-                batch = self._to_device(batch)
                 lr = lr_at(self.step, cfg)
-                for g in self.opt.param_groups:
-                    g["lr"] = lr
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    loss, logs = self.model(batch)
+                loss, logs, gnorm = self.train_step(self._to_device(batch), lr)
                 if loss is None:  # nothing to learn from in this batch (not an error)
                     empty += 1
                     passed(lr, float("nan"), "empty", logs)
@@ -280,11 +313,6 @@ class Trainer:
                         raise RuntimeError("more than 10 non-finite losses: stopping (check lr and inputs)")
                     passed(lr, float(loss.detach()), "non-finite", logs)
                     continue
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = (nn.utils.clip_grad_norm_(self.objective.parameters(), cfg.grad_clip) if cfg.grad_clip
-                         else torch.tensor(0.0))
-                self.opt.step()
                 self.step += 1
                 after = getattr(self.objective, "after_step", None)
                 if after is not None:  # e.g. the EMA update of a BYOL-style target network

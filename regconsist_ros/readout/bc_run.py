@@ -7,7 +7,10 @@ reports the final success rate and the best over evaluations (as the benchmark d
 
 An episode counts as a success when the task's goal is reached at any step (it ends there);
 otherwise it runs to the horizon. Evaluation seeds start at ``eval_seed0`` (1000), away from the
-demonstrations' seeds (0, 1, ...).
+demonstrations' seeds (0, 1, ...). The episodes of an evaluation run in lockstep on ``envs``
+environments (``readout.vector_rollout``: one batched encoder forward per step, a frame history
+per episode, optionally ``env_workers`` processes stepping and rendering); ``envs=1`` is the
+sequential loop (``rollout``). Both give the same outcomes for the same seeds (``Agent``).
 
 Results go to ``<out>/<suite>/<encoder>/<task>/``: ``result.json`` (written atomically when the
 task finishes; a rerun with the same settings reuses it, so interrupted ``--all`` runs resume per
@@ -59,11 +62,19 @@ class BCReadoutConfig:
     eval_seed0: int = field(default=1000, metadata={"help": "first evaluation seed"})
     videos: int = field(default=2, metadata={"help": "rollouts of the final evaluation saved as GIF"})
     embed_batch: int = field(default=64, metadata={"help": "frames per encoder forward pass"})
+    envs: int = field(default=25, metadata={"help": "evaluation episodes stepped in lockstep, one batched encoder forward "
+                                                    "per step (capped by episodes; 1 = one episode after another)"})
+    env_workers: int = field(default=-1, metadata={"help": "worker processes stepping and rendering the lockstep "
+                                                           "environments (-1 = one per CPU core, 0 = all in this "
+                                                           "process; MetaWorld only)"})
 
     def __post_init__(self):
         if self.demos < 1 or self.episodes < 1 or self.eval_every < 1 or self.horizon < 0 or self.videos < 0:
             raise ValueError(f"BCReadoutConfig: demos, episodes, eval_every >= 1 and horizon, videos >= 0 needed, got "
                              f"{self.demos}, {self.episodes}, {self.eval_every}, {self.horizon}, {self.videos}")
+        if self.envs < 1 or self.env_workers < -1:
+            raise ValueError(f"BCReadoutConfig: envs >= 1 and env_workers >= -1 needed, got envs={self.envs}, "
+                             f"env_workers={self.env_workers}")
         if not 0 < self.crop_size <= self.render_size:
             raise ValueError(f"BCReadoutConfig: need 0 < crop_size <= render_size, got {self.crop_size}, {self.render_size}")
 
@@ -123,23 +134,48 @@ def embed_frames(enc: Encoder, frames: np.ndarray, crop: int, batch: int = 64) -
 
 
 class Agent:
-    """Frozen encoder + BC policy acting on observations one step at a time (same fusion as training)."""
+    """Frozen encoder + BC policy acting on observations (same fusion as training), one frame history per slot.
 
-    def __init__(self, enc: Encoder, policy: torch.nn.Module, bc: BCConfig, crop: int, proprio: bool):
+    ``act_batch(obs, slots)`` acts for several episodes at once (the lockstep rollouts of
+    ``readout.vector_rollout``): one encoder forward over all frames (chunks of ``embed_batch``),
+    then each slot's history (the last ``history`` embeddings of its episode) is fused and fed to
+    the policy. ``reset(slot)`` starts a new episode in a slot. ``agent(obs)`` / ``reset()`` are the
+    one-episode form (slot 0).
+
+    Batch invariance: an episode's actions must not depend on which episodes share its batch, or
+    lockstep and sequential rollouts of the same seeds would drift apart. ViT encoder rows are
+    bitwise the same in a batch of 1 or 25 on the CPU (measured for >= 49 tokens); the policy's
+    rows are not (the BLAS picks other kernels for other batch sizes: differences of ~1e-9, for
+    most batch sizes), so the policy runs on one row at a time, as in the sequential loop: ~0.1 ms
+    a row, under 1% of a lockstep step."""
+
+    def __init__(self, enc: Encoder, policy: torch.nn.Module, bc: BCConfig, crop: int, proprio: bool,
+                 embed_batch: int = 64):
         self.enc, self.policy, self.history, self.crop, self.proprio = enc, policy, bc.history, crop, proprio
-        self.hist: list[torch.Tensor] = []
+        self.embed_batch = embed_batch  # frames per encoder forward (more episodes than this: several forwards)
+        self.hist: dict[int, list[torch.Tensor]] = {}  # slot -> the last `history` embeddings of its episode
 
-    def reset(self) -> None:
-        self.hist = []
+    def reset(self, slot: int = 0) -> None:
+        self.hist.pop(slot, None)
 
     @torch.no_grad()
+    def act_batch(self, obs: list[Obs], slots: list[int]) -> np.ndarray:
+        """Observations of the episodes in ``slots`` -> their actions [B, A]."""
+        if self.enc.is_state:
+            emb = torch.from_numpy(np.stack([o.state for o in obs])).float()  # [B, S]
+        else:
+            emb = embed_frames(self.enc, np.stack([o.rgb for o in obs]), self.crop, batch=self.embed_batch)  # [B, D]
+        rows = []
+        for k, slot in enumerate(slots):
+            h = self.hist[slot] = (self.hist.get(slot, []) + [emb[k]])[-self.history:]
+            x = flare(torch.stack(h), self.history)[-1]
+            if self.proprio:
+                x = torch.cat([x, torch.from_numpy(obs[k].proprio).float()])
+            rows.append(self.policy(x[None])[0])  # one row at a time: batch invariant (class docstring)
+        return torch.stack(rows).numpy()
+
     def __call__(self, obs: Obs) -> np.ndarray:
-        e = torch.from_numpy(obs.state).float() if self.enc.is_state else embed_frames(self.enc, obs.rgb[None], self.crop)[0]
-        self.hist = (self.hist + [e])[-self.history:]
-        x = flare(torch.stack(self.hist), self.history)[-1]
-        if self.proprio:
-            x = torch.cat([x, torch.from_numpy(obs.proprio).float()])
-        return self.policy(x[None])[0].numpy()
+        return self.act_batch([obs], [0])[0]
 
 
 def rollout(env: BCEnv, act: Callable, seeds, record: int = 0, progress: bool = False, desc: str = "rollouts") -> list[dict]:
@@ -191,9 +227,60 @@ def _write_json(path: Path, obj) -> None:
 
 def run_key(cfg: BCReadoutConfig, bc: BCConfig, task: str, enc: Encoder) -> str:
     """What a cached result.json must match to be reused."""
-    blob = json.dumps({"cfg": {k: v for k, v in asdict(cfg).items() if k not in ("videos", "embed_batch", "demo_dir")},
+    blob = json.dumps({"cfg": {k: v for k, v in asdict(cfg).items()
+                               if k not in ("videos", "embed_batch", "demo_dir", "envs", "env_workers")},
                        "bc": asdict(bc), "task": task, "encoder": enc.info}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class Rollouts:
+    """The evaluation episodes of one task: ``run(agent, record, desc)`` rolls out every seed.
+
+    With ``envs`` > 1 (after capping by the episodes and the suite's ``max_envs``), the episodes run
+    in lockstep on that many environments (``vector_rollout.rollout_lockstep``), in this process or
+    in ``env_workers`` worker processes for suites that allow it; otherwise one after another on one
+    environment (``rollout``, the sequential loop). The environments are made once and reused by
+    every evaluation; ``close()`` frees them."""
+
+    def __init__(self, suite, suite_name: str, task: str, spec: EnvSpec, seeds, envs: int, env_workers: int,
+                 progress: bool):
+        from regconsist_ros.readout.vector_rollout import LocalEnvs, WorkerEnvs
+
+        self.seeds, self.progress = list(seeds), progress
+        cap = getattr(suite, "max_envs", None)
+        self.envs = max(1, min(envs, len(self.seeds), cap or envs))
+        workers = cpu_cores() if env_workers == -1 else env_workers
+        self.workers = min(workers, self.envs) if self.envs > 1 and getattr(suite, "process_safe", False) else 0
+        if self.envs == 1:
+            self.env = suite.make_env(task, spec)
+            self.pool = None
+        elif self.workers:
+            self.pool = WorkerEnvs(suite_name, task, spec, self.envs, self.workers)
+        else:
+            made = []
+            try:
+                for _ in range(self.envs):
+                    made.append(suite.make_env(task, spec))
+            except BaseException:
+                for env in made:
+                    env.close()
+                raise
+            self.pool = LocalEnvs(made)
+
+    def run(self, agent, record: int = 0, desc: str = "rollouts") -> list[dict]:
+        from regconsist_ros.readout.vector_rollout import rollout_lockstep
+
+        if self.pool is None:
+            return rollout(self.env, agent, self.seeds, record=record, progress=self.progress, desc=desc)
+        return rollout_lockstep(self.pool, agent, self.seeds, record=record, progress=self.progress, desc=desc)
+
+    def close(self) -> None:
+        (self.env if self.pool is None else self.pool).close()
 
 
 def run_task(task: str, enc: Encoder, cfg: BCReadoutConfig, bc: BCConfig, out: str | Path,
@@ -238,7 +325,6 @@ def run_task(task: str, enc: Encoder, cfg: BCReadoutConfig, bc: BCConfig, out: s
     times["embed"] = time.time() - t0
 
     t0 = time.time()
-    env = suite.make_env(task, spec)
     seeds = [cfg.eval_seed0 + i for i in range(cfg.episodes)]
     evals: list[dict] = []
     tdir.mkdir(parents=True, exist_ok=True)
@@ -251,9 +337,8 @@ def run_task(task: str, enc: Encoder, cfg: BCReadoutConfig, bc: BCConfig, out: s
         if e % cfg.eval_every and e != bc.epochs:
             return
         last = e == bc.epochs
-        agent = Agent(enc, policy, bc, cfg.crop_size, use_prop)
-        rows = rollout(env, agent, seeds, record=cfg.videos if last else 0, progress=progress,
-                       desc=f"{enc.label}/{task} epoch {e}")
+        agent = Agent(enc, policy, bc, cfg.crop_size, use_prop, embed_batch=cfg.embed_batch)
+        rows = rollouts.run(agent, record=cfg.videos if last else 0, desc=f"{enc.label}/{task} epoch {e}")
         outcomes = [int(r["success"]) for r in rows]
         row = {"epoch": e, "success": float(np.mean(outcomes)), "outcomes": outcomes, "steps": [r["steps"] for r in rows]}
         if "return" in rows[0]:
@@ -266,10 +351,11 @@ def run_task(task: str, enc: Encoder, cfg: BCReadoutConfig, bc: BCConfig, out: s
                 name = f"seed{r['seed']}_{'success' if r['success'] else 'fail'}.gif"
                 videos.append(str(save_gif(tdir / "videos" / name, r["frames"])))
 
+    rollouts = Rollouts(suite, cfg.suite, task, spec, seeds, cfg.envs, cfg.env_workers, progress)
     try:
         _, losses = train_bc(inputs, actions, bc, on_epoch=on_epoch, run_dir=tdir)
     finally:
-        env.close()
+        rollouts.close()
     times["train_eval"] = time.time() - t0
     best = max(evals, key=lambda r: (r["success"], -r["epoch"]))
     result = {
@@ -282,6 +368,7 @@ def run_task(task: str, enc: Encoder, cfg: BCReadoutConfig, bc: BCConfig, out: s
         "mean_steps_final": float(np.mean(evals[-1]["steps"])),
         **({"mean_return_final": evals[-1]["mean_return"]} if "mean_return" in evals[-1] else {}),
         "train_loss": [round(float(x), 6) for x in losses], "videos": videos,
+        "rollout_envs": rollouts.envs, "rollout_workers": rollouts.workers,
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "config": asdict(cfg), "bc": asdict(bc),
     }

@@ -1,6 +1,7 @@
 """`regconsist pretrain rsp|mae`, `embed`, `eval propagate`, `bench pretrain`, `experiment rsp`
 end to end at toy scale."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -113,14 +114,47 @@ def test_embed_and_propagate_from_a_checkpoint_and_random(seq, tmp_path, capsys)
     assert "missing" in capsys.readouterr().err
 
 
+BENCH_TINY = ["--rsp.encoder.img_size", "32", "32", "--rsp.encoder.size", "tiny", "--rsp.encoder.depth", "1",
+              "--rsp.batch.size", "4", "--n", "1", "--rsp.decoder_width", "32", "--rsp.decoder_depth", "1",
+              "--rsp.decoder_heads", "4", "--nthreads", "1", "--render", "64", "48"]
+
+
 def test_bench_pretrain_prints_throughput(capsys):
-    assert main(["bench", "pretrain", "rsp", "--rsp.encoder.img_size", "32", "32", "--rsp.encoder.size", "tiny",
-                 "--rsp.encoder.depth", "1", "--rsp.batch.size", "4", "--n", "1", "--rsp.decoder_width", "32",
-                 "--rsp.decoder_depth", "1", "--rsp.decoder_heads", "4", "--nthreads", "1"]) == 0
+    assert main(["bench", "pretrain", "rsp", *BENCH_TINY]) == 0
     r = last_json(capsys)
     assert r["bench"] == "pretrain" and r["steps_per_s"] > 0 and r["images_per_s"] == pytest.approx(8 * r["steps_per_s"], rel=0.01)
     assert r["batch"]["x_t"] == [4, 3, 32, 32] and r["method"] == "rsp"
-    assert r["device"] == "cpu" and r["bf16_autocast"] is False
+    assert r["device"] == "cpu" and r["trainer"]["optimizer"] == "adamw" and r["threads"] == 1
+    assert len(r["losses"]) == 3 and all(math.isfinite(x) for x in r["losses"])  # 2 warm-up steps + 1 timed
+    assert r["peak_rss_gib"] > 0 and "gflop_per_step" not in r
+    assert main(["bench", "pretrain", "rsp", *BENCH_TINY, "--flops"]) == 0
+    r = last_json(capsys)
+    assert r["gflop_per_step"] > 0 and r["sgemm_peak_gflops"] > 0
+    assert r["floor_s"] == pytest.approx(r["gflop_per_step"] / r["sgemm_peak_gflops"], rel=0.01)
+
+
+def test_bench_pretrain_against_a_revision_runs_old_and_new_side_by_side(capsys):
+    """--against HEAD: the committed code and this tree, alternating in fresh processes, on the same batch."""
+    import shutil
+    import subprocess
+
+    from regconsist_ros.bench.revisions import checkout_root
+
+    try:
+        root = checkout_root()
+    except ValueError:
+        pytest.skip("not a git checkout")
+    if shutil.which("git") is None or subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                                                    capture_output=True).returncode:
+        pytest.skip("no commit to compare against")
+    assert main(["bench", "pretrain", "rsp", *BENCH_TINY, "--against", "HEAD", "--rounds", "1"]) == 0
+    r = last_json(capsys)
+    assert r["against"] == "HEAD" and len(r["against_commit"]) == 40 and r["rounds"] == 1
+    assert r["old"]["steps_per_s"] > 0 and r["new"]["steps_per_s"] > 0 and r["speedup"] > 0
+    assert r["old"]["params_m"] == r["new"]["params_m"]
+    assert r["first_loss_rel_diff"] < 1e-5  # same seed, same batch: the speed-ups leave the math unchanged
+    assert main(["bench", "pretrain", "rsp", *BENCH_TINY, "--against", "no-such-revision"]) == 2
+    assert "no-such-revision" in capsys.readouterr().err
 
 
 def test_experiment_rsp_runs_end_to_end_and_resumes(tmp_path, capsys):

@@ -144,3 +144,23 @@ def test_normalize_helpers():
     assert normalize(u8[0]).shape == (1, 3, 4, 5)
     with pytest.raises(ValueError, match="B, 3, H, W"):
         normalize_images(torch.rand(2, 4, 5, 3))
+
+
+@pytest.mark.parametrize("dilation,size", [(18, (6, 8)), (12, (6, 8)), (6, (6, 8)), (6, (5, 12)), (2, (6, 8)), (4, (3, 3))])
+def test_atrous_conv_skipping_padding_taps_equals_the_full_convolution(dilation, size):
+    """ASPP's dilated 3x3 on small maps: the same outputs and gradients as nn.Conv2d, with or without skipped taps."""
+    from regconsist_ros.models.deeplab import AtrousConv2d
+
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(16, 8, 3, padding=dilation, dilation=dilation, bias=False)
+    torch.manual_seed(0)
+    ours = AtrousConv2d(16, 8, 3, padding=dilation, dilation=dilation, bias=False)
+    assert torch.equal(ours.weight, ref.weight)  # same init, same state_dict
+    x = torch.randn(2, 16, *size)
+    y_ref, y = ref(x), ours(x)
+    assert y.shape == y_ref.shape == (2, 8, *size)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(y)
+    y_ref.backward(g)
+    y.backward(g)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)

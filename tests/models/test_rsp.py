@@ -147,9 +147,10 @@ def test_noise_only_feeds_the_posterior_path():
     b = _batch()
     obj(b)
     from regconsist_ros.models.deeplab import normalize_images
-    assert len(seen) == 2
-    assert torch.allclose(seen[0], normalize_images(b["x_t"]))  # current frame: clean
-    noise = seen[1] - normalize_images(b["x_k"])  # future frame: noisy, sigma 0.5
+    assert len(seen) == 1  # x_t and the noisy x_k go through the encoder as one batch
+    x_t, noisy = seen[0].chunk(2)
+    assert torch.allclose(x_t, normalize_images(b["x_t"]))  # current frame: clean
+    noise = noisy - normalize_images(b["x_k"])  # future frame: noisy, sigma 0.5
     assert 0.45 < noise.std().item() < 0.55
 
 
@@ -231,3 +232,37 @@ def test_cross_decoder_output_depends_on_the_context():
     a = dec(torch.randn(2, 5, 32))
     b = dec(torch.randn(2, 5, 32))
     assert a.shape == (2, 6, 12) and not torch.allclose(a, b)
+
+
+def test_one_encoder_batch_gives_the_loss_of_two_separate_passes():
+    """The speed-up that encodes x_t and the noisy x_k as one batch leaves the loss and gradients unchanged:
+    the same seed gives the loss of the former two passes (recomputed here stage by stage)."""
+    from regconsist_ros.models.deeplab import normalize_images
+
+    torch.manual_seed(0)
+    obj = RSP(RSPConfig(**SMALL_DEC), ViTConfig(**TINY)).train()
+    b = _batch()
+    torch.manual_seed(7)
+    loss, logs = obj(b)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in obj.named_parameters() if p.grad is not None}
+    obj.zero_grad()
+
+    torch.manual_seed(7)  # the former forward: x_t, then the noisy x_k, each through the encoder alone
+    cfg = obj.cfg
+    x_t, x_k = normalize_images(b["x_t"]), normalize_images(b["x_k"])
+    target = patch_targets(obj.encoder.patchify(x_k))
+    h_t = obj.encoder.forward_encoder(x_t)[0]
+    noisy = x_k + cfg.noise_std * torch.randn_like(x_k)
+    h_k = obj.encoder.forward_encoder(noisy)[0]
+    z, post, prior = obj.forward_latent(h_t[:, 0], h_k[:, 0])
+    kl_loss, kl = balanced_kl(categorical_kl, post, prior, cfg.kl_balance, cfg.free_bits)
+    pred = obj.forward_loss(target, obj.forward_predict(h_t, z))
+    mae_pred, mask = obj.forward_mae(x_k)
+    ref = cfg.kl_scale * kl_loss + pred + cfg.mae_weight * obj.forward_loss(target, mae_pred, mask)
+    ref.backward()
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logs["kl"], kl, rtol=1e-5, atol=1e-6)
+    for n, p in obj.named_parameters():
+        if n in grads:
+            torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)

@@ -143,8 +143,12 @@ def test_state_encoder_needs_states_and_labels_resolve(tmp_path):
 def test_bench_bc_reports_render_and_step_times():
     from regconsist_ros.bench.bc import bench_bc
 
-    r = bench_bc(task=TASK, size=32, crop=32, n=2)
+    r = bench_bc(task=TASK, size=32, crop=32, n=2, episodes=3, horizon=4, envs=2, env_workers=0, vit_depth=1)
     assert r["render_ms_fast"] > 0 and r["render_ms_full"] > 0 and r["rollout_step_ms"] > 0 and r["size"] == 32
+    assert set(r["profile_ms"]) == {"render", "physics", "encoder_batch1", "encoder_per_frame_batch2", "policy_row"}
+    assert r["episodes_per_min_sequential"] > 0 and r["episodes_per_min_lockstep"] > 0 and r["speedup_lockstep"] > 0
+    assert r["same_outcomes"] and (r["episodes"], r["horizon"], r["envs"]) == (3, 4, 2)
+    assert "episodes_per_min_lockstep_workers" not in r
 
 
 def test_dense_encoders_read_out_through_pooled_features(tmp_path):

@@ -2,7 +2,14 @@
 
 A suite (MetaWorld, Adroit, DMC, TriFinger, RLBench) implements :class:`Suite`. Environments
 return :class:`Obs` (an RGB frame, proprioception, the ground-truth state) and a success flag per
-step, so one rollout loop (``readout.bc_run.rollout``) serves every suite.
+step, so the same rollout loops (``readout.bc_run.rollout``, one episode at a time, and
+``readout.vector_rollout.rollout_lockstep``, several environments of a task stepped together) serve
+every suite.
+
+Two optional class attributes tell the lockstep loop what a suite allows: ``max_envs`` (how many
+environments of one task may exist at once in one process; absent = no limit; RLBench: 1) and
+``process_safe`` (True when ``get_suite(name).make_env`` in a fresh worker process builds the same
+environment, so environments may be stepped in worker processes; absent = False).
 """
 from __future__ import annotations
 
@@ -54,6 +61,7 @@ class BCEnv(Protocol):
 class Suite(Protocol):
     name: str
     tasks: tuple[str, ...]  # the benchmark's default task list
+    # optional: max_envs: int (environments of a task at once in one process), process_safe: bool (module doc)
 
     def make_env(self, task: str, spec: EnvSpec) -> BCEnv:
         """The task's environment (imports the simulator lazily; ImportError with install hints)."""

@@ -1,9 +1,13 @@
 """MetaWorld for the BC readout: the five CortexBench tasks, scripted-expert demonstrations, fast rendering.
 
-Environments are MetaWorld v3 single-task environments (``gym.make("Meta-World/MT1", env_name=...)``,
-driven below the wrappers, see ``MetaWorldEnv.reset``); ``reset(seed)`` draws the object and goal
-positions from the seed alone, so demonstrations (seeds 0, 1, ...) and evaluation rollouts (seeds
-from 1000) see different, reproducible layouts.
+Environments are MetaWorld v3 single-task environments, the raw environment class that
+``gym.make("Meta-World/MT1", env_name=...)`` wraps, driven without the wrappers (see
+``MetaWorldEnv.reset``); ``reset(seed)`` draws the object and goal positions from the seed alone, so
+demonstrations (seeds 0, 1, ...) and evaluation rollouts (seeds from 1000) see different,
+reproducible layouts. The class is built directly (0.2 s) rather than through ``gym.make`` (1.5 s:
+the MT1 benchmark first builds a throw-away environment and resets it 50 times to pre-sample layouts
+that ``reset(seed)`` never uses); states, rewards and success flags are the same step for step
+(checked on the five tasks).
 
 Camera and resolution (the benchmark's demonstration files cannot be downloaded, and the camera
 its configs name belongs to an older MetaWorld fork that the current release does not ship):
@@ -11,7 +15,16 @@ frames come from ``corner2`` (60 degree field of view, the arm, table and object
 flipped vertically (MetaWorld's corner cameras render upside down), square ``render_size``
 (benchmark: 256, then a 224 centre crop in the readout). ``fast_render`` switches off shadows,
 reflections and multisampling, which cuts software-GL (llvmpipe) rendering from ~110 ms to ~20 ms
-per frame on a CPU machine; the geometry and textures are unchanged.
+per frame on a CPU machine; the geometry and textures are unchanged. The remaining ~15 ms are the
+arm's ~67k mesh triangles (llvmpipe transforms vertices on one core, so the cost hardly depends on
+the frame size: 64 px costs what 256 px does).
+
+Every environment of one task in a process renders through one shared GL context
+(:class:`SceneRenderer`): a context with its buffers costs ~0.8 s and ~170 MB, which 25 lockstep
+environments (``readout.vector_rollout``) would otherwise pay 25 times. Frames are the same bytes
+as with one ``mujoco.Renderer`` per environment (the context holds only the model's meshes and
+textures, the same for every instance of a task; the scene is rebuilt from the environment's own
+model and data at each frame).
 
 Proprioception: the first 4 observation dims (hand xyz, gripper opening), as the benchmark uses.
 The ground-truth state is the full 39-dim observation.
@@ -49,39 +62,86 @@ def _import():
     return gym, mujoco
 
 
+class SceneRenderer:
+    """One GL context for every MetaWorld environment of one task and frame size in this process.
+
+    ``acquire(key, model, size)`` returns the shared renderer (made from the first environment's
+    model) and counts the user; ``release()`` frees the context when the last one is done.
+    ``render(model, data, camera_id, flags)`` does what ``mujoco.Renderer.update_scene`` + ``render``
+    do, with the scene built from the given environment's own model and data. A GL context belongs to
+    the thread that made it current: use the environments of one process from one thread."""
+
+    _shared: dict[tuple, "SceneRenderer"] = {}
+
+    def __init__(self, key: tuple, model, size: int):
+        import mujoco
+
+        self.key, self.users = key, 0
+        self._renderer = mujoco.Renderer(model, size, size)
+        self._option = mujoco.MjvOption()
+        self._cam = mujoco.MjvCamera()
+        self._cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
+
+    @classmethod
+    def acquire(cls, key: tuple, model, size: int) -> "SceneRenderer":
+        r = cls._shared.get(key)
+        if r is None:
+            r = cls._shared[key] = cls(key, model, size)
+        r.users += 1
+        return r
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users <= 0:
+            if self._shared.get(self.key) is self:
+                del self._shared[self.key]
+            self._renderer.close()
+
+    def render(self, model, data, camera_id: int, flags: dict) -> np.ndarray:
+        import mujoco
+
+        self._cam.fixedcamid = camera_id
+        scene = self._renderer.scene
+        mujoco.mjv_updateScene(model, data, self._option, None, self._cam, mujoco.mjtCatBit.mjCAT_ALL.value, scene)
+        for flag, value in flags.items():
+            scene.flags[flag] = value
+        return self._renderer.render()  # [H, W, 3] uint8, as MuJoCo reads it (bottom row first)
+
+
 class MetaWorldEnv:
     """One MetaWorld task with our own renderer; ``step`` -> (obs, success, done)."""
 
     def __init__(self, task: str, spec: EnvSpec):
-        gym, mujoco = _import()
+        _, mujoco = _import()
         self.task, self.spec = task, spec
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         if env_name(task) not in ALL_V3_ENVIRONMENTS:
             raise ValueError(f"MetaWorld has no task {task!r} ({env_name(task)}); tasks: "
                              f"{sorted(n.removesuffix('-v3') for n in ALL_V3_ENVIRONMENTS)}")
-        self.env = gym.make("Meta-World/MT1", env_name=env_name(task), seed=0, disable_env_checker=True)
-        self.u = self.env.unwrapped
-        self.env.reset()  # the wrappers' first reset sets a task, which MetaWorld requires before stepping
+        self._renderer = None
+        self.u = ALL_V3_ENVIRONMENTS[env_name(task)]()  # the class gym.make("Meta-World/MT1") wraps
+        self.u._set_task_called = True  # MetaWorld refuses to step before a task is set; reset(seed) sets the layout
+        self.env = self.u
         self.camera = spec.camera or DEFAULT_CAMERA
         names = [mujoco.mj_id2name(self.u.model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(self.u.model.ncam)]
         if self.camera not in names:
             self.close()
             raise ValueError(f"MetaWorld camera {self.camera!r} does not exist; cameras: {names}")
+        self._camera_id = names.index(self.camera)
         if spec.fast_render:
             self.u.model.vis.quality.offsamples = 0
-        self._renderer = mujoco.Renderer(self.u.model, spec.render_size, spec.render_size)
+        self._renderer = SceneRenderer.acquire((env_name(task), spec.render_size, spec.fast_render), self.u.model,
+                                               spec.render_size)
         self._flags = {mujoco.mjtRndFlag.mjRND_SHADOW: 0, mujoco.mjtRndFlag.mjRND_REFLECTION: 0} if spec.fast_render else {}
-        self.action_dim = int(self.env.action_space.shape[0])
+        self.action_dim = int(self.u.action_space.shape[0])
         self.horizon = min(spec.horizon or MAX_PATH, MAX_PATH)
         self._t = 0
         self._state = None
 
     def render(self) -> np.ndarray:
-        self._renderer.update_scene(self.u.data, camera=self.camera)
-        for flag, value in self._flags.items():
-            self._renderer.scene.flags[flag] = value
-        return np.ascontiguousarray(self._renderer.render()[::-1])  # [H, W, 3] uint8, upright
+        img = self._renderer.render(self.u.model, self.u.data, self._camera_id, self._flags)
+        return np.ascontiguousarray(img[::-1])  # [H, W, 3] uint8, upright
 
     def _obs(self, state) -> Obs:
         self._state = np.asarray(state, np.float32)
@@ -123,14 +183,15 @@ class MetaWorldEnv:
     def close(self) -> None:
         r = getattr(self, "_renderer", None)
         if r is not None:
-            r.close()
+            r.release()
             self._renderer = None
-        self.env.close()
+        self.u.close()
 
 
 class MetaWorldSuite:
     name = "metaworld"
     tasks = TASKS
+    process_safe = True  # environments can be made in worker processes (readout.vector_rollout.WorkerEnvs)
 
     def make_env(self, task: str, spec: EnvSpec) -> MetaWorldEnv:
         return MetaWorldEnv(task, spec)

@@ -298,6 +298,7 @@ class RLBenchEnv:
 class RLBenchSuite:
     name = "rlbench"
     tasks = TASKS
+    max_envs = 1  # PyRep runs one CoppeliaSim per process: evaluation episodes run one after another
 
     def make_env(self, task: str, spec: EnvSpec) -> RLBenchEnv:
         return RLBenchEnv(task, spec)
