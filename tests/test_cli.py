@@ -281,3 +281,10 @@ def test_bench_regions_prints_both_timings(capsys):
     assert cli_main(["bench", "regions", "--width", "96", "--height", "72", "--n", "1"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["cantor_ms"] > 0 and out["bruteforce_ms"] > 0 and out["n_regions"] > 1
+
+
+def test_bench_registration_rejects_a_set_without_a_value(capsys):
+    from regconsist_ros.cli import main
+
+    assert main(["bench", "registration", "--set", "work_queue", "--seconds", "1"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

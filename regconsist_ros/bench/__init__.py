@@ -1,7 +1,9 @@
 """`regconsist bench ...`: speed figures as JSON (recorded in docs/benchmarks.md, never asserted in tests).
 
 One module per benchmark: ``sim`` (renderer), ``correspond`` (exact correspondences), ``regions``
-(region overlap), ``pretrain`` (a method's training step), ``bc`` (MetaWorld rendering and rollouts).
+(region overlap), ``pretrain`` (a method's training step, also against another git revision: ``revisions``,
+``pretrain_worker``), ``bc`` (MetaWorld rendering and rollouts), ``registration`` (a 30 Hz stream through the
+registration node beside the learner).
 """
 from __future__ import annotations
 

@@ -25,6 +25,20 @@ def cmd_bench(a: argparse.Namespace) -> dict:
         return bench_transport(width=a.width, height=a.height, rate=a.rate, seconds=a.seconds,
                                reliability=a.reliability, depth=a.qos_depth, transport=a.transport,
                                rgbd=not a.colour_only)
+    if a.what == "registration":
+        import yaml
+
+        from regconsist_ros.bench.registration import bench_registration
+
+        params = {}
+        for item in a.set or ():
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+            params[key] = yaml.safe_load(value)
+        return bench_registration(rate=a.rate, seconds=a.seconds, width=a.width, height=a.height, load=a.load,
+                                  frames=a.frames, speed=a.speed, seed=a.seed, drain=a.drain, keep=a.keep,
+                                  params=params or None, transport=a.transport)
     if a.what == "sim":
         from regconsist_ros.bench.sim import bench_sim
 
@@ -79,6 +93,18 @@ def _add_bench(sub) -> None:
     q.add_argument("--transport", choices=["default", "large_data", "udpv4", "shm"], default="default",
                    help="Fast DDS builtin transports")
     q.add_argument("--colour-only", action="store_true", help="one rgb8 stream instead of colour + 16UC1 depth")
+    q = b.add_parser("registration", help="a 640x480 RGB-D stream at 30 Hz through the registration node, beside the learner")
+    common(q, 640, 480, 0, "unused")
+    q.add_argument("--rate", type=float, default=30.0, help="frames per second replayed")
+    q.add_argument("--seconds", type=float, default=30.0, help="replay time")
+    q.add_argument("--load", choices=["learner", "torch", "none"], default="learner",
+                   help="what runs beside the node: the real learner node, a torch training loop, or nothing")
+    q.add_argument("--frames", type=int, default=150, help="rendered frames of the replayed recording")
+    q.add_argument("--speed", type=float, default=0.5, help="camera speed in m/s along the path")
+    q.add_argument("--drain", type=float, default=5.0, help="seconds the node may finish after the camera stops")
+    q.add_argument("--transport", choices=["default", "large_data"], default=None, help="Fast DDS transport (default: the graph's)")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE", help="a registration node parameter (repeatable)")
+    q.add_argument("--keep", action="store_true", help="keep the recording and the node logs")
     q = b.add_parser("bc", help="ms per MetaWorld frame (fast/full render) and per BC rollout step")
     q.add_argument("--task", default="hammer", help="MetaWorld task")
     q.add_argument("--size", type=int, default=128, help="render size")

@@ -6,6 +6,15 @@ keyframe's overlap IoU with up to ``candidates`` recent keyframes is estimated w
 the full-resolution target), and pairs inside the :class:`PairSelectionConfig` IoU band get exact
 correspondences from :func:`regconsist_ros.registration.geometry.correspond`.
 
+The work comes in two steps of very different cost. :meth:`PairBuilder.admit` looks at every frame
+(valid depth, motion since the last keyframe; about a millisecond at 640x480) and, for a new
+keyframe, returns a :class:`PairJob`: the keyframe and the candidates it is to be compared with,
+fixed at that moment. :meth:`PairBuilder.pairs` runs a job (overlap estimates, then exact
+correspondences: tens to hundreds of milliseconds). :meth:`PairBuilder.add` does both at once; a
+caller that must keep up with a camera (the registration node) admits every frame on one thread
+and runs jobs on another, and may :meth:`PairBuilder.skip` a job it has no time for. Either way a
+job's pairs are the same: they depend only on the keyframe and its candidates.
+
 Of the PairSelectionConfig only the band (``iou_low``, ``iou_high``) and ``batch`` are used:
 index gaps between keyframes are bounded by ``candidates``, and the pixel stride is
 ``KeyframeConfig.stride``. Keyframes hold whole frames: at 640x480 one is about 2.1 MB
@@ -56,12 +65,22 @@ def motion(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
     return dt, math.degrees(math.acos(float(np.clip(c, -1.0, 1.0))))
 
 
-class PairBuilder:
-    """Feed frames with :meth:`add`; get view pairs ``{"src", "dst", "overlap_iou", ...}`` back.
+@dataclass
+class PairJob:
+    """A new keyframe and the recent keyframes (same image size, newest first) it is to be paired with."""
 
-    ``counts``: frames seen, keyframes made, candidate pairs checked, pairs returned, and frames
-    skipped for having no valid depth (``no_depth``) or pairs skipped because exact
-    correspondence failed or came out empty (``empty``). Thread-safe (one add at a time).
+    frame: Frame
+    candidates: list[Frame]
+
+
+class PairBuilder:
+    """Feed frames with :meth:`add` (or :meth:`admit`, then :meth:`pairs`); get view pairs back.
+
+    ``counts``: frames seen, keyframes made, candidate pairs checked, pairs returned, frames
+    skipped for having no valid depth (``no_depth``), pairs skipped because exact correspondence
+    failed or came out empty (``empty``), and keyframes whose pair search was skipped
+    (``unpaired``, see :meth:`skip`). Thread-safe: :meth:`admit` calls are serialised, and jobs
+    may run on other threads meanwhile.
     """
 
     def __init__(self, cfg: KeyframeConfig | None = None, pair_cfg: PairSelectionConfig | None = None,
@@ -71,7 +90,8 @@ class PairBuilder:
         self.corr_cfg = corr_cfg or CorrespondenceConfig()
         self._iou_cfg = dataclasses.replace(self.pair_cfg, stride=self.cfg.stride)
         self._keyframes: deque[Frame] = deque(maxlen=self.cfg.max_keyframes)
-        self.counts = {"frames": 0, "keyframes": 0, "candidates": 0, "pairs": 0, "no_depth": 0, "empty": 0}
+        self.counts = {"frames": 0, "keyframes": 0, "candidates": 0, "pairs": 0, "no_depth": 0, "empty": 0,
+                       "unpaired": 0}
         self._lock = threading.Lock()
 
     @property
@@ -88,48 +108,73 @@ class PairBuilder:
         dt, dr = motion(last.T_world_cam, frame.T_world_cam)
         return dt >= self.cfg.min_translation or dr >= self.cfg.min_rotation_deg
 
-    def add(self, frame: Frame) -> list[dict]:
-        """Consider ``frame``; when it becomes a keyframe, return its pairs with recent keyframes.
+    def _count(self, **n: int) -> None:
+        with self._lock:
+            for k, v in n.items():
+                self.counts[k] += v
 
-        Each pair: ``{"src": older keyframe, "dst": new keyframe, "overlap_iou": strided estimate
-        (the value the band was applied to), "overlap_iou_exact": full-resolution IoU, "uv1": [M, 2]
-        float32 integer pixel coordinates (x, y) in src, "uv2": [M, 2] float32 sub-pixel (x, y) in
-        dst}`` (field names of :class:`regconsist_ros.registration.geometry.Correspondences`).
+    def admit(self, frame: Frame) -> PairJob | None:
+        """Look at ``frame``: when it becomes a keyframe (kept, counted), its :class:`PairJob`; otherwise None.
+
+        Cheap (a depth-validity test and a pose comparison). A job's candidates are the
+        ``candidates`` most recent earlier keyframes of the same image size, possibly none.
         """
         if not isinstance(frame, Frame):
-            raise TypeError(f"PairBuilder.add needs a regconsist_ros.sim.frame.Frame, got {type(frame).__name__}")
+            raise TypeError(f"PairBuilder.admit needs a regconsist_ros.sim.frame.Frame, got {type(frame).__name__}")
+        d = frame.depth
+        has_depth = bool(np.any((d >= max(self.corr_cfg.min_depth, 1e-9)) & (d <= self.corr_cfg.max_range)))
         with self._lock:
             self.counts["frames"] += 1
-            d = frame.depth
-            if not np.any((d >= max(self.corr_cfg.min_depth, 1e-9)) & (d <= self.corr_cfg.max_range)):
+            if not has_depth:
                 self.counts["no_depth"] += 1
-                return []
+                return None
             if self._keyframes:
                 dt, dr = motion(self._keyframes[-1].T_world_cam, frame.T_world_cam)
                 if dt < self.cfg.min_translation and dr < self.cfg.min_rotation_deg:
-                    return []
+                    return None
             # candidates: most recent keyframes of the same image size (pair_overlaps stacks depth maps)
             cands = [kf for kf in reversed(self._keyframes) if kf.size == frame.size][: self.cfg.candidates]
             self._keyframes.append(frame)
             self.counts["keyframes"] += 1
-            if not cands:
-                return []
-            self.counts["candidates"] += len(cands)
-            seq = cands + [frame]
-            n = len(cands)
-            ious = pair_overlaps(seq, [(i, n) for i in range(n)], self._iou_cfg, self.corr_cfg)
-            out = []
-            for kf, iou in sorted(zip(cands, ious), key=lambda p: float(p[0].stamp)):
-                if not self.pair_cfg.iou_low <= iou <= self.pair_cfg.iou_high:
-                    continue
-                try:
-                    c = correspond(kf, frame, self.corr_cfg)
-                except RegistrationError:
-                    c = None
-                if c is None or len(c) == 0:
-                    self.counts["empty"] += 1
-                    continue
-                out.append({"src": kf, "dst": frame, "overlap_iou": float(iou), "overlap_iou_exact": float(c.overlap_iou),
-                            "uv1": c.uv1, "uv2": c.uv2})
-            self.counts["pairs"] += len(out)
-            return out
+        return PairJob(frame, cands)
+
+    def skip(self, job: PairJob) -> None:
+        """Count a job that will not run (``counts["unpaired"]``); the keyframe stays a candidate of later ones."""
+        self._count(unpaired=1)
+
+    def pairs(self, job: PairJob | None) -> list[dict]:
+        """The view pairs of a keyframe's job (``[]`` for None or no candidates).
+
+        Each pair: ``{"src": older keyframe, "dst": new keyframe, "overlap_iou": strided estimate
+        (the value the band was applied to), "overlap_iou_exact": full-resolution IoU, "uv1": [M, 2]
+        float32 integer pixel coordinates (x, y) in src, "uv2": [M, 2] float32 sub-pixel (x, y) in
+        dst}`` (field names of :class:`regconsist_ros.registration.geometry.Correspondences`), in
+        the order of the src stamps.
+        """
+        if job is None or not job.candidates:
+            return []
+        cands, frame = job.candidates, job.frame
+        n = len(cands)
+        ious = pair_overlaps(cands + [frame], [(i, n) for i in range(n)], self._iou_cfg, self.corr_cfg)
+        out, empty = [], 0
+        for kf, iou in sorted(zip(cands, ious), key=lambda p: float(p[0].stamp)):
+            if not self.pair_cfg.iou_low <= iou <= self.pair_cfg.iou_high:
+                continue
+            try:
+                c = correspond(kf, frame, self.corr_cfg)
+            except RegistrationError:
+                c = None
+            if c is None or len(c) == 0:
+                empty += 1
+                continue
+            out.append({"src": kf, "dst": frame, "overlap_iou": float(iou), "overlap_iou_exact": float(c.overlap_iou),
+                        "uv1": c.uv1, "uv2": c.uv2})
+        self._count(candidates=n, pairs=len(out), empty=empty)
+        return out
+
+    def add(self, frame: Frame) -> list[dict]:
+        """Consider ``frame``; when it becomes a keyframe, return its pairs with recent keyframes
+        (:meth:`admit` then :meth:`pairs`; pairs as :meth:`pairs` returns them)."""
+        if not isinstance(frame, Frame):
+            raise TypeError(f"PairBuilder.add needs a regconsist_ros.sim.frame.Frame, got {type(frame).__name__}")
+        return self.pairs(self.admit(frame))

@@ -6,17 +6,30 @@ by stamp and turns each message into its plain fields (:mod:`regconsist_ros.ros.
 here: decoding and validation (:func:`regconsist_ros.online.decode.frame_from_fields`), drop counting
 by reason, keyframe selection and view pairs (:class:`regconsist_ros.online.keyframes.PairBuilder`),
 and the numbers the node reports on /diagnostics.
+
+Two steps, so that a node keeps up with a camera: :meth:`Registrar.admit` looks at every matched
+set (decode, validate, keyframe decision: about a millisecond at 640x480) and returns a
+:class:`~regconsist_ros.online.keyframes.PairJob` for a new keyframe; :meth:`Registrar.pairs` runs
+such a job (overlap estimates and exact correspondences: the expensive part). Jobs wait in a
+:class:`PairQueue` that keeps the newest ``pair_queue`` of them: when the pair search is slower
+than keyframes arrive, the oldest waiting keyframe's search is skipped and counted
+(``pair_searches.skipped.backlog``) -- the frame itself was looked at, decoded and published as
+a keyframe, and it is still a candidate partner of later keyframes. :meth:`Registrar.register`
+does both steps at once (offline use, tests).
 """
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
 from regconsist_ros.online.counters import DropCounter, RateMeter
 from regconsist_ros.online.decode import frame_from_fields
 from regconsist_ros.online.errors import BadInput
-from regconsist_ros.online.keyframes import KeyframeConfig, PairBuilder
+from regconsist_ros.online.keyframes import KeyframeConfig, PairBuilder, PairJob
 from regconsist_ros.registration.geometry import CorrespondenceConfig
 from regconsist_ros.registration.pairs import PairSelectionConfig
 from regconsist_ros.sim.frame import Frame, FrameError
@@ -30,7 +43,9 @@ class RegistrationNodeConfig:
 
     tolerance: float = field(default=0.02, metadata={"help": "max stamp difference (s) between colour, depth and pose"})
     sync_queue: int = field(default=30, metadata={"help": "messages kept per stream while matching"})
-    work_queue: int = field(default=4, metadata={"help": "matched frames waiting for the worker (more are dropped as 'busy')"})
+    work_queue: int = field(default=30, metadata={"help": "matched frames waiting for the frame worker, a jitter buffer (more are dropped as 'busy')"})
+    pair_queue: int = field(default=2, metadata={"help": "new keyframes waiting for the pair search; when full, the oldest waiting one is skipped (counted as pair_searches.skipped.backlog)"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads of the pair search (0 = torch default); 1 leaves the other cores to the learner"})
     depth_unit: float = field(default=0.001, metadata={"help": "metres per 16UC1 depth unit (RealSense: 0.001)"})
     max_points: int = field(default=20000, metadata={"help": "correspondences published per view pair (0 = all)"})
     pose_source: Literal["topic", "tf"] = field(default="topic", metadata={"help": "poses from camera/pose, or from tf2 (when installed)"})
@@ -42,8 +57,83 @@ class RegistrationNodeConfig:
         if self.sync_queue < 1 or self.work_queue < 1 or self.max_points < 0:
             raise ValueError(f"RegistrationNodeConfig: sync_queue, work_queue >= 1 and max_points >= 0 needed, got "
                              f"{self.sync_queue}, {self.work_queue}, {self.max_points}")
+        if self.pair_queue < 1:
+            raise ValueError(f"RegistrationNodeConfig.pair_queue must be >= 1, got {self.pair_queue!r}")
+        if self.threads < 0:
+            raise ValueError(f"RegistrationNodeConfig.threads must be >= 0 (0 = torch default), got {self.threads!r}")
         if not self.depth_unit > 0:
             raise ValueError(f"RegistrationNodeConfig.depth_unit must be > 0, got {self.depth_unit!r}")
+
+
+def set_torch_threads(threads: int) -> None:
+    """Torch CPU threads of this process (0 = leave torch's default); the node calls it once at start."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+class Durations:
+    """The last ``window`` durations of one kind of work: ``add(seconds)``, ``summary()`` in milliseconds.
+
+    ``summary()``: ``{"n": all added so far, "p50", "p90", "max": over the window}`` (ms, rounded to
+    0.01; zeros before the first). Thread-safe.
+    """
+
+    def __init__(self, window: int = 4096):
+        if window < 1:
+            raise ValueError(f"Durations.window must be >= 1, got {window}")
+        self._last: deque[float] = deque(maxlen=int(window))
+        self.n = 0
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._last.append(float(seconds))
+            self.n += 1
+
+    def summary(self) -> dict:
+        import numpy as np
+
+        with self._lock:
+            ms = np.asarray(self._last, dtype=np.float64) * 1000.0
+            n = self.n
+        if not len(ms):
+            return {"n": 0, "p50": 0.0, "p90": 0.0, "max": 0.0}
+        return {"n": n, "p50": round(float(np.percentile(ms, 50)), 2), "p90": round(float(np.percentile(ms, 90)), 2),
+                "max": round(float(ms.max()), 2)}
+
+
+class PairQueue:
+    """Pair jobs waiting for the pair worker: the newest ``size`` are kept. Thread-safe.
+
+    :meth:`put` returns the job it pushed out (the oldest waiting) when the queue was full, else
+    None; :meth:`get` returns the oldest waiting job, or None after ``timeout`` seconds.
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"PairQueue.size must be >= 1, got {size}")
+        self._jobs: deque = deque()
+        self.size = int(size)
+        self._cv = threading.Condition()
+
+    def put(self, job):
+        with self._cv:
+            evicted = self._jobs.popleft() if len(self._jobs) >= self.size else None
+            self._jobs.append(job)
+            self._cv.notify()
+            return evicted
+
+    def get(self, timeout: float | None = None):
+        with self._cv:
+            if not self._cv.wait_for(lambda: bool(self._jobs), timeout):
+                return None
+            return self._jobs.popleft()
+
+    def __len__(self) -> int:
+        with self._cv:
+            return len(self._jobs)
 
 
 class Registrar:
@@ -52,6 +142,8 @@ class Registrar:
     ``counter`` (a :class:`DropCounter`) counts every set: accepted, or dropped by the
     :class:`BadInput` reason (``encoding``, ``size_mismatch``, ``camera_info``, ``pose_non_rigid``, ...)
     or ``frame`` (the Frame's own checks). The caller may count its own reasons on it too (``busy``).
+    ``pair_counter`` counts the pair searches of new keyframes: done (accepted), or skipped by
+    reason (``backlog``: see :meth:`skip`; ``error``).
     """
 
     def __init__(self, cfg: RegistrationNodeConfig | None = None, kf: KeyframeConfig | None = None,
@@ -59,10 +151,14 @@ class Registrar:
                  counter: DropCounter | None = None, rate_window_s: float = 10.0):
         self.cfg = cfg or RegistrationNodeConfig()
         self.counter = counter if counter is not None else DropCounter(log, "registration")
+        self.pair_counter = DropCounter(log, f"{self.counter.name} pair search")
         self.builder = PairBuilder(kf, pairs, corr)
         self.keyframes = 0  # frames that became keyframes
         self.pairs_total = 0  # view pairs returned
         self.pairs_rate = RateMeter(rate_window_s)
+        self.frame_time = Durations()  # per matched set: the node's time from message fields to its keyframe published
+        self.pair_time = Durations()  # per pair search of a keyframe: overlaps, correspondences, pairs published
+        self._lock = threading.Lock()
 
     def frame(self, stamp: float, color: dict, depth: dict, info: dict | None, pose) -> Frame | None:
         """Decoded, validated Frame (fields as :func:`~regconsist_ros.online.decode.frame_from_fields` takes
@@ -78,28 +174,57 @@ class Registrar:
         self.counter.accept()
         return frame
 
-    def register(self, stamp: float, color: dict, depth: dict, info: dict | None, pose) -> tuple[Frame | None, bool, list[dict]]:
-        """``(frame or None when dropped, whether it became a keyframe, its view pairs)``; pairs as
-        :meth:`regconsist_ros.online.keyframes.PairBuilder.add` returns them."""
+    def admit(self, stamp: float, color: dict, depth: dict, info: dict | None, pose) -> tuple[Frame | None, PairJob | None]:
+        """``(frame or None when dropped, its PairJob when it became a keyframe, else None)``. Cheap."""
         frame = self.frame(stamp, color, depth, info, pose)
         if frame is None:
-            return None, False, []
-        before = self.builder.counts["keyframes"]
-        pairs = self.builder.add(frame)
-        is_keyframe = self.builder.counts["keyframes"] > before
-        self.keyframes += int(is_keyframe)
-        self.pairs_total += len(pairs)
+            return None, None
+        job = self.builder.admit(frame)
+        if job is not None:
+            with self._lock:
+                self.keyframes += 1
+        return frame, job
+
+    def pairs(self, job: PairJob | None) -> list[dict]:
+        """The view pairs of a job from :meth:`admit`, as :meth:`regconsist_ros.online.keyframes.PairBuilder.pairs`
+        returns them (the expensive step). A job that raises is counted as ``error`` and re-raised."""
+        if job is None:
+            return []
+        try:
+            pairs = self.builder.pairs(job)
+        except Exception as e:
+            self.pair_counter.drop("error", f"keyframe @ {job.frame.stamp:.6f}: {type(e).__name__}: {e}")
+            raise
+        self.pair_counter.accept()
+        with self._lock:
+            self.pairs_total += len(pairs)
         if pairs:
             self.pairs_rate.tick(len(pairs))
-        return frame, is_keyframe, pairs
+        return pairs
+
+    def skip(self, job: PairJob, reason: str = "backlog") -> None:
+        """Count a job that will not run: ``backlog`` when newer keyframes pushed it out of the queue."""
+        self.builder.skip(job)
+        self.pair_counter.drop(reason, f"keyframe @ {job.frame.stamp:.6f}: pair search skipped "
+                                       f"(the pair search is slower than keyframes arrive)")
+
+    def register(self, stamp: float, color: dict, depth: dict, info: dict | None, pose) -> tuple[Frame | None, bool, list[dict]]:
+        """``(frame or None when dropped, whether it became a keyframe, its view pairs)``: :meth:`admit` and
+        :meth:`pairs` at once; pairs as :meth:`regconsist_ros.online.keyframes.PairBuilder.add` returns them."""
+        frame, job = self.admit(stamp, color, depth, info, pose)
+        return frame, job is not None, self.pairs(job)
 
     def status(self, sync: DropCounter | None = None) -> tuple[dict, str]:
         """``(values, level)`` for the node's diagnostics; drops of the stamp matcher ``sync`` as ``sync.<reason>``."""
         snap = self.counter.snapshot()
+        searches = self.pair_counter.snapshot()
         sync_dropped = sync.snapshot()["dropped"] if sync is not None else {}
         dropped = {**{f"sync.{k}": v for k, v in sync_dropped.items()}, **snap["dropped"]}
         values = {"frames_received": snap["received"], "frames_registered": snap["accepted"],
                   "dropped": dropped, "dropped_total": sum(dropped.values()),
                   "keyframes": self.keyframes, "view_pairs": self.pairs_total, "pairs_per_s": self.pairs_rate.rate(),
+                  "pair_searches": {"done": searches["accepted"], "skipped": searches["dropped"]},
+                  "keyframes_unpaired": searches["dropped_total"],
+                  "frame_ms": self.frame_time.summary(), "pair_ms": self.pair_time.summary(),
                   **{f"builder.{k}": v for k, v in self.builder.counts.items()}}
         return values, "warn" if snap["received"] and not snap["accepted"] else "ok"

@@ -95,3 +95,41 @@ def test_config_checks():
             KeyframeConfig(**bad)
     for f in dataclasses.fields(KeyframeConfig):
         assert f.metadata.get("help")
+
+
+def test_admit_then_pairs_on_another_thread_gives_the_same_pairs(frames):
+    """The node's split: every frame admitted at once, the jobs run later on another thread (in any
+    order) -- the pairs are exactly those of `add`, since a job fixes its candidates when admitted."""
+    import threading
+
+    cfg = KeyframeConfig(min_translation=0.25, min_rotation_deg=20.0, candidates=4)
+    band = PairSelectionConfig(iou_low=0.3, iou_high=0.7)
+    ref, per_frame = _run(frames, cfg, band)
+    expected = sorted((p["src"].stamp, p["dst"].stamp, p["overlap_iou"]) for ps in per_frame for p in ps)
+
+    pb = PairBuilder(cfg, band)
+    jobs = [j for j in (pb.admit(f) for f in frames) if j is not None]
+    assert [j.frame for j in jobs] == pb.keyframes == ref.keyframes  # same keyframes, decided at admission
+    assert jobs[0].candidates == [] and all(len(j.candidates) == min(n, cfg.candidates) for n, j in enumerate(jobs))
+    got = []
+    worker = threading.Thread(target=lambda: got.extend(p for j in reversed(jobs) for p in pb.pairs(j)))
+    worker.start()
+    worker.join()
+    assert sorted((p["src"].stamp, p["dst"].stamp, p["overlap_iou"]) for p in got) == expected
+    assert {k: pb.counts[k] for k in ("keyframes", "candidates", "pairs")} == \
+           {k: ref.counts[k] for k in ("keyframes", "candidates", "pairs")}
+    for p in got:  # uv arrays identical too
+        twin = next(q for ps in per_frame for q in ps if q["src"] is p["src"] and q["dst"] is p["dst"])
+        assert np.array_equal(p["uv1"], twin["uv1"]) and np.array_equal(p["uv2"], twin["uv2"])
+
+
+def test_a_skipped_job_is_counted_and_its_keyframe_still_pairs_with_later_ones(frames):
+    cfg = KeyframeConfig(min_translation=0.25, min_rotation_deg=20.0, candidates=4)
+    pb = PairBuilder(cfg, PairSelectionConfig(iou_low=0.0, iou_high=1.0))
+    jobs = [j for j in (pb.admit(f) for f in frames) if j is not None]
+    assert len(jobs) >= 3
+    pb.skip(jobs[1])
+    assert pb.counts["unpaired"] == 1 and pb.counts["candidates"] == 0
+    later = pb.pairs(jobs[2])
+    assert any(p["src"] is jobs[1].frame for p in later)  # the skipped keyframe is a src of the next one
+    assert pb.pairs(None) == [] and pb.pairs(jobs[0]) == []  # no job; the first keyframe has no candidates

@@ -63,3 +63,65 @@ def test_registration_node_config_names_bad_values():
         RegistrationNodeConfig(tolerance=2.0)
     with pytest.raises(ValueError, match="depth_unit"):
         RegistrationNodeConfig(depth_unit=0.0)
+
+
+def test_admit_and_pairs_split_counts_every_frame_and_every_pair_search(frames):
+    """The node's two workers: admit every set (cheap), run pair searches from a queue of 1; searches pushed
+    out of the queue are counted as skipped (backlog), never as dropped frames."""
+    from regconsist_ros.online.registrar import PairQueue
+
+    reg = Registrar(RegistrationNodeConfig(), KeyframeConfig(min_translation=0.1, min_rotation_deg=10.0, candidates=4))
+    q = PairQueue(1)
+    admitted = 0
+    for k, f in enumerate(frames):
+        frame, job = reg.admit(*_fields(f))
+        assert frame is not None
+        admitted += 1
+        if job is not None and job.candidates:
+            evicted = q.put(job)
+            if evicted is not None:
+                reg.skip(evicted)
+        if k % 6 == 5:  # the pair worker gets a turn only now and then: it is behind
+            reg.pairs(q.get(timeout=0))
+    reg.pairs(q.get(timeout=0))
+    values, level = reg.status()
+    assert level == "ok" and values["frames_received"] == values["frames_registered"] == admitted == len(frames)
+    assert values["dropped_total"] == 0
+    searches = values["pair_searches"]
+    assert searches["skipped"].get("backlog", 0) > 0 and values["keyframes_unpaired"] == searches["skipped"]["backlog"]
+    assert values["builder.unpaired"] == values["keyframes_unpaired"]
+    # every keyframe with candidates was searched or counted as skipped (the first one has none)
+    assert searches["done"] + values["keyframes_unpaired"] == values["keyframes"] - 1
+    assert values["view_pairs"] == values["builder.pairs"] > 0
+    assert values["frame_ms"] == {"n": 0, "p50": 0.0, "p90": 0.0, "max": 0.0}  # the node times its workers
+
+
+def test_pair_queue_keeps_the_newest_and_returns_what_it_pushed_out():
+    from regconsist_ros.online.registrar import PairQueue
+
+    q = PairQueue(2)
+    assert q.get(timeout=0) is None and q.get(timeout=0.01) is None
+    assert q.put("a") is None and q.put("b") is None and len(q) == 2
+    assert q.put("c") == "a" and len(q) == 2
+    assert q.get() == "b" and q.get() == "c" and len(q) == 0
+    with pytest.raises(ValueError, match="PairQueue.size"):
+        PairQueue(0)
+
+
+def test_durations_summary():
+    from regconsist_ros.online.registrar import Durations
+
+    d = Durations(window=3)
+    assert d.summary() == {"n": 0, "p50": 0.0, "p90": 0.0, "max": 0.0}
+    for s in (0.5, 0.001, 0.002, 0.003):  # the first falls out of the window
+        d.add(s)
+    assert d.summary() == {"n": 4, "p50": 2.0, "p90": 2.8, "max": 3.0}
+    with pytest.raises(ValueError, match="window"):
+        Durations(window=0)
+
+
+def test_registration_node_config_checks_queues_and_threads():
+    with pytest.raises(ValueError, match="pair_queue"):
+        RegistrationNodeConfig(pair_queue=0)
+    with pytest.raises(ValueError, match="threads"):
+        RegistrationNodeConfig(threads=-1)

@@ -18,16 +18,17 @@ def _diag(probe, name):
     return out
 
 
-def _camera_publishers(probe) -> dict:
-    """Publishers of the four camera streams on the probe node, matched with the registration node."""
+def _camera_publishers(probe, depth: int = 10) -> dict:
+    """Publishers of the four camera streams on the probe node (reliable, keep-last ``depth``), matched with
+    the registration node."""
     from geometry_msgs.msg import PoseStamped
     from sensor_msgs.msg import CameraInfo, Image
 
     node = probe.node
-    pubs = {"color": node.create_publisher(Image, "camera/color/image_raw", 10),
-            "depth": node.create_publisher(Image, "camera/aligned_depth_to_color/image_raw", 10),
-            "info": node.create_publisher(CameraInfo, "camera/color/camera_info", 10),
-            "pose": node.create_publisher(PoseStamped, "camera/pose", 10)}
+    pubs = {"color": node.create_publisher(Image, "camera/color/image_raw", depth),
+            "depth": node.create_publisher(Image, "camera/aligned_depth_to_color/image_raw", depth),
+            "info": node.create_publisher(CameraInfo, "camera/color/camera_info", depth),
+            "pose": node.create_publisher(PoseStamped, "camera/pose", depth)}
     probe.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), timeout=30)
     return pubs
 
@@ -142,3 +143,50 @@ def test_frames_without_camera_info_wait_then_are_counted(probe, nodes):
     assert ok, (d, nodes.log("registration"))
     assert sum(int(v) for k, v in d.items() if k.startswith("dropped.sync.")) >= 3, d
     assert proc.poll() is None
+
+
+def test_a_30hz_stream_is_looked_at_in_full_while_pair_searches_lag(probe, nodes):
+    """Every frame a keyframe, each paired with up to 40 earlier ones: the pair searches (~40 exact
+    correspondences each) are slower than the 33 ms frame period, yet the frame worker looks at every set
+    (none dropped as busy); each keyframe's pair search is done or counted as skipped (backlog).
+    Small images (single UDP datagrams) and deep reliable queues on both sides (``qos.depth``) keep the
+    transport lossless, so that every frame sent must be accounted for."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import PointCloud2
+
+    from regconsist_ros.ros import convert
+    from regconsist_ros.sim.source import SimConfig, SimSource
+
+    n = 60
+    frames = list(SimSource(SimConfig(seed=0, frames=n, width=160, height=120, step=0.02, fps=30.0)))
+    probe.subscribe(DiagnosticArray, "/diagnostics")
+    probe.subscribe(PointCloud2, "registration/view_pairs")
+    proc = nodes.start("registration", {"keyframes.min_translation": 0.0, "keyframes.min_rotation_deg": 0.0,
+                                        "keyframes.candidates": 40, "view_pairs.iou_low": 0.0, "view_pairs.iou_high": 1.0,
+                                        "max_points": 500, "qos.depth": 100})
+    pubs = _camera_publishers(probe, depth=100)
+    t0 = time.time()
+    start = time.monotonic()
+    for i, f in enumerate(frames):
+        t = t0 + i / 30.0
+        pubs["info"].publish(convert.camera_info_msg(f.intrinsics, t, "cam"))
+        pubs["depth"].publish(convert.depth_msg(f.depth, t, "cam"))
+        pubs["pose"].publish(convert.pose_msg(f.T_world_cam, t, "world"))
+        pubs["color"].publish(convert.color_msg(f.rgb, t, "cam"))
+        probe.spin_until(lambda: False, max(0.0, start + (i + 1) / 30.0 - time.monotonic()))
+
+    def settled():
+        d = _diag(probe, "registration")
+        return int(d.get("messages.color", 0)) >= n and int(d.get("frames_received", 0)) >= n \
+            and d.get("work_queue") == "0" and d.get("pair_queue") == "0"
+
+    ok = probe.spin_until(settled, timeout=60)
+    d = _diag(probe, "registration")
+    assert ok, (d, nodes.log("registration"))
+    assert int(d["frames_received"]) == int(d["frames_registered"]) == int(d["keyframes"]) == n, d
+    assert int(d.get("dropped.busy", 0)) == 0 and int(d["dropped_total"]) == 0, d
+    done, skipped = int(d["pair_searches.done"]), int(d.get("pair_searches.skipped.backlog", 0))
+    assert done + skipped == n - 1 and int(d["keyframes_unpaired"]) == skipped, d  # the first keyframe has no partner
+    assert int(d["view_pairs"]) >= done >= 1 and float(d["frame_ms.p50"]) < 33.0, d
+    assert probe.spin_until(lambda: len(probe.msgs["registration/view_pairs"]) >= 1, timeout=10)
+    assert proc.poll() is None, nodes.log("registration")
