@@ -7,6 +7,7 @@ package, where ``config.config_dir()`` looks. ``sys.path.insert(0, tree)`` then 
 """
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import tarfile
@@ -39,9 +40,7 @@ def export_revision(rev: str, dest: str | Path) -> tuple[Path, str]:
     src.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", commit], capture_output=True,
                              check=True).stdout
-    tar = dest / "rev.tar"
-    tar.write_bytes(archive)
-    with tarfile.open(tar) as t:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as t:
         t.extractall(src, filter="data")
     tree = dest / "tree"
     shutil.copytree(src / PACKAGE, tree / PACKAGE)
