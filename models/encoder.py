@@ -8,7 +8,9 @@ applies the ImageNet normalisation every encoder in this project is trained with
 
 ``input_size(model)`` is the (H, W) a model was trained at (ViT) or None (fully convolutional); readouts
 resize frames to it by default. ``load_encoder(spec)`` builds an encoder from a checkpoint directory, a run
-directory (its latest checkpoint) or ``"random[:kind]"``.
+directory (its latest checkpoint), ``"random"`` (the architecture, randomly initialised) or one of the
+feature-free floors ``"pixels"`` / ``"colour"`` (:mod:`regconsist_ros.models.floors`) on the grid of the
+architecture they stand beside.
 """
 from __future__ import annotations
 
@@ -28,6 +30,13 @@ def input_size(model: nn.Module) -> tuple[int, int] | None:
     return (int(size[0]), int(size[1])) if size is not None else None
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter, else of its first buffer (parameter-free floors), else the CPU."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 def prepare(imgs: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
     """uint8 [B, H, W, 3] or float [B, 3, H, W] in [0, 1] -> normalised float [B, 3, H', W'] (bilinear
     resize to ``size`` when given and different)."""
@@ -44,9 +53,10 @@ def features(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         gh, gw = x.shape[-2] // model.cfg.patch, x.shape[-1] // model.cfg.patch
         patches = tokens[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, gh, gw)  # [B, D, gh, gw]
         return {"cls": tokens[:, 0], "patches": patches}
-    if hasattr(model, "forward_features"):  # DeepLabV3+
-        f = model.forward_features(x)  # [B, D, H/4, W/4]
-        return {"cls": f.mean((2, 3)), "patches": f}
+    if hasattr(model, "forward_features"):  # DeepLabV3+, the floors
+        f = model.forward_features(x)  # [B, D, H/4, W/4] (floors: [B, D, H/p, W/p])
+        g = model.forward_global(x) if hasattr(model, "forward_global") else f.mean((2, 3))  # [B, D']
+        return {"cls": g, "patches": f}
     raise TypeError(f"{type(model).__name__} is not an encoder (needs forward_encoder or forward_features)")
 
 
@@ -59,7 +69,7 @@ def encode(model: nn.Module, imgs: torch.Tensor, batch: int = 32, size="model") 
     evaluated on the larger grid, as label-propagation protocols do), None keeps the input size."""
     was_training = model.training
     model.eval()
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     if isinstance(size, str):
         if size != "model":
             raise ValueError(f"encode: size must be 'model', None or (H, W), got {size!r}")
@@ -84,18 +94,34 @@ def random_encoder(kind: str = "vit", config=None, seed: int = 0) -> nn.Module:
     return model
 
 
-def load_encoder(spec: str | Path, kind: str = "vit", config=None, seed: int = 0) -> tuple[nn.Module, dict]:
-    """``spec`` = checkpoint dir | run dir (latest checkpoint) | "random" -> (encoder in eval mode, info).
+def floor_beside(name: str, kind: str = "vit", config=None) -> nn.Module:
+    """The feature-free floor ``name`` ("pixels" / "colour") on the grid of the architecture ``kind`` /
+    ``config`` it stands beside: a ViT's patch and input size, or DeepLabV3+'s stride 4 at any size."""
+    from regconsist_ros.models.floors import floor_encoder
+    from regconsist_ros.models.registry import make_config
 
-    For "random", ``kind``/``config`` choose the architecture (a dict, dataclass or None = defaults).
+    cfg = make_config(kind, config)
+    patch = int(getattr(cfg, "patch", 0) or 4)  # a ViT's patch; DeepLabV3+'s features are at stride 4
+    return floor_encoder(name, patch=patch, img_size=getattr(cfg, "img_size", None))
+
+
+def load_encoder(spec: str | Path, kind: str = "vit", config=None, seed: int = 0) -> tuple[nn.Module, dict]:
+    """``spec`` = checkpoint dir | run dir (latest checkpoint) | "random" | "pixels" | "colour"
+    -> (encoder in eval mode, info).
+
+    For "random", ``kind``/``config`` choose the architecture (a dict, dataclass or None = defaults); for
+    the floors they choose the grid (:func:`floor_beside`).
     """
     from regconsist_ros.models.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+    from regconsist_ros.models.floors import FLOORS
 
     if str(spec) == "random":
         return random_encoder(kind, config, seed), {"init": "random", "kind": kind, "step": 0}
+    if str(spec) in FLOORS:
+        return floor_beside(str(spec), kind, config), {"init": str(spec), "kind": f"floor:{spec}", "step": 0}
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(f"{spec}: no such checkpoint or run directory (or use 'random')")
+        raise FileNotFoundError(f"{spec}: no such checkpoint or run directory (or use 'random', 'pixels' or 'colour')")
     ckpt = path if (path / "model.safetensors").exists() else latest_checkpoint(path)
     if ckpt is None:
         raise CheckpointError(f"{spec}: neither a checkpoint (model.safetensors) nor a run with checkpoints/step_*")

@@ -2,8 +2,9 @@
 
 Written in the style of MAE's models: named stages (``patchify``, ``unpatchify``,
 ``random_masking``, ``forward_encoder``) with shape comments. Any input size divisible by the patch
-size works (224 as in the papers, 96-128 for CPU runs). The encoder interface shared with the
-other models: ``forward(imgs) -> {"cls": [B, D], "patches": [B, L, D]}``.
+size works (224 as in the papers, 96-128 for CPU runs); off the trained grid the positions are
+interpolated inside the trained range (``grid_positions``), never extrapolated. The encoder
+interface shared with the other models: ``forward(imgs) -> {"cls": [B, D], "patches": [B, L, D]}``.
 """
 from __future__ import annotations
 
@@ -58,9 +59,34 @@ class ViTConfig:
         return self.img_size[0] // self.patch, self.img_size[1] // self.patch
 
 
-def sincos_pos_embed(dim: int, grid: tuple[int, int], cls_token: bool = True) -> np.ndarray:
+def grid_positions(n: int, trained: int) -> np.ndarray:
+    """Positions [n] at which the sin-cos table is evaluated for an axis of ``n`` cells when the
+    encoder was trained on ``trained`` cells along it.
+
+    Corner-aligned linear mapping ``i -> i * (trained - 1) / (n - 1)``: the first and last cells map
+    onto the trained table's first and last positions, so positions are interpolated inside the
+    trained range [0, trained - 1] and never extrapolated (the cell-centre mapping
+    ``(i + 0.5) * trained / n - 0.5`` would reach below 0 and above trained - 1 on a larger grid).
+    ``n == trained`` gives exactly ``0, 1, ..., n - 1``; when ``n - 1`` is a multiple m of
+    ``trained - 1`` every m-th position is exactly a trained one. A single cell sits at the middle
+    of the trained range; a single trained cell puts every cell at 0.
+    """
+    if n < 1 or trained < 1:
+        raise ValueError(f"grid_positions: axis lengths must be >= 1, got n={n}, trained={trained}")
+    if n == 1:
+        return np.full(1, (trained - 1) / 2, np.float64)
+    i = np.arange(n, dtype=np.float64)
+    return i * (trained - 1) / (n - 1)  # exact integers where i * (trained - 1) is a multiple of n - 1
+
+
+def sincos_pos_embed(dim: int, grid: tuple[int, int], cls_token: bool = True,
+                     trained: tuple[int, int] | None = None) -> np.ndarray:
     """Fixed 2D sin-cos position embedding [(1 +) gh * gw, dim]: half the channels encode the row,
-    half the column; the [CLS] position is zeros."""
+    half the column; the [CLS] position is zeros.
+
+    ``trained`` (gh', gw'): the grid the network was trained on; the rows and columns of ``grid``
+    are then placed at fractional positions inside the trained range (``grid_positions``) instead
+    of at 0..gh-1 / 0..gw-1. None (or ``trained == grid``) gives the integer positions."""
     if dim % 4:
         raise ValueError(f"sin-cos embedding needs a width divisible by 4, got {dim}")
     gh, gw = grid
@@ -70,7 +96,11 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int], cls_token: bool = True) ->
         out = np.outer(pos, omega)
         return np.concatenate([np.sin(out), np.cos(out)], 1)
 
-    rows, cols = np.meshgrid(np.arange(gh, dtype=np.float64), np.arange(gw, dtype=np.float64), indexing="ij")
+    if trained is None:
+        ys, xs = np.arange(gh, dtype=np.float64), np.arange(gw, dtype=np.float64)  # [gh], [gw]
+    else:
+        ys, xs = grid_positions(gh, int(trained[0])), grid_positions(gw, int(trained[1]))
+    rows, cols = np.meshgrid(ys, xs, indexing="ij")  # [gh, gw] each
     emb = np.concatenate([axis(rows.ravel()), axis(cols.ravel())], 1)  # [gh*gw, dim]
     if cls_token:
         emb = np.concatenate([np.zeros((1, dim)), emb], 0)
@@ -134,8 +164,12 @@ class ViT(nn.Module):
         return self.cfg.width
 
     def pos_for(self, size) -> torch.Tensor:
-        """Positions [1, 1 + L, D] for an input of ``size`` (H, W): the trained grid's buffer, or the same
-        fixed sin-cos function evaluated on another grid (inputs of any size divisible by the patch)."""
+        """Positions [1, 1 + L, D] for an input of ``size`` (H, W), any positive multiple of the patch.
+
+        At the trained size: the stored buffer. On another grid the same sin-cos function is
+        evaluated at fractional positions interpolated inside the trained grid's range
+        (``grid_positions``: corner-aligned, never extrapolated), so a 16x12 grid of an encoder
+        trained on 8x6 sees positions between the trained ones, not positions it never saw."""
         H, W = int(size[0]), int(size[1])
         p = self.cfg.patch
         if H % p or W % p or H < p or W < p:
@@ -145,7 +179,8 @@ class ViT(nn.Module):
         grid = (H // p, W // p)
         cached = self._pos_cache.get(grid)
         if cached is None or cached.device != self.pos_embed.device:
-            cached = torch.from_numpy(sincos_pos_embed(self.cfg.width, grid))[None].to(self.pos_embed.device)
+            table = sincos_pos_embed(self.cfg.width, grid, trained=self.cfg.grid)  # [1 + L, D]
+            cached = torch.from_numpy(table)[None].to(self.pos_embed.device)
             self._pos_cache[grid] = cached
         return cached.to(self.pos_embed.dtype)
 

@@ -98,6 +98,11 @@ def write_report(out: Path, online_dir: Path, up_result: dict | None, pictures: 
             seg = [(r["step"], r["segmentation"]["miou"]) for r in rs if "miou" in r.get("segmentation", {})]
             if seg:
                 ax.plot(*zip(*seg), "s--", label=f"{name}: few-label segmentation mIoU")
+        floors = _floor_rows(results)
+        for k, (label, f) in enumerate(floors.items()):
+            jf = f.get("propagation", {}).get("JF_mean")
+            if jf is not None:
+                ax.axhline(jf, color="grey", lw=0.8, ls=(0, (1 + k, 2)), label=f"{label} (floor): J&F")
         ax.set_xlabel("training step of the evaluated checkpoint")
         ax.set_ylabel("score")
         ax.set_title("readouts of the learner's checkpoints")
@@ -105,13 +110,16 @@ def write_report(out: Path, online_dir: Path, up_result: dict | None, pictures: 
         fig.tight_layout()
         fig.savefig(out / "readouts.png", dpi=90)
         plt.close(fig)
-        lines += ["## Evaluator", "", "| objective | step | J&F | J | F | mIoU |", "|---|---|---|---|---|---|"]
-        for r in sorted(results, key=lambda r: (r["objective"], r["step"])):
-            p = r.get("propagation", {})
-            m = r.get("segmentation", {}).get("miou")
-            cell = lambda v: f"{100 * v:.1f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
-            lines.append(f"| {r['objective']} | {r['step']} | {cell(p.get('JF_mean'))} | {cell(p.get('J_mean'))} | "
-                         f"{cell(p.get('F_mean'))} | {cell(m)} |")
+        lines += ["## Evaluator", "", "Floors (learn nothing) first, then the learner's checkpoints. J&F per clip; "
+                  "probe = frozen linear probe mIoU; mIoU = few-label fine-tuning (dense encoders).", "",
+                  "| objective | step | J&F | J | F | probe mIoU | mIoU |", "|---|---|---|---|---|---|---|"]
+        cell = lambda v: f"{100 * v:.1f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
+        rows = [(label, "floor", f) for label, f in floors.items()]
+        rows += [(r["objective"], r["step"], r) for r in sorted(results, key=lambda r: (r["objective"], r["step"]))]
+        for name, step, r in rows:
+            p, seg = r.get("propagation", {}), r.get("segmentation", {})
+            lines.append(f"| {name} | {step} | {cell(p.get('JF_mean'))} | {cell(p.get('J_mean'))} | "
+                         f"{cell(p.get('F_mean'))} | {cell(seg.get('probe_miou'))} | {cell(seg.get('miou'))} |")
         lines += ["", "![readouts](readouts.png)", ""]
     if pictures:
         lines += ["## Registration", ""]
@@ -120,3 +128,12 @@ def write_report(out: Path, online_dir: Path, up_result: dict | None, pictures: 
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _floor_rows(results: list[dict]) -> dict:
+    """"floor (architecture)" -> readouts, from the evaluator rows' ``floors`` (one set per architecture)."""
+    out = {}
+    for r in results:
+        for name, f in (r.get("floors") or {}).items():
+            out.setdefault(f"{name} ({r.get('kind', '?')})", f)
+    return out

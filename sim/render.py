@@ -5,6 +5,12 @@ RGB uint8 (texture or vertex colour x simple lighting), z-depth float32 metres (
 semantic class and instance ids (uint16, 0 = void). Rays go through pixel centres at integer
 coordinates (x = column, y = row); a ray's camera-frame direction is ((x-cx)/fx, (y-cy)/fy, 1), so
 Open3D's hit distance along it *is* the z-depth.
+
+Evaluation worlds add two per-frame inputs, both optional and both off on the default path: a
+:class:`~regconsist_ros.sim.world.lighting.Light` per frame (the per-triangle light factor is
+recomputed and the colour tinted), and a :class:`~regconsist_ros.sim.world.motion.MotionScript`
+whose movers are posed at the frame's stamp (ray casting keeps a second scene of the movers,
+rebuilt per frame, and takes the nearer hit; GL rewrites the movers' part of its vertex buffer).
 """
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ from regconsist_ros.sim.frame import Frame, Intrinsics
 from regconsist_ros.sim.mesh import SceneMesh
 from regconsist_ros.sim.occupancy import OccupancyGrid
 from regconsist_ros.sim.poses import validate_pose
+from regconsist_ros.sim.world.lighting import Light, apply_tint
+from regconsist_ros.sim.world.motion import MotionScript
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +63,29 @@ class RenderConfig:
             raise ValueError(f"RenderConfig.light_dir must be a non-zero 3-vector, got {self.light_dir}")
 
 
-def _scene(o3d, mesh: SceneMesh):
+def _scene(o3d, mesh: SceneMesh, num_triangles: int | None = None):
+    """Ray-casting scene of the mesh's first ``num_triangles`` triangles (all by default)."""
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(
         o3d.core.Tensor(mesh.vertices.astype(np.float32)),
-        o3d.core.Tensor(mesh.triangles.astype(np.uint32)),
+        o3d.core.Tensor(mesh.triangles[:num_triangles].astype(np.uint32)),
     )
     return scene
+
+
+def _normals(corners: np.ndarray) -> np.ndarray:
+    """Unit triangle normals: corners [F, 3, 3] float32 -> [F, 3] float32."""
+    n = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    return n
+
+
+def light_factors(normals: np.ndarray, light_dir, ambient: float, diffuse: float) -> np.ndarray:
+    """Flat, two-sided light factor per triangle in 8.8 fixed point: normals [F, 3] -> [F] uint16."""
+    L = np.asarray(light_dir, np.float64)
+    L = L / np.linalg.norm(L)
+    light = ambient + diffuse * np.abs(normals @ L)
+    return np.clip(np.round(light * 256), 0, 65535).astype(np.uint16)
 
 
 class Renderer:
@@ -72,20 +96,22 @@ class Renderer:
     ``backend`` says which one runs.
     """
 
-    def __init__(self, mesh: SceneMesh, config: RenderConfig | None = None):
+    def __init__(self, mesh: SceneMesh, config: RenderConfig | None = None, motion: MotionScript | None = None):
+        """``motion``: movers to pose at each frame's stamp; its ``motion.mesh`` must be ``mesh``."""
+        if motion is not None and motion.mesh is not mesh:
+            raise ValueError("Renderer: motion.mesh must be the mesh rendered (MotionScript reorders the "
+                             "triangles: pass Renderer(motion.mesh, config, motion))")
         self.o3d = _o3d()
         self.mesh = mesh
         self.config = config or RenderConfig()
-        self.scene = _scene(self.o3d, mesh)
+        self.motion = motion
+        self._num_static = mesh.num_triangles if motion is None else motion.num_static
+        self.scene = _scene(self.o3d, mesh, self._num_static)
         self._dirs: dict[Intrinsics, np.ndarray] = {}
         # per-triangle light factor (flat shading, two-sided), 8.8 fixed point
-        v = mesh.vertices[mesh.triangles]  # [F, 3, 3]
-        n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
-        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-        L = np.asarray(self.config.light_dir, np.float64)
-        L /= np.linalg.norm(L)
-        light = self.config.ambient + self.config.diffuse * np.abs(n @ L)
-        self._light = np.clip(np.round(light * 256), 0, 65535).astype(np.uint16)  # [F]
+        self._normals = _normals(mesh.vertices[mesh.triangles])  # [F, 3]
+        self._light = light_factors(self._normals, self.config.light_dir, self.config.ambient, self.config.diffuse)  # [F]
+        self._gl_light = self._light  # the factors the GL light buffer holds
         if mesh.textures:
             sizes = np.array([t.shape[:2] for t in mesh.textures])  # [M, 2] (h, w)
             self._tex_h, self._tex_w = sizes[:, 0].astype(np.int64), sizes[:, 1].astype(np.int64)
@@ -134,8 +160,10 @@ class Renderer:
             self._dirs = {K: c}  # keep one camera cached
         return c
 
-    def cast(self, K: Intrinsics, T_world_cam: np.ndarray) -> dict:
-        """Raw hits: ``depth`` [H*W] (inf = miss), ``prim`` [H*W] triangle ids, ``uv`` [H*W, 2] barycentrics."""
+    def cast(self, K: Intrinsics, T_world_cam: np.ndarray, movers: np.ndarray | None = None) -> dict:
+        """Raw hits: ``depth`` [H*W] (inf = miss), ``prim`` [H*W] triangle ids, ``uv`` [H*W, 2] barycentrics.
+
+        ``movers`` [Fm, 3, 3]: the posed triangles of ``self.motion`` (ids after the static ones)."""
         T = validate_pose(T_world_cam, "T_world_cam")
         xn, yn = self._pixel_coords(K)
         R = T[:3, :3].astype(np.float32)
@@ -143,8 +171,21 @@ class Renderer:
         rays[..., :3] = T[:3, 3]
         # world direction of pixel (x, y) = R @ (xn[x], yn[y], 1): an outer sum of a column and a row term
         np.add((xn[:, None] * R[:, 0])[None, :, :], (yn[:, None] * R[:, 1] + R[:, 2])[:, None, :], out=rays[..., 3:])
-        ans = self.scene.cast_rays(self.o3d.core.Tensor.from_numpy(rays.reshape(-1, 6)), nthreads=self.config.nthreads)
-        return {"depth": ans["t_hit"].numpy(), "prim": ans["primitive_ids"].numpy(), "uv": ans["primitive_uvs"].numpy()}
+        rays_t = self.o3d.core.Tensor.from_numpy(rays.reshape(-1, 6))
+        ans = self.scene.cast_rays(rays_t, nthreads=self.config.nthreads)
+        hits = {"depth": ans["t_hit"].numpy(), "prim": ans["primitive_ids"].numpy(), "uv": ans["primitive_uvs"].numpy()}
+        if movers is not None and len(movers):
+            ms = self.o3d.t.geometry.RaycastingScene()
+            ms.add_triangles(self.o3d.core.Tensor(np.ascontiguousarray(movers.reshape(-1, 3), np.float32)),
+                             self.o3d.core.Tensor(np.arange(3 * len(movers), dtype=np.uint32).reshape(-1, 3)))
+            am = ms.cast_rays(rays_t, nthreads=self.config.nthreads)
+            tm = am["t_hit"].numpy()
+            near = tm < hits["depth"]  # [H*W]: a mover is in front
+            hits = {k: v.copy() for k, v in hits.items()}
+            hits["depth"][near] = tm[near]
+            hits["prim"][near] = am["primitive_ids"].numpy()[near] + np.uint32(self._num_static)
+            hits["uv"][near] = am["primitive_uvs"].numpy()[near]
+        return hits
 
     # ---- shading -------------------------------------------------------------------------------
     def _colors(self, prim: np.ndarray, bary: np.ndarray) -> np.ndarray:
@@ -167,12 +208,44 @@ class Renderer:
             return np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return np.full((len(prim), 3), 160, np.uint8)
 
+    def _frame_state(self, stamp: float, light: Light | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per-triangle light factors [F] uint16 and posed mover triangles [Fm, 3, 3] (or None) of one frame."""
+        if light is None and self.motion is None:
+            return self._light, None
+        c = self.config
+        movers = None
+        normals = self._normals
+        if self.motion is not None:
+            movers = self.motion.corners_at(stamp)
+            normals = normals.copy()
+            normals[self._num_static:] = _normals(movers)
+        if light is None:
+            factors = self._light.copy()
+            factors[self._num_static:] = light_factors(normals[self._num_static:], c.light_dir, c.ambient, c.diffuse)
+        else:
+            factors = light_factors(normals, light.direction, c.ambient * light.intensity, c.diffuse * light.intensity)
+        return factors, movers
+
     def render(self, K: Intrinsics, T_world_cam: np.ndarray, stamp: float = 0.0,
-               frame_id: str = "camera_color_optical_frame") -> Frame:
-        """Render one frame (all images [H, W])."""
+               frame_id: str = "camera_color_optical_frame", light: Light | None = None) -> Frame:
+        """Render one frame (all images [H, W]); ``light`` replaces the fixed light for this frame, and
+        movers (if any) are posed at ``stamp`` seconds."""
+        factors, movers = self._frame_state(stamp, light)
         if self._gl is not None:
-            return self._gl.render(K, T_world_cam, stamp, frame_id)
-        hits = self.cast(K, T_world_cam)
+            if factors is not self._gl_light:
+                self._gl.set_light(factors)
+                self._gl_light = factors
+            if movers is not None:
+                self._gl.set_mover_corners(movers, self._num_static)
+            f = self._gl.render(K, T_world_cam, stamp, frame_id)
+        else:
+            f = self._raycast(K, T_world_cam, stamp, frame_id, factors, movers)
+        if light is not None:
+            f.rgb = apply_tint(f.rgb, light.tint)
+        return f
+
+    def _raycast(self, K, T_world_cam, stamp, frame_id, factors, movers) -> Frame:
+        hits = self.cast(K, T_world_cam, movers)
         t = hits["depth"]
         miss = ~np.isfinite(t)
         prim = hits["prim"].astype(np.int32)
@@ -180,7 +253,7 @@ class Renderer:
         if any_miss:
             prim[miss] = 0  # shade misses like triangle 0, then blank them
         albedo = self._colors(prim, hits["uv"])
-        rgb = np.minimum((albedo.astype(np.uint32) * self._light[prim, None]) >> 8, 255).astype(np.uint8)
+        rgb = np.minimum((albedo.astype(np.uint32) * factors[prim, None]) >> 8, 255).astype(np.uint8)
         depth = t.astype(np.float32, copy=True)
         sem = self.mesh.tri_class[prim]
         ins = self.mesh.tri_instance[prim]

@@ -9,7 +9,9 @@ It runs on any EGL implementation: Mesa's llvmpipe on a CPU-only machine (no dis
 - textures use the same nearest-texel lookup from the same atlas.
 
 The GPU writes the shaded colour, z-depth and triangle id; class and instance ids are looked up on
-the CPU from the triangle id.
+the CPU from the triangle id. Per-frame lighting rewrites the light buffer (``set_light``) and moving
+objects rewrite the tail of the position buffer (``set_mover_corners``); both stay untouched on the
+default path.
 """
 from __future__ import annotations
 
@@ -139,6 +141,7 @@ class GLRenderer:
         self.prog = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
         bufs = [(self.ctx.buffer(a.tobytes()), fmt, name) for a, fmt, name in (
             (corners, "3f", "pos"), (uv, "2f", "uv"), (vcol, "3f", "vcol"), (lit, "1f", "light"), (tex, "3i", "tex"))]
+        self._pos_buf, self._light_buf = bufs[0][0], bufs[3][0]
         self.vao = self.ctx.vertex_array(self.prog, [(b, fmt, name) for b, fmt, name in bufs])
         if atlas is None:
             atlas = np.zeros((1, 3), np.uint8)
@@ -153,6 +156,23 @@ class GLRenderer:
         self.prog["atlas_width"].value = ATLAS_WIDTH
         self._fbo = None
         self._fbo_size = None
+
+    def set_light(self, light: np.ndarray) -> None:
+        """Replace the per-triangle light factors: ``light`` [F] (8.8 fixed point, as at construction)."""
+        light = np.asarray(light)
+        if light.shape != (self.mesh.num_triangles,):
+            raise ValueError(f"set_light: need one factor per triangle [{self.mesh.num_triangles}], got {light.shape}")
+        with self.ctx:
+            self._light_buf.write(np.repeat((light / 256.0).astype(np.float32), 3).tobytes())
+
+    def set_mover_corners(self, corners: np.ndarray, first: int) -> None:
+        """Move triangles ``first`` .. ``first + len(corners)``: ``corners`` [Fm, 3, 3] world metres."""
+        corners = np.ascontiguousarray(corners, np.float32)
+        if corners.ndim != 3 or corners.shape[1:] != (3, 3) or first < 0 or first + len(corners) > self.mesh.num_triangles:
+            raise ValueError(f"set_mover_corners: corners {corners.shape} from triangle {first} do not fit "
+                             f"{self.mesh.num_triangles} triangles")
+        with self.ctx:
+            self._pos_buf.write(corners.tobytes(), offset=first * 3 * 3 * 4)
 
     def _framebuffer(self, W: int, H: int):
         if self._fbo_size != (W, H):

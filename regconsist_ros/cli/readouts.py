@@ -118,13 +118,35 @@ def cmd_eval_bc(a: argparse.Namespace) -> dict:
         r = results[0]
         if r.get("status") != "ok":
             return {**r, "_exit": 1}
-        keep = ("suite", "task", "encoder", "success", "best_success", "best_epoch", "episodes", "demos", "demo_steps",
-                "evaluations", "videos", "seconds", "encoder_info")
+        keep = ("suite", "task", "encoder", "success", "best_success", "seeds", "seed_success", "seed_best_success",
+                "best_epochs", "episodes", "demos", "demo_steps", "evaluations", "gifs", "gifs_missing", "videos",
+                "seconds", "encoder_info")
         return {k: r[k] for k in keep} | {"out": str(Path(a.out) / cfg.suite / r["encoder"] / r["task"]),
                                           "resumed": bool(r.get("resumed"))}
     if not summary["encoders"]:
         return {**summary, "_exit": 1}
     return summary
+
+
+BC_PROTOCOL = """\
+Frozen encoder -> [CLS] (pooled features for dense encoders, the image itself for the floors) of every
+frame -> flare fusion of the last 3 embeddings + proprioception (MetaWorld: 4 dims) -> BatchNorm + MLP
+256x3 policy, MSE, Adam 1e-3, batch 256, --policy.epochs (100).
+
+Protocol (CortexBench) defaults: --bc.demos 25 demonstrations per task, --bc.episodes 25 rollouts per
+evaluation, an evaluation every --bc.eval_every 5 epochs and after the last (20 evaluations), horizon
+500 (MetaWorld), 256 px frames centre-cropped to 224, --bc.seeds 3 policy-training seeds (policy.seed
++ 0..seeds-1) per (task, encoder). Each seed's result is cached under
+<out>/<suite>/<encoder>/<task>/seed<s>/ and reused by a rerun with the same settings.
+
+Report (--all, or several tasks/encoders): per encoder the IQM of the success rate over seeds x tasks
+with a 95% stratified-bootstrap interval (over seeds), for "final" (last evaluation) and "best" (best
+evaluation, CortexBench's number, biased upwards); paired differences against 'random' and the best
+floor when they are in the run; results.md, summary.json, plots, and one GIF of a successful and one
+of a failed episode of the final evaluation per (task, encoder).
+
+Example: regconsist eval bc --all --encoder pixels colour random rsp=runs/x --bc.seeds 3
+"""
 
 
 def add_parsers(sub) -> None:
@@ -162,14 +184,16 @@ def add_parsers(sub) -> None:
     rt.set_defaults(fn=cmd_eval_retrieve)
 
     bcp = ev.add_parser("bc", help="behaviour-cloning readout (CortexBench protocol) in MetaWorld and other suites",
-                        description="Frozen encoder -> flare-fused embeddings (+ proprioception) -> BatchNorm-MLP policy "
-                                    "trained on demonstrations, rolled out every --bc.eval_every epochs.")
+                        description=BC_PROTOCOL, formatter_class=argparse.RawDescriptionHelpFormatter)
     bcp.add_argument("--task", nargs="+", default=None, help="task name(s), e.g. button-press-topdown")
-    bcp.add_argument("--all", action="store_true", help="the suite's benchmark task list, aggregated (IQM, bootstrap CIs, plots)")
+    bcp.add_argument("--all", action="store_true",
+                     help="the suite's benchmark task list, aggregated (IQM over seeds x tasks, CIs, paired differences, "
+                          "plots, GIFs)")
     bcp.add_argument("--encoder", nargs="+", required=True,
-                     help="'random' (a ViT of --encoder.*), 'state' (ground-truth state, no images), or checkpoint/run "
-                          "directories (label=path)")
-    bcp.add_argument("--out", type=Path, default=Path("runs/bc"), help="results directory (resumes per task)")
+                     help="'random' (a ViT of --encoder.*, initialised from --policy.seed), the floors 'pixels' and "
+                          "'colour' (no weights; on the --encoder.* ViT's patch grid), 'state' (ground-truth state, no "
+                          "images), or checkpoint/run directories (label=path)")
+    bcp.add_argument("--out", type=Path, default=Path("runs/bc"), help="results directory (resumes per task and seed)")
     config_flag(bcp)
     output_flags(bcp)
     add_schema_arguments(bcp, bc_schema() + [("encoder", vit)])

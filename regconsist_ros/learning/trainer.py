@@ -42,7 +42,8 @@ class TrainerConfig:
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     betas: tuple[float, ...] = field(default=(0.9, 0.95), metadata={"help": "AdamW betas"})
     weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
-    warmup: int = field(default=100, metadata={"help": "linear warm-up steps, then cosine decay"})
+    warmup: int = field(default=100, metadata={"help": "linear warm-up steps, then the decay of `schedule`"})
+    schedule: Literal["cosine", "poly"] = field(default="cosine", metadata={"help": "decay after the warm-up: cosine, or poly (1 - t)^0.9 as in DeepLab"})
     min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr as a fraction of the peak"})
     grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
     log_every: int = field(default=10, metadata={"help": "steps between log lines"})
@@ -63,6 +64,8 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.lr_batch must be >= 0 (0 = lr as given), got {self.lr_batch}")
         if self.warmup < 0 or self.log_every < 1 or self.ckpt_every < 0:
             raise ValueError(f"TrainerConfig: bad warmup={self.warmup}, log_every={self.log_every} or ckpt_every={self.ckpt_every}")
+        if self.schedule not in ("cosine", "poly"):
+            raise ValueError(f"TrainerConfig.schedule must be 'cosine' or 'poly', got {self.schedule!r}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"TrainerConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.grad_clip < 0:
@@ -96,9 +99,24 @@ def warmup_cosine(step: int, lr: float, warmup: int, steps: int, min_lr_ratio: f
     return lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+POLY_POWER = 0.9  # DeepLab's poly schedule
+
+
+def warmup_poly(step: int, lr: float, warmup: int, steps: int, min_lr_ratio: float = 0.0,
+                power: float = POLY_POWER) -> float:
+    """Learning rate of 0-based ``step``: linear warm-up to ``lr``, then ``lr * (1 - t) ** power``
+    (t = fraction of the post-warm-up steps done) down to ``lr * min_lr_ratio``."""
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, steps - warmup))
+    lo = lr * min_lr_ratio
+    return lo + (lr - lo) * (1.0 - t) ** power
+
+
 def lr_at(step: int, cfg: TrainerConfig) -> float:
     """The trainer's schedule at ``step``."""
-    return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+    decay = warmup_poly if cfg.schedule == "poly" else warmup_cosine
+    return decay(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -8,12 +8,16 @@ intermediate ones are skipped (counted) and the newest of each objective is eval
 Readouts:
 * ``propagation``: label propagation of first-frame instance masks on held-out simulated clips
   (J, F, J&F) for any encoder;
-* ``segmentation``: few-label fine-tuning (mIoU) for dense encoders (DeepLabV3+ from RegConsist);
+* ``segmentation``: the frozen dense linear probe (``readout.dense_probe``, mIoU) for every encoder,
+  and few-label fine-tuning (mIoU) for dense encoders (DeepLabV3+ from RegConsist); fine-tuning is
   skipped, with a reason, for encoders without a segmentation head;
+* ``floors`` (on by default): the same readouts of the floors that learn nothing, next to each row:
+  ``pixels`` and ``colour`` (``models.floors``) on the architecture's grid and ``random`` (the
+  architecture randomly initialised); computed once per architecture and cached;
 * ``bc``: the behaviour-cloning readout (``readout.bc_run``) on ``bc_tasks`` of a suite (MetaWorld by
   default), with the settings of ``bc_config`` (a YAML file with ``bc`` = BCReadoutConfig and
   ``policy`` = BCConfig sections, the groups of ``regconsist eval bc``) or, without one, a quick CPU setting (10 demonstrations,
-  5 rollouts of 150 steps, 20 epochs, 128 px frames, 112 px crops). Demonstrations are cached
+  5 rollouts of 150 steps, 20 epochs, one training seed, 128 px frames, 112 px crops). Demonstrations are cached
   once under ``<watch_dir>/bc_demos``; per-checkpoint results under ``<watch_dir>/bc_eval``.
 """
 from __future__ import annotations
@@ -49,6 +53,7 @@ class EvaluatorConfig:
     seg_labels: float = field(default=0.2, metadata={"help": "fraction of labelled views used for fine-tuning"})
     bc_tasks: tuple[str, ...] = field(default=("button-press-topdown",), metadata={"help": "tasks of the BC readout"})
     bc_config: str = field(default="", metadata={"help": "YAML with the bc and policy sections of `regconsist eval bc` ('' = quick CPU setting)"})
+    floors: bool = field(default=True, metadata={"help": "also read out pixels, colour and random init of each architecture (once, cached) beside the checkpoints"})
 
     def __post_init__(self):
         bad = [r for r in self.readouts if r not in READOUTS]
@@ -68,7 +73,7 @@ class EvaluatorConfig:
 
         if not self.bc_config:
             return (BCReadoutConfig(demos=10, episodes=5, eval_every=10, horizon=150, render_size=128, crop_size=112,
-                                    videos=1, demo_dir=str(Path(self.watch_dir) / "bc_demos")), BCConfig(epochs=20))
+                                    videos=1, seeds=1, demo_dir=str(Path(self.watch_dir) / "bc_demos")), BCConfig(epochs=20))
         g = build_groups([("bc", BCReadoutConfig), ("policy", BCConfig)], yaml_values(self.bc_config),
                          where=f"bc_config {self.bc_config}")
         return g["bc"], g["policy"]
@@ -105,6 +110,7 @@ class Evaluator:
         self.skipped = 0
         self.failed = 0
         self._data = None
+        self._floors: dict[str, dict] = {}
         from regconsist_ros.learning.trainer import read_jsonl
 
         for r in read_jsonl(cfg.results_path):  # a restarted evaluator does not redo finished work
@@ -121,7 +127,8 @@ class Evaluator:
                                       height=self.cfg.eval_height, step=0.05))
             frames = list(src)
             self._data = {"frames": frames, "classes": src.classes,
-                          "rgb": np.stack([f.rgb for f in frames]), "instance": np.stack([f.instance for f in frames])}
+                          "rgb": np.stack([f.rgb for f in frames]), "instance": np.stack([f.instance for f in frames]),
+                          "semantic": np.stack([f.semantic for f in frames]).astype(np.int64)}
         return self._data
 
     def pending(self) -> list[tuple[str, int, Path]]:
@@ -138,11 +145,7 @@ class Evaluator:
         return todo
 
     def evaluate(self, objective: str, step: int, ckpt: Path) -> dict:
-        import copy
-
         from regconsist_ros.models.checkpoint import CheckpointError, load_checkpoint
-        from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
-        from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
 
         t0 = time.time()
         row = {"objective": objective, "step": step, "checkpoint": str(ckpt), "time": round(t0, 3)}
@@ -153,28 +156,64 @@ class Evaluator:
             row["error"] = f"unreadable checkpoint: {e}"
             return row
         row["kind"] = info["kind"]
-        d = self.data()
-        if "propagation" in self.cfg.readouts:
-            clips = clips_from_frames(d["rgb"], d["instance"], self.cfg.clip_len, f"apartment{self.cfg.eval_seed}")
-            size = "model"
-            if info["kind"] == "vit":  # a ViT runs at the evaluation size (rounded down to its patch grid)
-                p = model.cfg.patch
-                size = (max(p, self.cfg.eval_height // p * p), max(p, self.cfg.eval_width // p * p))
-            r = run_propagation(model, clips, PropagationConfig(min_object_pixels=self.cfg.min_object_pixels),
-                                progress=self.progress, size=size)
-            row["propagation"] = {k: r[k] for k in ("J_mean", "F_mean", "JF_mean")}
-        if "segmentation" in self.cfg.readouts:
-            if hasattr(model, "reset_classifier"):
-                r = run_readout(copy.deepcopy(model), d["frames"], d["classes"],
-                                FinetuneConfig(labels=self.cfg.seg_labels, steps=self.cfg.seg_steps, warmup=5),
-                                progress=self.progress)
-                row["segmentation"] = {"miou": r["miou"], "pixel_acc": r["pixel_acc"]}
-            else:
-                row["segmentation"] = {"skipped": f"a {info['kind']} encoder has no dense segmentation head"}
+        row.update(self.dense_readouts(model, info["kind"]))
+        if self.cfg.floors and ("propagation" in self.cfg.readouts or "segmentation" in self.cfg.readouts):
+            row["floors"] = self.floors(model, info["kind"])
         if "bc" in self.cfg.readouts:
             row["bc"] = self.bc_readout(objective, step, model, info)
         row["seconds"] = round(time.time() - t0, 2)
         return row
+
+    def _size(self, model, kind: str):
+        if kind == "vit" or str(kind).startswith("floor"):  # at the evaluation size, rounded down to the grid
+            p = model.cfg.patch
+            return (max(p, self.cfg.eval_height // p * p), max(p, self.cfg.eval_width // p * p))
+        return "model"
+
+    def dense_readouts(self, model, kind: str, finetune: bool = True) -> dict:
+        """Propagation, the linear probe and (dense encoders, ``finetune``) few-label fine-tuning of one encoder."""
+        import copy
+
+        from regconsist_ros.readout.dense_probe import ProbeConfig, run_linear_probe
+        from regconsist_ros.readout.propagation import PropagationConfig, clips_from_frames, run_propagation
+        from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
+
+        d = self.data()
+        out: dict = {}
+        size = self._size(model, kind)
+        if "propagation" in self.cfg.readouts:
+            clips = clips_from_frames(d["rgb"], d["instance"], self.cfg.clip_len, f"apartment{self.cfg.eval_seed}")
+            r = run_propagation(model, clips, PropagationConfig(min_object_pixels=self.cfg.min_object_pixels),
+                                progress=self.progress, size=size)
+            out["propagation"] = {k: r[k] for k in ("JF_objects", "J_objects", "F_objects", "J_mean", "F_mean", "JF_mean")}
+        if "segmentation" in self.cfg.readouts:
+            r = run_linear_probe(model, d["rgb"], d["semantic"], len(d["classes"]),
+                                 ProbeConfig(labels=self.cfg.seg_labels), size=None if size == "model" else size)
+            seg = {"probe_miou": r["miou"]}
+            if finetune and hasattr(model, "reset_classifier"):
+                r = run_readout(copy.deepcopy(model), d["frames"], d["classes"],
+                                FinetuneConfig(labels=self.cfg.seg_labels, steps=self.cfg.seg_steps, warmup=5),
+                                progress=self.progress)
+                seg.update({"miou": r["miou"], "pixel_acc": r["pixel_acc"]})
+            elif finetune:
+                seg["finetune"] = f"skipped: a {kind} encoder has no dense segmentation head (see probe_miou)"
+            out["segmentation"] = seg
+        return out
+
+    def floors(self, model, kind: str) -> dict:
+        """{"pixels" | "colour" | "random": readouts} of the floors beside ``model``'s architecture (cached)."""
+        from regconsist_ros.models.encoder import load_encoder
+        from regconsist_ros.models.registry import config_to_dict
+
+        cfg = getattr(model, "cfg", None)
+        key = json.dumps([kind, config_to_dict(cfg) if cfg is not None else None], sort_keys=True, default=str)
+        if key not in self._floors:
+            rows = {}
+            for name in ("pixels", "colour", "random"):
+                floor, info = load_encoder(name, kind=kind, config=cfg, seed=0)
+                rows[name] = self.dense_readouts(floor, kind if name == "random" else info["kind"], finetune=False)
+            self._floors[key] = rows
+        return self._floors[key]
 
     def bc_readout(self, objective: str, step: int, model, info: dict) -> dict:
         """BC success on ``bc_tasks``; a missing simulator or demonstrations is reported, not raised."""

@@ -1,9 +1,13 @@
 """BC readout runs: demonstrations -> frozen-encoder embeddings -> policy training -> rollouts.
 
 One (encoder, task) run follows the CortexBench protocol (``readout.bc``): embeddings of every
-demonstration frame are computed once, the policy trains for ``epochs`` epochs and is rolled out
-every ``eval_every`` epochs (and after the last) on the same ``episodes`` evaluation seeds; the run
-reports the final success rate and the best over evaluations (as the benchmark does).
+demonstration frame are computed once, then the policy is trained ``seeds`` times (policy seeds
+``BCConfig.seed + 0 .. seeds-1``: initialisation and minibatch order; the frozen encoder, the
+demonstrations and the evaluation seeds are the same for all). Each training runs ``epochs``
+epochs and is rolled out every ``eval_every`` epochs (and after the last) on the same ``episodes``
+evaluation seeds; it reports the final success rate and the best over evaluations (CortexBench's
+number, biased upwards). Protocol defaults: 25 demonstrations, 25 rollouts per evaluation, an
+evaluation every 5 of the policy's 100 epochs (20 evaluations), 3 training seeds.
 
 An episode counts as a success when the task's goal is reached at any step (it ends there);
 otherwise it runs to the horizon. Evaluation seeds start at ``eval_seed0`` (1000), away from the
@@ -12,15 +16,20 @@ environments (``readout.vector_rollout``: one batched encoder forward per step, 
 per episode, optionally ``env_workers`` processes stepping and rendering); ``envs=1`` is the
 sequential loop (``rollout``). Both give the same outcomes for the same seeds (``Agent``).
 
-Results go to ``<out>/<suite>/<encoder>/<task>/``: ``result.json`` (written atomically when the
-task finishes; a rerun with the same settings reuses it, so interrupted ``--all`` runs resume per
-task), ``progress.jsonl`` (one line per evaluation), ``metrics.jsonl`` (the shared trainer's log: one
-row per epoch, the loss of its last minibatch) and ``videos/*.gif`` (the first rollouts of the final
-evaluation). Policy training runs in the project's one training loop (``readout.bc.train_bc`` ->
-``learning.trainer.Trainer``); the rollouts are evaluation, run from its per-step callback at the
-evaluation epochs. Encoders are ``random`` (a ViT from the --vit-* settings), ``state`` (the
-ground-truth state instead of images: the harness sanity check), or a checkpoint / run directory,
-optionally labelled ``label=path``.
+Results go to ``<out>/<suite>/<encoder>/<task>/seed<s>/`` per training seed ``s``: ``result.json``
+(written atomically when that training finishes; a rerun with the same settings reuses it, so
+interrupted ``--all`` runs resume per task and seed, and raising ``seeds`` only trains the new
+ones), ``progress.jsonl`` (one line per evaluation), ``metrics.jsonl`` (the shared trainer's log: one
+row per epoch) and ``videos/*.gif``: after the final evaluation, up to ``videos`` of its successful
+and ``videos`` of its failed episodes are replayed with recording (the same seed gives the same
+episode, see ``Agent``) and saved as GIF. ``<task>/result.json`` combines the seeds (means over
+seeds, per-seed lists, and one success and one failure GIF of the final evaluations: the first
+training seed that has one). Policy training runs in the project's one training loop
+(``readout.bc.train_bc`` -> ``learning.trainer.Trainer``); the rollouts are evaluation, run from its
+per-step callback at the evaluation epochs. Encoders are ``random`` (a ViT from the --encoder.*
+settings), the feature-free floors ``pixels`` and ``colour`` (``models.floors``, on the ViT's grid),
+``state`` (the ground-truth state instead of images: the harness sanity check), or a checkpoint /
+run directory, optionally labelled ``label=path``.
 """
 from __future__ import annotations
 
@@ -29,7 +38,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -51,7 +60,10 @@ class BCReadoutConfig:
     suite: str = field(default="metaworld", metadata={"help": "metaworld | adroit | dmc | trifinger | rlbench"})
     demos: int = field(default=25, metadata={"help": "demonstrations per task"})
     episodes: int = field(default=25, metadata={"help": "evaluation rollouts per evaluation"})
-    eval_every: int = field(default=5, metadata={"help": "evaluate every this many epochs (and after the last)"})
+    eval_every: int = field(default=5, metadata={"help": "evaluate every this many of the policy's epochs (and after the "
+                                                         "last); 'best' is the best of these evaluations"})
+    seeds: int = field(default=3, metadata={"help": "policy-training seeds per (task, encoder): policy.seed + 0 .. "
+                                                    "seeds-1, each cached and resumed on its own"})
     horizon: int = field(default=0, metadata={"help": "rollout steps (0 = the suite's episode length, MetaWorld 500)"})
     camera: str = field(default="", metadata={"help": "camera name ('' = the suite's default, MetaWorld corner2)"})
     render_size: int = field(default=256, metadata={"help": "rendered square frame size"})
@@ -60,7 +72,8 @@ class BCReadoutConfig:
     proprio: bool = field(default=True, metadata={"help": "append the suite's proprioception to the policy input"})
     demo_dir: str = field(default="runs/bc_demos", metadata={"help": "demonstration cache / local demonstration directories"})
     eval_seed0: int = field(default=1000, metadata={"help": "first evaluation seed"})
-    videos: int = field(default=2, metadata={"help": "rollouts of the final evaluation saved as GIF"})
+    videos: int = field(default=1, metadata={"help": "GIFs per outcome of each final evaluation: up to this many "
+                                                     "successful and this many failed episodes, replayed (0 = none)"})
     embed_batch: int = field(default=64, metadata={"help": "frames per encoder forward pass"})
     envs: int = field(default=25, metadata={"help": "evaluation episodes stepped in lockstep, one batched encoder forward "
                                                     "per step (capped by episodes; 1 = one episode after another)"})
@@ -72,6 +85,8 @@ class BCReadoutConfig:
         if self.demos < 1 or self.episodes < 1 or self.eval_every < 1 or self.horizon < 0 or self.videos < 0:
             raise ValueError(f"BCReadoutConfig: demos, episodes, eval_every >= 1 and horizon, videos >= 0 needed, got "
                              f"{self.demos}, {self.episodes}, {self.eval_every}, {self.horizon}, {self.videos}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"BCReadoutConfig.seeds (policy-training seeds) must be an integer >= 1, got {self.seeds!r}")
         if self.envs < 1 or self.env_workers < -1:
             raise ValueError(f"BCReadoutConfig: envs >= 1 and env_workers >= -1 needed, got envs={self.envs}, "
                              f"env_workers={self.env_workers}")
@@ -95,7 +110,10 @@ class Encoder:
 
 
 def resolve_encoder(spec: str, vit_config=None, seed: int = 0) -> Encoder:
-    """``random`` | ``state`` | checkpoint or run directory, optionally ``label=path``."""
+    """``random`` | ``pixels`` | ``colour`` | ``state`` | checkpoint or run directory, optionally ``label=path``.
+
+    ``random`` is a ViT of ``vit_config`` initialised from ``seed``; the floors ``pixels`` / ``colour``
+    have no weights and read frames on that ViT's grid (``models.encoder.load_encoder``)."""
     from regconsist_ros.models.encoder import load_encoder
 
     label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
@@ -226,9 +244,12 @@ def _write_json(path: Path, obj) -> None:
 
 
 def run_key(cfg: BCReadoutConfig, bc: BCConfig, task: str, enc: Encoder) -> str:
-    """What a cached result.json must match to be reused."""
+    """What a cached result.json of one training (policy seed ``bc.seed``) must match to be reused.
+
+    Execution settings (envs, workers, batch of the encoder, GIFs) and the number of seeds are not part of it:
+    a run with more seeds reuses the trainings it already has."""
     blob = json.dumps({"cfg": {k: v for k, v in asdict(cfg).items()
-                               if k not in ("videos", "embed_batch", "demo_dir", "envs", "env_workers")},
+                               if k not in ("videos", "embed_batch", "demo_dir", "envs", "env_workers", "seeds")},
                        "bc": asdict(bc), "task": task, "encoder": enc.info}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -272,113 +293,202 @@ class Rollouts:
                 raise
             self.pool = LocalEnvs(made)
 
-    def run(self, agent, record: int = 0, desc: str = "rollouts") -> list[dict]:
+    def run(self, agent, record: int = 0, desc: str = "rollouts", seeds=None) -> list[dict]:
+        """One episode per evaluation seed (or per seed of ``seeds``, e.g. a replay); frames of the first ``record``."""
         from regconsist_ros.readout.vector_rollout import rollout_lockstep
 
+        seeds = self.seeds if seeds is None else list(seeds)
         if self.pool is None:
-            return rollout(self.env, agent, self.seeds, record=record, progress=self.progress, desc=desc)
-        return rollout_lockstep(self.pool, agent, self.seeds, record=record, progress=self.progress, desc=desc)
+            return rollout(self.env, agent, seeds, record=record, progress=self.progress, desc=desc)
+        return rollout_lockstep(self.pool, agent, seeds, record=record, progress=self.progress, desc=desc)
 
     def close(self) -> None:
         (self.env if self.pool is None else self.pool).close()
 
 
-def run_task(task: str, enc: Encoder, cfg: BCReadoutConfig, bc: BCConfig, out: str | Path,
-             progress: bool = True) -> dict:
-    """One (encoder, task) readout; see the module docstring. Returns the result (also result.json)."""
-    suite = get_suite(cfg.suite)
-    tdir = Path(out) / cfg.suite / enc.label / task
-    key = run_key(cfg, bc, task, enc)
-    res_path = tdir / "result.json"
-    if res_path.is_file():
-        try:
-            old = json.loads(res_path.read_text())
-            if old.get("key") == key:
-                old["resumed"] = True
-                return old
-        except (OSError, json.JSONDecodeError):
-            log.warning("%s: unreadable, the task is run again", res_path)
-    if not enc.is_state:
-        check_crop(enc, cfg.crop_size)
-    times = {}
-    t0 = time.time()
-    spec = cfg.env_spec()
+def seed_dir(out: str | Path, suite: str, encoder: str, task: str, seed: int) -> Path:
+    """Where the training with policy seed ``seed`` of (encoder, task) keeps its files."""
+    return Path(out) / suite / encoder / task / f"seed{seed}"
+
+
+def _cached(path: Path, key: str) -> dict | None:
+    if not path.is_file():
+        return None
     try:
-        demos = suite.demonstrations(task, spec, cfg.demos, Path(cfg.demo_dir), progress=progress)
-    except NoDemonstrations as e:
-        return {"suite": cfg.suite, "task": task, "encoder": enc.label, "status": "no demonstrations", "reason": str(e)}
-    times["demos"] = time.time() - t0
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        log.warning("%s: unreadable, the training is run again", path)
+        return None
+    return old if old.get("key") == key else None
 
-    t0 = time.time()
-    if enc.is_state:
-        embs = [torch.from_numpy(d.states) for d in demos]
-        if embs[0].shape[1] == 0:
-            raise ValueError(f"{cfg.suite}/{task}: the demonstrations carry no ground-truth state for the 'state' encoder")
-    else:
-        from tqdm import tqdm
 
-        embs = [embed_frames(enc, d.frames, cfg.crop_size, cfg.embed_batch)
-                for d in tqdm(demos, desc=f"embed {enc.label}/{task}", disable=not progress, leave=False)]
-    use_prop = cfg.proprio and demos[0].proprio.shape[1] > 0
-    inputs = episode_inputs(embs, [d.proprio for d in demos] if use_prop else None, bc.history)
-    actions = torch.from_numpy(np.concatenate([d.actions for d in demos])).float()
-    times["embed"] = time.time() - t0
+def gif_picks(seeds: list[int], outcomes: list[int], n: int) -> list[int]:
+    """The evaluation seeds to replay for GIFs: the first ``n`` successful and the first ``n`` failed episodes."""
+    wins = [s for s, o in zip(seeds, outcomes) if o][:n]
+    losses = [s for s, o in zip(seeds, outcomes) if not o][:n]
+    return sorted(wins + losses)
 
-    t0 = time.time()
-    seeds = [cfg.eval_seed0 + i for i in range(cfg.episodes)]
+
+def train_and_evaluate(task: str, enc: Encoder, cfg: BCReadoutConfig, bc: BCConfig, inputs: torch.Tensor,
+                       actions: torch.Tensor, use_prop: bool, rollouts: Rollouts, sdir: Path) -> dict:
+    """One training (policy seed ``bc.seed``) with its evaluations; the GIFs of the final evaluation.
+
+    Returns the per-seed part of the result (the caller adds the shared fields and writes it)."""
     evals: list[dict] = []
-    tdir.mkdir(parents=True, exist_ok=True)
-    (tdir / "progress.jsonl").unlink(missing_ok=True)
-    (tdir / "metrics.jsonl").unlink(missing_ok=True)  # the trainer's loss log (one row per epoch), appended to
+    sdir.mkdir(parents=True, exist_ok=True)
+    (sdir / "progress.jsonl").unlink(missing_ok=True)
+    (sdir / "metrics.jsonl").unlink(missing_ok=True)  # the trainer's loss log (one row per epoch), appended to
     videos: list[str] = []
+    gifs: dict = {"success": None, "failure": None}
+    mismatch: list[int] = []
 
     def on_epoch(epoch: int, policy) -> None:
         e = epoch + 1
         if e % cfg.eval_every and e != bc.epochs:
             return
-        last = e == bc.epochs
         agent = Agent(enc, policy, bc, cfg.crop_size, use_prop, embed_batch=cfg.embed_batch)
-        rows = rollouts.run(agent, record=cfg.videos if last else 0, desc=f"{enc.label}/{task} epoch {e}")
+        rows = rollouts.run(agent, desc=f"{enc.label}/{task} seed {bc.seed} epoch {e}")
         outcomes = [int(r["success"]) for r in rows]
         row = {"epoch": e, "success": float(np.mean(outcomes)), "outcomes": outcomes, "steps": [r["steps"] for r in rows]}
         if "return" in rows[0]:
             row["mean_return"] = float(np.mean([r["return"] for r in rows]))
         evals.append(row)
-        with (tdir / "progress.jsonl").open("a") as f:
+        with (sdir / "progress.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
-        for r in rows:
-            if "frames" in r:
-                name = f"seed{r['seed']}_{'success' if r['success'] else 'fail'}.gif"
-                videos.append(str(save_gif(tdir / "videos" / name, r["frames"])))
+        picks = gif_picks(rollouts.seeds, outcomes, cfg.videos) if e == bc.epochs else []
+        if picks:  # replay the chosen episodes with recording: all 25 episodes' frames would not fit in memory
+            expected = dict(zip(rollouts.seeds, outcomes))
+            replay = Agent(enc, policy, bc, cfg.crop_size, use_prop, embed_batch=cfg.embed_batch)
+            for r in rollouts.run(replay, record=len(picks), seeds=picks, desc=f"{enc.label}/{task} GIFs"):
+                if int(r["success"]) != expected[r["seed"]]:
+                    mismatch.append(r["seed"])
+                    log.warning("%s/%s seed %d: the replay of episode %d ended %s, the evaluation %s", enc.label,
+                                task, bc.seed, r["seed"], bool(r["success"]), bool(expected[r["seed"]]))
+                kind = "success" if r["success"] else "failure"
+                path = str(save_gif(sdir / "videos" / f"rollout{r['seed']}_{'success' if r['success'] else 'fail'}.gif",
+                                    r["frames"]))
+                videos.append(path)
+                gifs[kind] = gifs[kind] or path
 
-    rollouts = Rollouts(suite, cfg.suite, task, spec, seeds, cfg.envs, cfg.env_workers, progress)
-    try:
-        _, losses = train_bc(inputs, actions, bc, on_epoch=on_epoch, run_dir=tdir)
-    finally:
-        rollouts.close()
-    times["train_eval"] = time.time() - t0
+    _, losses = train_bc(inputs, actions, bc, on_epoch=on_epoch, run_dir=sdir)
     best = max(evals, key=lambda r: (r["success"], -r["epoch"]))
-    result = {
-        "suite": cfg.suite, "task": task, "encoder": enc.label, "encoder_info": enc.info, "status": "ok", "key": key,
-        "success": evals[-1]["success"], "best_success": best["success"], "best_epoch": best["epoch"],
-        "episodes": cfg.episodes, "demos": len(demos), "demo_steps": int(sum(len(d) for d in demos)),
-        "demo_success": float(np.mean([d.success for d in demos])), "input_dim": int(inputs.shape[1]),
+    return {
+        "seed": bc.seed, "success": evals[-1]["success"], "best_success": best["success"], "best_epoch": best["epoch"],
         "evaluations": [{k: r[k] for k in ("epoch", "success", "mean_return") if k in r} for r in evals],
         "final_outcomes": evals[-1]["outcomes"], "best_outcomes": best["outcomes"],
         "mean_steps_final": float(np.mean(evals[-1]["steps"])),
         **({"mean_return_final": evals[-1]["mean_return"]} if "mean_return" in evals[-1] else {}),
-        "train_loss": [round(float(x), 6) for x in losses], "videos": videos,
-        "rollout_envs": rollouts.envs, "rollout_workers": rollouts.workers,
-        "seconds": {k: round(v, 1) for k, v in times.items()},
-        "config": asdict(cfg), "bc": asdict(bc),
+        "train_loss": [round(float(x), 6) for x in losses], "videos": videos, "gifs": gifs,
+        **({"replay_mismatch": mismatch} if mismatch else {}),
     }
-    _write_json(res_path, result)
-    return result
+
+
+def run_task(task: str, enc: Encoder, cfg: BCReadoutConfig, bc: BCConfig, out: str | Path,
+             progress: bool = True) -> dict:
+    """One (encoder, task) readout over ``cfg.seeds`` trainings; see the module docstring.
+
+    Trainings whose ``seed<s>/result.json`` matches the settings are reused; the others share one
+    embedding of the demonstrations and one set of rollout environments. Returns the combined result
+    (:func:`combine_seeds`, also ``<task>/result.json``)."""
+    suite = get_suite(cfg.suite)
+    tdir = Path(out) / cfg.suite / enc.label / task
+    seeds = [bc.seed + k for k in range(cfg.seeds)]
+    keys = {s: run_key(cfg, replace(bc, seed=s), task, enc) for s in seeds}
+    done = {s: r for s in seeds if (r := _cached(seed_dir(out, cfg.suite, enc.label, task, s) / "result.json", keys[s]))}
+    todo = [s for s in seeds if s not in done]
+    if todo:
+        if not enc.is_state:
+            check_crop(enc, cfg.crop_size)
+        times = {}
+        t0 = time.time()
+        spec = cfg.env_spec()
+        try:
+            demos = suite.demonstrations(task, spec, cfg.demos, Path(cfg.demo_dir), progress=progress)
+        except NoDemonstrations as e:
+            return {"suite": cfg.suite, "task": task, "encoder": enc.label, "status": "no demonstrations", "reason": str(e)}
+        times["demos"] = time.time() - t0
+
+        t0 = time.time()
+        if enc.is_state:
+            embs = [torch.from_numpy(d.states) for d in demos]
+            if embs[0].shape[1] == 0:
+                raise ValueError(f"{cfg.suite}/{task}: the demonstrations carry no ground-truth state for the 'state' encoder")
+        else:
+            from tqdm import tqdm
+
+            embs = [embed_frames(enc, d.frames, cfg.crop_size, cfg.embed_batch)
+                    for d in tqdm(demos, desc=f"embed {enc.label}/{task}", disable=not progress, leave=False)]
+        use_prop = cfg.proprio and demos[0].proprio.shape[1] > 0
+        inputs = episode_inputs(embs, [d.proprio for d in demos] if use_prop else None, bc.history)
+        actions = torch.from_numpy(np.concatenate([d.actions for d in demos])).float()
+        times["embed"] = time.time() - t0
+        shared = {"suite": cfg.suite, "task": task, "encoder": enc.label, "encoder_info": enc.info, "status": "ok",
+                  "episodes": cfg.episodes, "demos": len(demos), "demo_steps": int(sum(len(d) for d in demos)),
+                  "demo_success": float(np.mean([d.success for d in demos])), "input_dim": int(inputs.shape[1])}
+
+        eval_seeds = [cfg.eval_seed0 + i for i in range(cfg.episodes)]
+        rollouts = Rollouts(suite, cfg.suite, task, spec, eval_seeds, cfg.envs, cfg.env_workers, progress)
+        try:
+            for s in todo:
+                t0 = time.time()
+                sbc = replace(bc, seed=s)
+                sdir = seed_dir(out, cfg.suite, enc.label, task, s)
+                part = train_and_evaluate(task, enc, cfg, sbc, inputs, actions, use_prop, rollouts, sdir)
+                result = {**shared, "key": keys[s], **part, "rollout_envs": rollouts.envs,
+                          "rollout_workers": rollouts.workers,
+                          "seconds": {**{k: round(v, 1) for k, v in times.items()}, "train_eval": round(time.time() - t0, 1)},
+                          "config": asdict(cfg), "bc": asdict(sbc)}
+                _write_json(sdir / "result.json", result)
+                done[s] = result
+        finally:
+            rollouts.close()
+    combined = combine_seeds([done[s] for s in seeds], tdir)
+    combined["resumed"] = not todo
+    _write_json(tdir / "result.json", combined)
+    return combined
+
+
+def combine_seeds(rs: list[dict], tdir: Path | None = None) -> dict:
+    """The per-seed results of one (encoder, task) -> one result: means over seeds, per-seed lists, GIFs.
+
+    ``success`` / ``best_success`` are the means over seeds of the final / best success rates (the
+    per-seed rates are ``seed_success`` / ``seed_best_success``, what ``bc_stats`` aggregates);
+    ``evaluations`` are the mean success per evaluation epoch; ``gifs`` holds one successful and one
+    failed episode of the final evaluations (the first seed that has one; None and named in
+    ``gifs_missing`` when no seed has one)."""
+    first = rs[0]
+    epochs = sorted(set.intersection(*[{e["epoch"] for e in r["evaluations"]} for r in rs]))
+    gifs = {k: next((r["gifs"][k] for r in rs if r.get("gifs", {}).get(k)), None) for k in ("success", "failure")}
+    out = {k: first[k] for k in ("suite", "task", "encoder", "encoder_info", "status", "episodes", "demos", "demo_steps",
+                                 "demo_success", "input_dim", "rollout_envs", "rollout_workers")}
+    out.update({
+        "key": hashlib.sha1("".join(r["key"] for r in rs).encode()).hexdigest()[:16],
+        "seeds": [r["seed"] for r in rs],
+        "success": float(np.mean([r["success"] for r in rs])),
+        "best_success": float(np.mean([r["best_success"] for r in rs])),
+        "seed_success": [r["success"] for r in rs], "seed_best_success": [r["best_success"] for r in rs],
+        "best_epochs": [r["best_epoch"] for r in rs],
+        "evaluations": [{"epoch": e, "success": float(np.mean([next(x["success"] for x in r["evaluations"] if x["epoch"] == e)
+                                                                for r in rs]))} for e in epochs],
+        "final_outcomes": [r["final_outcomes"] for r in rs], "best_outcomes": [r["best_outcomes"] for r in rs],
+        "mean_steps_final": float(np.mean([r["mean_steps_final"] for r in rs])),
+        "train_loss": [r["train_loss"] for r in rs],
+        "videos": [v for r in rs for v in r.get("videos", [])],
+        "gifs": gifs, "gifs_missing": [k for k, v in gifs.items() if v is None],
+        "seed_dirs": [str(tdir / f"seed{r['seed']}") for r in rs] if tdir is not None else [],
+        "seconds": {k: round(float(sum(r["seconds"].get(k, 0.0) for r in rs)), 1) for k in ("demos", "embed", "train_eval")},
+        "config": {**first["config"], "seeds": len(rs)}, "bc": first["bc"],
+    })
+    if all("mean_return_final" in r for r in rs):
+        out["mean_return_final"] = float(np.mean([r["mean_return_final"] for r in rs]))
+    return out
 
 
 def run_readout(tasks, encoders: list[Encoder], cfg: BCReadoutConfig, bc: BCConfig, out: str | Path,
                 progress: bool = True) -> tuple[dict, list[dict]]:
-    """Every (encoder, task) pair, then the aggregate (IQM, bootstrap CIs, plots): (summary, per-task results)."""
+    """Every (encoder, task) pair (each over ``cfg.seeds`` trainings), then the aggregate (IQM over seeds x tasks
+    with intervals, paired differences against ``random`` and the best floor, plots, results.md):
+    (summary, per-(encoder, task) results of :func:`combine_seeds`)."""
     from tqdm import tqdm
 
     from regconsist_ros.readout.bc_stats import summarise
@@ -391,8 +501,8 @@ def run_readout(tasks, encoders: list[Encoder], cfg: BCReadoutConfig, bc: BCConf
         r = run_task(task, enc, cfg, bc, out, progress=progress)
         results.append(r)
         if r.get("status") == "ok":
-            log.info("%s %s/%s: success %.2f (best %.2f at epoch %d)", cfg.suite, enc.label, task,
-                     r["success"], r["best_success"], r["best_epoch"])
+            log.info("%s %s/%s: success %.2f (best %.2f), mean of %d seeds", cfg.suite, enc.label, task,
+                     r["success"], r["best_success"], len(r["seeds"]))
         else:
             log.warning("%s %s/%s: %s", cfg.suite, enc.label, task, r.get("reason", r.get("status")))
     return summarise(results, Path(out) / cfg.suite, tasks), results

@@ -36,11 +36,13 @@ class FinetuneConfig:
     labels: float = field(default=0.05, metadata={"help": "fraction of the environment's labelled views used for fine-tuning (paper: 0.05/0.1/0.2/0.3)"})
     steps: int = field(default=300, metadata={"help": "fine-tuning optimizer steps"})
     batch: int = field(default=8, metadata={"help": "images per fine-tuning minibatch (drawn with replacement)"})
-    lr: float = field(default=0.01, metadata={"help": "peak SGD learning rate"})
+    lr: float = field(default=0.01, metadata={"help": "peak learning rate"})
+    optimizer: str = field(default="sgd", metadata={"help": "sgd (momentum; the paper's) or adamw"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
     gamma: float = field(default=2.0, metadata={"help": "focal loss focusing parameter"})
-    warmup: int = field(default=20, metadata={"help": "linear LR warm-up steps (cosine decay afterwards)"})
+    warmup: int = field(default=20, metadata={"help": "linear LR warm-up steps (then the decay of `schedule`)"})
+    schedule: str = field(default="cosine", metadata={"help": "LR decay after the warm-up: cosine, or poly (1 - t)^0.9, the RegConsist paper's (with weight decay 5e-4)"})
     seed: int = field(default=0, metadata={"help": "seed of the view split, minibatches and flips"})
     eval_views: int = field(default=0, metadata={"help": "test views to evaluate on (0 = all remaining labelled views)"})
     hflip: bool = field(default=True, metadata={"help": "random horizontal flips of image and label while fine-tuning"})
@@ -71,6 +73,10 @@ class FinetuneConfig:
             raise ValueError(f"FinetuneConfig.weight_decay must be >= 0, got {self.weight_decay}")
         if not number("gamma") >= 0:
             raise ValueError(f"FinetuneConfig.gamma must be >= 0, got {self.gamma}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"FinetuneConfig.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "poly"):
+            raise ValueError(f"FinetuneConfig.schedule must be 'cosine' or 'poly', got {self.schedule!r}")
         if not isinstance(self.hflip, bool):
             raise ValueError(f"FinetuneConfig.hflip must be a bool, got {self.hflip!r}")
         try:
@@ -124,10 +130,10 @@ def to_batch(frames: Sequence, idx: Sequence[int]) -> tuple[torch.Tensor, torch.
 
 
 def lr_at(step: int, cfg: FinetuneConfig) -> float:
-    """Learning rate of 0-based ``step``: linear warm-up to ``cfg.lr``, then cosine decay to 0."""
-    from regconsist_ros.learning.trainer import warmup_cosine
+    """Learning rate of 0-based ``step``: linear warm-up to ``cfg.lr``, then ``cfg.schedule``'s decay to 0."""
+    from regconsist_ros.learning.trainer import warmup_cosine, warmup_poly
 
-    return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps)
+    return (warmup_poly if cfg.schedule == "poly" else warmup_cosine)(step, cfg.lr, cfg.warmup, cfg.steps)
 
 
 def _logits(model, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -183,14 +189,15 @@ class SegmentationFinetune(nn.Module):
 
 
 def trainer_config(cfg: FinetuneConfig):
-    """The :class:`~regconsist_ros.learning.trainer.TrainerConfig` of a fine-tuning readout: SGD with
-    ``cfg``'s momentum and weight decay, ``cfg.warmup`` warm-up steps then cosine decay to 0 over
+    """The :class:`~regconsist_ros.learning.trainer.TrainerConfig` of a fine-tuning readout: SGD
+    (or AdamW, ``cfg.optimizer``) with ``cfg``'s momentum and weight decay, ``cfg.warmup`` warm-up steps then cosine decay to 0 over
     ``cfg.steps``, no gradient clipping and no autocast (fp32, as the readout always was), a log row
     every step, on ``cfg.device``."""
     from regconsist_ros.learning.trainer import TrainerConfig
 
-    return TrainerConfig(steps=cfg.steps, lr=cfg.lr, optimizer="sgd", momentum=cfg.momentum,
-                         weight_decay=cfg.weight_decay, warmup=cfg.warmup, min_lr_ratio=0.0, grad_clip=0.0,
+    return TrainerConfig(steps=cfg.steps, lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
+                         weight_decay=cfg.weight_decay, warmup=cfg.warmup, schedule=cfg.schedule, min_lr_ratio=0.0,
+                         grad_clip=0.0,
                          log_every=1, ckpt_every=0, seed=cfg.seed, device=cfg.device, amp=False)
 
 
@@ -209,7 +216,7 @@ def finetune_batches(train_x: torch.Tensor, train_y: torch.Tensor, cfg: Finetune
 
 
 def finetune(model, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneConfig, num_classes: int,
-             progress: bool = True, *, run_dir: str | Path | None = None):
+             progress: bool = True, *, run_dir: str | Path | None = None, on_step=None):
     """Reset the classifier to ``num_classes`` (void included) and fine-tune the whole network.
 
     SGD with momentum and weight decay, ``cfg.warmup`` linear warm-up steps then cosine decay;
@@ -220,7 +227,8 @@ def finetune(model, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneC
 
     The steps run in the shared :class:`~regconsist_ros.learning.trainer.Trainer`
     (:class:`SegmentationFinetune`, :func:`trainer_config`). With ``run_dir`` the trainer's
-    ``metrics.jsonl`` is written there; nothing is written by default.
+    ``metrics.jsonl`` is written there; nothing is written by default. ``on_step(steps_done, model)``
+    runs after every step (it may evaluate the model: training mode is restored after it).
     """
     from regconsist_ros.learning.trainer import Trainer
 
@@ -237,6 +245,8 @@ def finetune(model, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneC
 
     def record(step: int, row: dict) -> None:
         history.append({"step": step - 1, "loss": row["loss"], "lr": row["lr"]})
+        if on_step is not None:
+            on_step(step, model)
 
     trainer.fit(finetune_batches(train_x, train_y, cfg), progress=progress, checkpoint=False, callback=record,
                 desc="finetune")

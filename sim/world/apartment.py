@@ -2,6 +2,12 @@
 
 ``generate_apartment(ApartmentConfig(seed=3))`` is deterministic in the seed. The result carries
 the floor plan (rooms, doors, windows) and builds an occupancy grid for camera trajectories.
+
+Three options make evaluation worlds where colour does not give the answer (docs/world.md); all are
+off by default, and with them off the apartment is bit-identical to the one built without them.
+Each draws from its own random stream of the seed: ``shared_textures`` (materials from one pool
+shared by all classes), ``clutter`` (extra small objects, :mod:`.clutter`) and ``motion`` (movers,
+:mod:`.motion`; door swings are then kept free of furniture).
 """
 from __future__ import annotations
 
@@ -13,8 +19,13 @@ from regconsist_ros.sim.mesh import SceneMesh
 from regconsist_ros.sim.world import textures as tx
 from regconsist_ros.sim.world.builder import MaterialLibrary, MeshBuilder
 from regconsist_ros.sim.world.classes import APARTMENT_CLASSES
+from regconsist_ros.sim.world.clutter import add_clutter
 from regconsist_ros.sim.world.furniture import FLOOR_ITEMS, ROOM_FURNITURE, Palette, Placement, clock, picture
 from regconsist_ros.sim.world.layout import FloorPlan, Room, generate_floorplan
+from regconsist_ros.sim.world.motion import Mover, plan_movers
+
+# sub-streams of the seed for the evaluation-world options (the base apartment uses the seed itself)
+_SHARED_STREAM, _CLUTTER_STREAM, _MOTION_STREAM = 1, 2, 3
 
 
 @dataclass
@@ -27,6 +38,9 @@ class ApartmentConfig:
     min_rooms: int = 3
     furniture: float = 1.0  # fraction of each room type's furniture list to attempt (0..1)
     texture_size: int = tx.TILE
+    shared_textures: bool = False  # every object's materials drawn from one pool shared by all classes
+    clutter: float = 0.0  # extra small objects: ~6 per room on the floor and ~2 per surface at 1.0 (0..4)
+    motion: float = 0.0  # amplitude of scripted object motion (0 = static, 1 = doors swing up to 80 deg; 0..2)
 
     def __post_init__(self):
         if not 2.2 <= self.wall_height <= 5.0:
@@ -39,6 +53,12 @@ class ApartmentConfig:
             raise ValueError(f"ApartmentConfig.min_rooms must be in [1, 7], got {self.min_rooms}")
         if self.texture_size not in (32, 64, 128, 256, 512):
             raise ValueError(f"ApartmentConfig.texture_size must be a power of two in 32..512, got {self.texture_size}")
+        if not isinstance(self.shared_textures, (bool, np.bool_)):
+            raise ValueError(f"ApartmentConfig.shared_textures must be a bool, got {self.shared_textures!r}")
+        if not 0.0 <= self.clutter <= 4.0:
+            raise ValueError(f"ApartmentConfig.clutter must be in [0, 4], got {self.clutter}")
+        if not 0.0 <= self.motion <= 2.0:
+            raise ValueError(f"ApartmentConfig.motion must be in [0, 2], got {self.motion}")
 
 
 @dataclass
@@ -49,6 +69,13 @@ class Apartment:
     plan: FloorPlan
     mesh: SceneMesh
     placed: dict = field(default_factory=dict)  # room index -> list of item names placed
+    movers: list[Mover] = field(default_factory=list)  # scripted motion (config.motion > 0), see .motion
+
+    def motion_script(self):
+        """The mesh split into static part and movers (:class:`~.motion.MotionScript`), or None when static."""
+        from regconsist_ros.sim.world.motion import MotionScript
+
+        return MotionScript(self.mesh, self.movers) if self.movers else None
 
     def occupancy(self, clearance: float = 0.3, resolution: float = 0.05):
         """Occupancy grid of the floor (obstacles dilated by ``clearance``), from a ray probe."""
@@ -271,8 +298,11 @@ def _walls(b: MeshBuilder, plan: FloorPlan, room: Room, wall_mat: str, inst: int
                     b.box((o.hi - o.lo, thick, o.top - o.sill), ((o.lo + o.hi) / 2, at, (o.sill + o.top) / 2), "sky", w, fit=True)
 
 
-def _door_leaf(b: MeshBuilder, plan: FloorPlan, room: Room, o, space: _RoomSpace):
-    """An open door leaf lying along the wall next to the doorway (inside ``room``)."""
+def _door_leaf(b: MeshBuilder, plan: FloorPlan, room: Room, o, space: _RoomSpace, swing: bool = False):
+    """An open door leaf lying along the wall next to the doorway (inside ``room``).
+
+    Returns (instance, hinge (x, y), along (ux, uy), inward (nx, ny)) or None when no leaf fits;
+    ``swing`` also keeps the square the leaf sweeps when it turns 90 degrees free of furniture."""
     for side in "SNWE":
         axis, at, lo, hi = room.side(side)
         if not (o.axis == axis and abs(o.at - at) < 1e-6):
@@ -283,15 +313,18 @@ def _door_leaf(b: MeshBuilder, plan: FloorPlan, room: Room, o, space: _RoomSpace
             if a >= lo + 0.15 and a + width <= hi - 0.15:
                 off = at + inward * (plan.wall_thickness / 2 + 0.03)
                 i = b.new_instance("door")
+                hinge_a, sgn = (a, 1.0) if a == o.hi else (a + width, -1.0)  # the edge next to the doorway
+                depth = width + 0.05 if swing else 0.1
                 if axis == "x":
                     b.box((0.04, width, o.top - 0.01), (off, a + width / 2, o.top / 2), "door", i)
-                    x0, x1 = sorted((at, off + inward * 0.1))
+                    x0, x1 = sorted((at, off + inward * depth))
                     space.take(x0, a, x1, a + width)
-                else:
-                    b.box((width, 0.04, o.top - 0.01), (a + width / 2, off, o.top / 2), "door", i)
-                    y0, y1 = sorted((at, off + inward * 0.1))
-                    space.take(a, y0, a + width, y1)
-                return
+                    return i, (off, hinge_a), (0.0, sgn), (inward, 0.0)
+                b.box((width, 0.04, o.top - 0.01), (a + width / 2, off, o.top / 2), "door", i)
+                y0, y1 = sorted((at, off + inward * depth))
+                space.take(a, y0, a + width, y1)
+                return i, (hinge_a, off), (sgn, 0.0), (0.0, inward)
+    return None
 
 
 def _wall_decor(b: MeshBuilder, rng, plan: FloorPlan, room: Room, lib: MaterialLibrary, S: int, space: _RoomSpace):
@@ -331,6 +364,8 @@ def generate_apartment(config: ApartmentConfig | None = None, seed: int | None =
     lib, fam = _materials(rng, cfg.texture_size)
     pal = Palette(rng, fam)
     b = MeshBuilder(lib, APARTMENT_CLASSES)
+    if cfg.shared_textures:
+        b.share_materials(_shared_pool(lib), np.random.default_rng([cfg.seed % 2**32, _SHARED_STREAM]))
     spaces = {r.index: _RoomSpace(r, plan.wall_thickness) for r in plan.rooms}
     placed: dict[int, list[str]] = {}
     wet = ("kitchen", "bathroom")
@@ -341,10 +376,13 @@ def generate_apartment(config: ApartmentConfig | None = None, seed: int | None =
         b.box((r.w, r.d, 0.05), (r.x0 + r.w / 2, r.y0 + r.d / 2, -0.025), floor_mat, b.new_instance("floor"))
         b.box((r.w, r.d, 0.05), (r.x0 + r.w / 2, r.y0 + r.d / 2, plan.wall_height + 0.025), "ceiling",
               b.new_instance("ceiling"))
+    doors = []
     for o in plan.openings:
         if o.kind == "door":
             room = plan.rooms[o.rooms[int(rng.integers(len(o.rooms)))]]
-            _door_leaf(b, plan, room, o, spaces[room.index])
+            leaf = _door_leaf(b, plan, room, o, spaces[room.index], swing=cfg.motion > 0)
+            if leaf is not None:
+                doors.append(leaf)
     for r in plan.rooms:
         items = ROOM_FURNITURE[r.kind]
         n = max(1, int(round(len(items) * cfg.furniture))) if cfg.furniture > 0 else 0
@@ -358,4 +396,20 @@ def generate_apartment(config: ApartmentConfig | None = None, seed: int | None =
             fn(b, rng, Placement(pos[0], pos[1], 0.0, pos[2]), pal, w, d)
             placed[r.index].append(name)
         _wall_decor(b, rng, plan, r, lib, cfg.texture_size, spaces[r.index])
-    return Apartment(cfg, plan, b.build(), placed)
+    if cfg.clutter > 0:
+        crng = np.random.default_rng([cfg.seed % 2**32, _CLUTTER_STREAM])
+
+        def place(room: int, w: float, d: float, mode: str):
+            return _place(crng, spaces[room], plan, mode, w, d)
+
+        add_clutter(b, crng, Palette(crng, fam), [r.index for r in plan.rooms], place, cfg.clutter)
+    movers = []
+    if cfg.motion > 0:
+        movers = plan_movers(np.random.default_rng([cfg.seed % 2**32, _MOTION_STREAM]), cfg.motion, doors, b.movable)
+    return Apartment(cfg, plan, b.build(), placed, movers)
+
+
+def _shared_pool(lib: MaterialLibrary) -> list[str]:
+    """Every registered material but the window view, the TV screen and the clock dial (which look
+    wrong on a sofa): walls, floors, woods, fabrics, ceramics, metals ... all in one pool."""
+    return [m.name for m in lib.materials if m.name not in ("sky", "screen", "clock_face")]

@@ -68,6 +68,33 @@ class MeshBuilder:
         self._inst: list[np.ndarray] = []
         self.instance_class: dict[int, int] = {}
         self._next_instance = 1
+        self._pool: tuple[list[str], np.random.Generator] | None = None  # shared texture pool, when on
+        self._shared: dict[tuple[int, str], str] = {}  # (instance, asked material) -> pool material
+        # what the evaluation-world options build on (recorded always; recording draws no random numbers):
+        self.movable: list[tuple[tuple[int, ...], float, float, float, str]] = []  # (instances, x, y, yaw, kind)
+        self.surfaces: list[tuple] = []  # (Placement, w, d, z_top, taken) of surfaces holding small objects
+
+    def share_materials(self, pool: list[str], rng: np.random.Generator) -> None:
+        """From now on every (instance, material) pair draws its material from ``pool`` (seeded by
+        ``rng``), so a material no longer tells which class an object belongs to."""
+        missing = [m for m in pool if m not in self.materials]
+        if not pool or missing:
+            raise ValueError(f"share_materials: pool must be non-empty registered materials, unknown: {missing}")
+        self._pool = (list(pool), rng)
+
+    def material_for(self, material: str, instance: int) -> str:
+        """The material actually used for ``material`` on ``instance`` (itself unless sharing is on)."""
+        if self._pool is None or material.startswith("painting_"):  # paintings are unique per picture anyway
+            return material
+        key = (instance, material)
+        if key not in self._shared:
+            pool, rng = self._pool
+            self._shared[key] = pool[int(rng.integers(len(pool)))]
+        return self._shared[key]
+
+    def next_instance_id(self) -> int:
+        """The id the next ``new_instance`` call will return."""
+        return self._next_instance
 
     def new_instance(self, class_name: str) -> int:
         """Reserve a fresh instance id of the given class."""
@@ -80,7 +107,7 @@ class MeshBuilder:
 
     def add_triangles(self, corners: np.ndarray, uv: np.ndarray, material: str, instance: int) -> None:
         """corners [k, 3, 3] world metres (CCW from outside), uv [k, 3, 2] in metres (scaled here)."""
-        mid = self.materials[material]
+        mid = self.materials[self.material_for(material, instance)]
         tile = self.materials.materials[mid].tile_m
         k = len(corners)
         self._verts.append(np.asarray(corners, np.float32).reshape(-1, 3))
@@ -122,7 +149,7 @@ class MeshBuilder:
                 quad = quad[::-1]
             uv = np.stack([quad[:, ua], -quad[:, va] if va == 2 else quad[:, va]], -1)  # [4, 2] metres
             if fit:  # [-half, half] -> [0, tile] along both face axes
-                tile = self.materials.materials[self.materials[material]].tile_m
+                tile = self.materials.materials[self.materials[self.material_for(material, instance)]].tile_m
                 uv = (uv / (2 * np.array([half[ua], half[va]])) + 0.5) * tile
             else:
                 uv = uv + np.asarray(uv_offset)
@@ -151,7 +178,7 @@ class MeshBuilder:
         self.add_triangles(np.array(tris) @ R.T + base, np.array(uvs), material, instance)
         if caps:
             cap_mat = cap_material or material
-            tile = self.materials.materials[self.materials[cap_mat]].tile_m
+            tile = self.materials.materials[self.materials[self.material_for(cap_mat, instance)]].tile_m
             ctris, cuvs = [], []
             for ring, z, up, rr in ((t, height, True, r_top), (b, 0.0, False, r_bottom)):
                 c = np.array([0.0, 0.0, z])

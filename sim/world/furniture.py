@@ -123,6 +123,7 @@ def scatter(b, rng, P: Placement, w: float, d: float, z_top: float, pal, kinds: 
                 SMALL[kind](b, rng, P.child(lx, ly, z_top), pal)
                 taken.append((lx, ly, 0.13))
                 break
+    b.surfaces.append((P, w, d, z_top, taken))  # clutter may add more objects here
 
 
 # ---- furniture (stand on the floor) ------------------------------------------------------------
@@ -154,6 +155,7 @@ def armchair(b, rng, P, pal, w, d):
     _box(b, P, (w, 0.18, 0.45), (0, -d / 2 + 0.09, 0.645), mat, i)
     for sx in (-1, 1):
         _box(b, P, (0.14, d, 0.2), (sx * (w / 2 - 0.07), 0, 0.52), mat, i)
+    b.movable.append(((i,), P.x, P.y, P.yaw, "chair"))
 
 
 def table(b, rng, P, pal, w, d, h=0.75, small=("plate", "cup", "vase"), cls="table"):
@@ -170,6 +172,7 @@ def chair(b, rng, P, pal, w=0.45, d=0.45):
     _box(b, P, (w, d, 0.04), (0, 0, 0.45), mat, i)
     legs(b, P, w, d, 0.43, mat, i, t=0.035, inset=0.02)
     _box(b, P, (w, 0.04, 0.45), (0, -d / 2 + 0.02, 0.47 + 0.225), mat, i)
+    b.movable.append(((i,), P.x, P.y, P.yaw, "chair"))
 
 
 def shelf(b, rng, P, pal, w, d, h=1.9):

@@ -140,3 +140,16 @@ def test_trainer_config_rejects_bad_values():
         ViewPairBatchConfig(size=8, pixel_pairs=8)
     with pytest.raises(ValueError, match="lambd"):
         RegConsistConfig(lambd=-1.0)
+
+
+def test_poly_schedule_warms_up_then_decays_as_deeplab():
+    from regconsist_ros.learning.trainer import warmup_poly
+
+    cfg = TrainerConfig(steps=100, lr=0.01, warmup=10, schedule="poly")
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[9] == pytest.approx(0.01)
+    assert lrs[55] == pytest.approx(0.01 * (1 - 45 / 90) ** 0.9)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert warmup_poly(100, 0.01, 10, 100) == 0.0
+    with pytest.raises(ValueError, match="schedule"):
+        TrainerConfig(schedule="step")

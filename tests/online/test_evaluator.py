@@ -38,14 +38,21 @@ def test_only_complete_checkpoints_are_seen_and_the_newest_is_evaluated(tmp_path
     assert [(l["objective"], l["step"]) for l in lines] == [("rsp", 10)]
 
 
-def test_segmentation_readout_for_dense_encoders_and_clear_skips(tmp_path):
+def test_probe_for_every_encoder_finetuning_for_dense_ones_and_floors_beside(tmp_path):
     dl_cfg = DeepLabConfig.small(width=0.25, aspp_channels=32, decoder_channels=32)
     dl = random_encoder("deeplabv3plus", dl_cfg)
     save_checkpoint(tmp_path / "online" / "regconsist" / "checkpoints" / "step_00000003", dl, "deeplabv3plus", dl_cfg, step=3)
     save_checkpoint(tmp_path / "online" / "rsp" / "checkpoints" / "step_00000003", random_encoder("vit", VIT), "vit", VIT, step=3)
     rows = {r["objective"]: r for r in Evaluator(_cfg(tmp_path)).poll()}
     assert 0 <= rows["regconsist"]["segmentation"]["miou"] <= 1
-    assert "skipped" in rows["rsp"]["segmentation"] and "propagation" in rows["rsp"]
+    assert "skipped" in rows["rsp"]["segmentation"]["finetune"] and "propagation" in rows["rsp"]
+    for r in rows.values():
+        assert 0 <= r["segmentation"]["probe_miou"] <= 1  # the frozen linear probe reads out a ViT too
+        assert set(r["floors"]) == {"pixels", "colour", "random"}
+        for floor in r["floors"].values():
+            assert 0 <= floor["propagation"]["JF_objects"] <= 1 and 0 <= floor["segmentation"]["probe_miou"] <= 1
+            assert "miou" not in floor["segmentation"]  # floors are probed, not fine-tuned
+    assert rows["rsp"]["floors"] is not rows["regconsist"]["floors"]  # one set per architecture
 
 
 def test_a_corrupt_checkpoint_is_reported_not_fatal(tmp_path):
@@ -82,3 +89,21 @@ def test_bc_readout_runs_for_each_new_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "online" / "rsp" / "checkpoints" / "step_00000008", random_encoder("vit", VIT), "vit", VIT, step=8)
     (row,) = Evaluator(_cfg(tmp_path, readouts=("bc",), bc_config=str(tmp_path / "bad.yaml"))).poll()
     assert "demos" in row["bc"]["error"]  # a bad BC setting is reported in the row, the evaluator goes on
+
+
+def test_the_demo_report_lists_the_floors_before_the_checkpoints(tmp_path):
+    from regconsist_ros.report import write_report
+
+    online = tmp_path / "online"
+    online.mkdir()
+    floors = {"pixels": {"propagation": {"JF_mean": 0.3, "J_mean": 0.35, "F_mean": 0.25}, "segmentation": {"probe_miou": 0.2}},
+              "random": {"propagation": {"JF_mean": 0.28}, "segmentation": {"probe_miou": 0.15}}}
+    row = {"objective": "rsp", "step": 10, "kind": "vit", "propagation": {"JF_mean": 0.41}, "floors": floors,
+           "segmentation": {"probe_miou": 0.33}}
+    (online / "eval_results.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "report").mkdir()
+    text = write_report(tmp_path / "report", online, None, {}).read_text()
+    table = [l for l in text.splitlines() if l.startswith("| ")]
+    assert table[1].startswith("| pixels (vit) | floor | 30.0") and table[2].startswith("| random (vit) | floor | 28.0")
+    assert table[3].startswith("| rsp | 10 | 41.0") and "| 33.0 |" in table[3]
+    assert (tmp_path / "report" / "readouts.png").exists()

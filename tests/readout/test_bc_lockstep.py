@@ -184,7 +184,7 @@ def test_run_task_rolls_out_in_lockstep_by_default_and_matches_envs_1(tmp_path, 
         logs[n] = {}
         monkeypatch.setattr(bc_run, "get_suite", lambda name, log=logs[n]: _stub_suite(log))
         cfg = BCReadoutConfig(suite="stub", demos=3, episodes=6, eval_every=2, render_size=64, crop_size=64, videos=1,
-                              envs=n, horizon=5)
+                              envs=n, horizon=5, seeds=1)
         results[n] = bc_run.run_task("reach", STATE, cfg, BCConfig(epochs=4, batch=32), tmp_path / f"e{n}",
                                      progress=False)
         assert results[n]["rollout_envs"] == min(n, 6) and results[n]["rollout_workers"] == 0  # stub: not process_safe
@@ -193,9 +193,12 @@ def test_run_task_rolls_out_in_lockstep_by_default_and_matches_envs_1(tmp_path, 
         assert results[n]["key"] == results[1]["key"]  # an execution setting: the cached result is reused
         for k in ("success", "best_success", "final_outcomes", "best_outcomes", "mean_steps_final", "train_loss"):
             assert results[n][k] == results[1][k], k
-        lines = [json.loads(x) for x in (tmp_path / f"e{n}" / "stub" / "state" / "reach" / "progress.jsonl").read_text().splitlines()]
-        ref = [json.loads(x) for x in (tmp_path / "e1" / "stub" / "state" / "reach" / "progress.jsonl").read_text().splitlines()]
-        assert [r["steps"] for r in lines] == [r["steps"] for r in ref] and len(results[n]["videos"]) == 1
+        lines = [json.loads(x) for x in (tmp_path / f"e{n}" / "stub" / "state" / "reach" / "seed0" / "progress.jsonl")
+                 .read_text().splitlines()]
+        ref = [json.loads(x) for x in (tmp_path / "e1" / "stub" / "state" / "reach" / "seed0" / "progress.jsonl")
+               .read_text().splitlines()]
+        assert [r["steps"] for r in lines] == [r["steps"] for r in ref]
+        assert results[n]["videos"] == [v.replace("/e1/", f"/e{n}/") for v in results[1]["videos"]]  # the same replays
     with pytest.raises(ValueError, match="envs"):
         BCReadoutConfig(envs=0)
     with pytest.raises(ValueError, match="env_workers"):

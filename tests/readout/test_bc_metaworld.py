@@ -103,12 +103,13 @@ def test_expert_demo_cache_round_trip_and_resume(tmp_path, monkeypatch):
 def test_run_task_reports_the_success_rate_of_its_rollouts(tmp_path, monkeypatch, stub, expected):
     monkeypatch.setattr(bc_run, "Agent", stub)
     cfg = BCReadoutConfig(demos=2, episodes=3, eval_every=1, render_size=48, crop_size=48, horizon=150,
-                          demo_dir=str(tmp_path / "demos"), videos=1)
+                          demo_dir=str(tmp_path / "demos"), videos=1, seeds=1)
     r = run_task(TASK, Encoder("state", None, {"init": "state", "kind": "state"}), cfg, BCConfig(epochs=2), tmp_path)
     assert r["status"] == "ok" and r["success"] == expected and r["best_success"] == expected
-    assert r["final_outcomes"] == [int(expected)] * 3 and [e["epoch"] for e in r["evaluations"]] == [1, 2]
+    assert r["final_outcomes"] == [[int(expected)] * 3] and [e["epoch"] for e in r["evaluations"]] == [1, 2]
     assert len(r["videos"]) == 1 and r["videos"][0].endswith(("success.gif" if expected else "fail.gif"))
-    lines = (tmp_path / "metaworld" / "state" / TASK / "progress.jsonl").read_text().splitlines()
+    assert r["gifs_missing"] == (["failure"] if expected else ["success"])
+    lines = (tmp_path / "metaworld" / "state" / TASK / "seed0" / "progress.jsonl").read_text().splitlines()
     assert [json.loads(x)["success"] for x in lines] == [expected, expected]
 
 
@@ -116,7 +117,7 @@ def test_image_encoder_path_and_cli_resume(tmp_path):
     args = [sys.executable, "-m", "regconsist_ros.cli", "eval", "bc", "--task", TASK, "--encoder", "random",
             "--encoder.size", "tiny", "--encoder.depth", "1", "--encoder.img_size", "32", "32", "--bc.demos", "2",
             "--bc.episodes", "2", "--policy.epochs", "2", "--bc.eval_every", "1", "--bc.render_size", "48",
-            "--bc.crop_size", "32", "--bc.horizon", "10", "--bc.videos", "0", "--bc.demo_dir", str(tmp_path / "demos"),
+            "--bc.crop_size", "32", "--bc.horizon", "10", "--bc.videos", "0", "--bc.seeds", "1", "--bc.demo_dir", str(tmp_path / "demos"),
             "--out", str(tmp_path / "bc"), "--quiet", "--json"]
     p = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -158,6 +159,6 @@ def test_dense_encoders_read_out_through_pooled_features(tmp_path):
 
     dl = random_encoder("deeplabv3plus", DeepLabConfig.small(width=0.25, aspp_channels=32, decoder_channels=32))
     cfg = BCReadoutConfig(demos=2, episodes=1, eval_every=1, render_size=48, crop_size=32, horizon=5, videos=0,
-                          demo_dir=str(tmp_path / "demos"))
+                          demo_dir=str(tmp_path / "demos"), seeds=1)
     r = run_task(TASK, Encoder("dl", dl, {"kind": "deeplabv3plus"}), cfg, BCConfig(epochs=1), tmp_path)
     assert r["status"] == "ok" and r["input_dim"] == 3 * 32 + 4 and r["mean_steps_final"] <= 5

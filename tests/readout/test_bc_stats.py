@@ -45,6 +45,8 @@ def test_summarise_writes_table_plots_and_reports_missing_tasks(tmp_path):
     assert s["missing"] == [{"encoder": "rsp", "task": "c", "status": "no demonstrations", "reason": "none here"}]
     assert json.loads((tmp_path / "summary.json").read_text())["tasks"] == tasks
     md = (tmp_path / "results.md").read_text()
-    assert "| random | 25 (50) | 25 (50) | 25 (50) | 25.0" in md and "n/a" in md and "no demonstrations" in md
+    # results of one training seed without encoder info (the layout before training seeds): still summarised
+    assert "| random | 25 (50) | 25 (50) | 25 (50) | 1 | 25.0" in md and "n/a" in md and "no demonstrations" in md
+    assert s["encoders"]["random"]["seeds"] == 1 and s["comparisons"] == []
     for name in ("success_vs_epoch.png", "iqm.png"):
         assert (tmp_path / name).stat().st_size > 5000

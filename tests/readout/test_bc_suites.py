@@ -459,7 +459,7 @@ def test_local_demonstrations_run_the_same_readout(tmp_path, suite_name, task, m
     finally:
         env.close()
     cfg = BCReadoutConfig(suite=suite_name, demos=2, episodes=1, eval_every=1, horizon=5, render_size=48, crop_size=32,
-                          videos=0, demo_dir=str(tmp_path / "demos"))
+                          videos=0, demo_dir=str(tmp_path / "demos"), seeds=1)
     enc = resolve_encoder("random", ViTConfig(size="tiny", depth=1, img_size=(32, 32)))
     r = run_task(task, enc, cfg, BCConfig(epochs=2), tmp_path / "out", progress=False)
     assert r["status"] == "ok" and r["demo_steps"] == 12 and len(r["evaluations"]) == 2

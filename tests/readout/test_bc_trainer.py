@@ -97,11 +97,12 @@ def test_bc_run_task_logs_the_trainer_metrics(tmp_path, monkeypatch):
             return Env()
 
     monkeypatch.setattr(bc_run, "get_suite", lambda name: Suite())
-    cfg = bc_run.BCReadoutConfig(suite="stub", demos=3, episodes=2, eval_every=2, render_size=8, crop_size=8, videos=0)
+    cfg = bc_run.BCReadoutConfig(suite="stub", demos=3, episodes=2, eval_every=2, render_size=8, crop_size=8, videos=0,
+                                 seeds=1)
     state = bc_run.Encoder("state", None, {"init": "state", "kind": "state"})
     r = bc_run.run_task("reach", state, cfg, BCConfig(epochs=4, batch=50), tmp_path, progress=False)
-    assert r["status"] == "ok" and [e["epoch"] for e in r["evaluations"]] == [2, 4] and len(r["train_loss"]) == 4
-    tdir = tmp_path / "stub" / "state" / "reach"
+    assert r["status"] == "ok" and [e["epoch"] for e in r["evaluations"]] == [2, 4] and [len(x) for x in r["train_loss"]] == [4]
+    tdir = tmp_path / "stub" / "state" / "reach" / "seed0"
     rows = [json.loads(line) for line in (tdir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [3, 6, 9, 12]  # 120 samples, batch 50: 3 steps an epoch, a row each
     assert all(row["lr"] == 1e-3 for row in rows)

@@ -11,12 +11,16 @@ from regconsist_ros.readout import propagation as prop
 from regconsist_ros.readout.propagation import (
     PropagationConfig,
     clips_from_frames,
+    encode_clips,
     evaluate_clip,
     f_measure,
     j_measure,
     object_masks,
     propagate,
     run_propagation,
+    search_propagation,
+    sequence_of,
+    split_clips,
 )
 
 CELL = 4  # label pixels per feature-grid cell in the synthetic clips
@@ -58,7 +62,8 @@ def per_frame_j(pred: np.ndarray, gt: np.ndarray, k: int) -> list[float]:
 def test_config_defaults_and_help():
     cfg = PropagationConfig()
     assert (cfg.topk, cfg.queue, cfg.radius, cfg.temperature, cfg.min_object_pixels, cfg.max_objects,
-            cfg.boundary_tolerance, cfg.frames) == (5, 7, 12.0, 0.7, 100, 8, 0.008, 0)
+            cfg.boundary_tolerance, cfg.frames) == (7, 30, 30.0, 0.1, 100, 8, 0.008, 0)
+    assert {k: getattr(cfg, k) for k in prop.PAPER_DEFAULTS} == prop.PAPER_DEFAULTS  # RSP, Table 5 (DAVIS)
     assert all(f.metadata.get("help") for f in dataclasses.fields(PropagationConfig))
 
 
@@ -89,29 +94,48 @@ def test_j_measure_by_hand():
     assert j_measure(a, np.zeros_like(a)) == 0.0
 
 
-def test_boundary_is_inner_4_neighbour_rim_not_image_edge():
-    m = np.zeros((6, 6), bool)
-    m[1:5, 1:5] = True
-    b = prop.boundary(m)
-    assert b.sum() == 12 and not b[2:4, 2:4].any()  # rim of a 4x4 square
+def test_boundary_is_davis_seg2bmap():
+    # a pixel is boundary when it differs from its east, south or south-east neighbour (inside the image)
+    m = np.zeros((4, 4), bool)
+    m[1:3, 1:3] = True  # a 2x2 square
+    expected = np.array([[1, 1, 1, 0],
+                         [1, 0, 1, 0],
+                         [1, 1, 1, 0],
+                         [0, 0, 0, 0]], bool)  # a 3x3 ring half a pixel up-left of the square's rim
+    assert np.array_equal(prop.boundary(m), expected)
+    big = np.zeros((6, 6), bool)
+    big[1:5, 1:5] = True
+    assert prop.boundary(big).sum() == 16  # the ring of an n x n square has 4n pixels
     full = np.ones((4, 4), bool)
     assert not prop.boundary(full).any()  # the image edge itself is no boundary
     half = np.zeros((4, 4), bool)
     half[:, :2] = True
     assert np.array_equal(prop.boundary(half), np.array([[0, 1, 0, 0]] * 4, bool))
+    corner = np.zeros((3, 3), bool)
+    corner[2, 2] = True  # the bottom-right pixel: never boundary itself, its neighbours are
+    assert np.array_equal(prop.boundary(corner), np.array([[0, 0, 0], [0, 1, 1], [0, 1, 0]], bool))
 
 
 def test_f_measure_by_hand():
     gt = np.zeros((12, 12), bool)
-    gt[3:7, 2:6] = True
+    gt[3:7, 2:6] = True  # boundary: the 5x5 ring rows 2..6, cols 1..5 (16 px)
     shifted = np.zeros_like(gt)
-    shifted[2:6, 2:6] = True  # one pixel up
+    shifted[2:6, 2:6] = True  # one pixel up: ring rows 1..5, cols 1..5
     far = np.zeros_like(gt)
     far[8:11, 8:11] = True
     assert f_measure(gt, gt, 1) == 1.0 and f_measure(gt, gt, 0) == 1.0
     assert f_measure(shifted, gt, 1) == 1.0  # every boundary pixel within 1 px of the other boundary
-    # exact matching: only the side columns' overlap (rows 3..5 of columns 2 and 5) agree -> P = R = 6/12
+    # exact matching: the rings share only their side columns at rows 2..5 (2 x 4 = 8 of 16) -> P = R = 1/2
     assert f_measure(shifted, gt, 0) == pytest.approx(0.5)
+    # P != R: the prediction is the 4x4 square, the ground truth the 2x2 square inside it (rows 4..5,
+    # cols 3..4; ring rows 3..5, cols 2..4, 8 px). Radius 1 is the 4-neighbourhood: every GT ring pixel
+    # has a predicted one straight above/below/beside it -> R = 8/8; the predicted ring's 4 corners
+    # are a diagonal step from the GT ring -> P = 12/16. F = 2 * 0.75 * 1 / 1.75 = 6/7.
+    inner = np.zeros_like(gt)
+    inner[4:6, 3:5] = True
+    assert f_measure(gt, inner, 1) == pytest.approx(6 / 7)
+    assert f_measure(inner, gt, 1) == pytest.approx(6 / 7)  # P and R swap, F is symmetric
+    assert f_measure(gt, inner, 2) == 1.0  # disk(2) holds the diagonal (1, 1) offsets
     assert f_measure(far, gt, 1) == 0.0  # disjoint and further apart than the tolerance
     assert f_measure(far, gt, 6) > 0.0  # a large tolerance reaches across
     empty = np.zeros_like(gt)
@@ -121,10 +145,23 @@ def test_f_measure_by_hand():
         f_measure(gt, gt, -1)
 
 
-def test_tolerance_px_davis_convention():
+def test_tolerance_px_davis_convention_rounds_up():
     cfg = PropagationConfig()
-    assert prop.tolerance_px(480, 854, cfg) == round(0.008 * np.hypot(480, 854)) == 8
-    assert prop.tolerance_px(48, 64, cfg) == 1  # never below one pixel
+    assert prop.tolerance_px(480, 854, cfg) == int(np.ceil(0.008 * np.hypot(480, 854))) == 8
+    assert prop.tolerance_px(96, 128, cfg) == 2  # ceil(1.28); rounding to nearest would give 1
+    assert prop.tolerance_px(48, 64, cfg) == 1  # ceil(0.64)
+    assert prop.tolerance_px(96, 128, PropagationConfig(boundary_tolerance=0.0)) == 0
+
+
+def test_evaluate_clip_at_128x96_matches_boundaries_within_2_px():
+    gt = np.zeros((2, 96, 128), np.int64)
+    gt[:, 30:60, 40:80] = 1
+    pred = gt.copy()
+    pred[1] = 0
+    pred[1, 30:60, 42:82] = 1  # two pixels to the right
+    r = evaluate_clip(pred, gt, 1, PropagationConfig())
+    assert r["per_object"][0]["F"] == 1.0  # within the 2-px tolerance
+    assert f_measure(pred[1] == 1, gt[1] == 1, 1) < 0.9  # a 1-px tolerance would miss the vertical edges
 
 
 def test_evaluate_clip_excludes_first_frame_and_averages_objects():
@@ -274,8 +311,10 @@ class ColourEncoder(nn.Module):
     def __init__(self):
         super().__init__()
         self.dummy = nn.Parameter(torch.zeros(()))
+        self.calls = 0
 
     def forward_features(self, x):
+        self.calls += 1
         return nn.functional.avg_pool2d(x, CELL) * 10.0
 
 
@@ -332,3 +371,125 @@ def test_run_propagation_skips_clips_without_objects():
     assert [c["name"] for c in res["clips"]] == ["squares"] and res["skipped"][0]["name"] == "empty"
     with pytest.raises(ValueError, match="no clip"), pytest.warns(UserWarning):
         run_propagation(ColourEncoder(), [empty], cfg, progress=False)
+
+
+def test_run_propagation_reports_object_level_means_as_headline():
+    two = coloured_clip()  # 2 objects, tracked by the colour features
+    cells = square_track(6, 10, 12, [(1, 2, 2, 0, 1)])
+    inst = to_pixels(cells).astype(np.uint16) * 3
+    one = {"name": "one", "rgb": np.full(inst.shape + (3,), 128, np.uint8), "instance": inst}  # 1 object, no cue
+    res = run_propagation(ColourEncoder(), [two, one], PropagationConfig(min_object_pixels=20), progress=False)
+    objs = [o for c in res["clips"] for o in c["per_object"]]
+    assert res["num_objects"] == len(objs) == 3
+    assert res["J_objects"] == pytest.approx(np.mean([o["J"] for o in objs]))
+    assert res["F_objects"] == pytest.approx(np.mean([o["F"] for o in objs]))
+    assert res["JF_objects"] == pytest.approx((res["J_objects"] + res["F_objects"]) / 2)
+    assert res["J_mean"] == pytest.approx(np.mean([c["J"] for c in res["clips"]]))
+    assert abs(res["J_objects"] - res["J_mean"]) > 0.01  # the 2-object clip weighs more per object
+    assert "JF_objects" in run_propagation.__doc__ and "headline" in run_propagation.__doc__
+
+
+def test_run_propagation_reuses_precomputed_features():
+    clip = coloured_clip()
+    cfg = PropagationConfig(min_object_pixels=20, frames=5)
+    enc = ColourEncoder()
+    feats = encode_clips(enc, [clip], cfg, progress=False)
+    assert feats["squares"].shape == (5, 3, 10, 12) and enc.calls == 1  # [T, D, h, w] of a 10 x 12 cell clip
+    direct = run_propagation(ColourEncoder(), [clip], cfg, progress=False)
+    reused = run_propagation(None, [clip], cfg, progress=False, features=feats)
+    assert enc.calls == 1  # nothing encoded again
+    assert reused["clips"] == direct["clips"] and reused["JF_objects"] == direct["JF_objects"]
+    full = encode_clips(enc, [clip], progress=False)  # all 6 frames: cut to the clip's 5
+    assert run_propagation(None, [clip], cfg, progress=False, features=full)["clips"] == direct["clips"]
+    with pytest.raises(ValueError, match="no features for clip 'squares'"):
+        run_propagation(None, [clip], cfg, progress=False, features={})
+    with pytest.raises(ValueError, match="T >= 5"):
+        run_propagation(None, [clip], cfg, progress=False, features={"squares": feats["squares"][:3]})
+    with pytest.raises(ValueError, match="twice"):
+        run_propagation(None, [clip, clip], cfg, progress=False, features=feats)
+
+
+def tracking_clip(name: str, T: int = 7):
+    """A square moving one cell a frame and its oracle features (a radius-1.5 tracker needs the queue)."""
+    cells = square_track(T, 8, 14, [(1, 2, 1, 0, 1)])
+    inst = to_pixels(cells).astype(np.uint16)
+    clip = {"name": name, "rgb": np.zeros(inst.shape + (3,), np.uint8), "instance": inst}
+    return clip, oracle_feats(cells, 1, noise=0.02)
+
+
+def test_search_propagation_picks_the_setting_that_tracks():
+    clips, feats = zip(*(tracking_clip(f"apt{i}_000") for i in range(2)))
+    feats = {c["name"]: f for c, f in zip(clips, feats)}
+    base = PropagationConfig(min_object_pixels=20, radius=1.5, temperature=0.1)
+    best, table = search_propagation(feats, list(clips), {"queue": [0, 1], "topk": [3]}, base=base, progress=False)
+    assert isinstance(best, PropagationConfig) and (best.queue, best.topk, best.radius) == (1, 3, 1.5)
+    assert [(r["queue"], r["topk"]) for r in table] == [(0, 3), (1, 3)]  # grid order
+    assert [r["rank"] for r in table] == [2, 1]
+    assert table[1]["JF_objects"] > table[0]["JF_objects"] + 0.1
+    assert set(table[0]) >= {"J_objects", "F_objects", "JF_objects", "J_mean", "F_mean", "JF_mean"}
+
+
+def test_search_propagation_breaks_ties_towards_the_base_then_grid_order():
+    clip, _ = tracking_clip("apt_000", T=4)
+    flat = {"apt_000": torch.ones(4, 3, 8, 14)}  # every affinity equal: the temperature changes nothing
+    base = PropagationConfig(min_object_pixels=20)
+    grid = {"temperature": [0.05, 0.1, 0.7]}
+    best, table = search_propagation(flat, [clip], grid, base=base, progress=False)
+    assert len({r["JF_objects"] for r in table}) == 1  # a three-way tie
+    assert best.temperature == 0.1 and table[1]["rank"] == 1  # the base (paper) value wins the tie
+    best, _ = search_propagation(flat, [clip], grid, base=PropagationConfig(min_object_pixels=20, temperature=0.3),
+                                 progress=False)
+    assert best.temperature == 0.05  # no base value in the grid: the first listed
+
+
+def test_search_propagation_encodes_each_clip_once_and_checks_the_grid():
+    enc = ColourEncoder()
+    clip = coloured_clip()
+    base = PropagationConfig(min_object_pixels=20)
+    best, table = search_propagation(enc, [clip], {"topk": [5, 7], "queue": [7, 30]}, base=base, progress=False)
+    assert enc.calls == 1 and len(table) == 4 and sorted(r["rank"] for r in table) == [1, 2, 3, 4]
+    assert best.min_object_pixels == 20  # everything outside the grid comes from base
+    assert set(prop.SEARCH_GRID) == set(prop.SEARCHABLE) and len(list(__import__("itertools").product(
+        *prop.SEARCH_GRID.values()))) == 36
+    with pytest.raises(ValueError, match="cannot search 'frames'"):
+        search_propagation(enc, [clip], {"frames": [3]}, base=base, progress=False)
+    with pytest.raises(ValueError, match="topk"):
+        search_propagation(enc, [clip], {"topk": [0]}, base=base, progress=False)
+    with pytest.raises(ValueError, match="non-empty"):
+        search_propagation(enc, [clip], {"topk": []}, base=base, progress=False)
+
+
+def test_split_clips_keeps_sequences_apart():
+    names = ["apt0_000", "apt0_001", "apt1_000", "apt2_000", "apt2_001", "apt3_000", "whole", "my_flat_002"]
+    clips = [{"name": n} for n in names]
+    assert [sequence_of(n) for n in names] == ["apt0", "apt0", "apt1", "apt2", "apt2", "apt3", "whole", "my_flat"]
+    val, test = split_clips(clips, 0.4, seed=0)
+    vs, ts = {sequence_of(c["name"]) for c in val}, {sequence_of(c["name"]) for c in test}
+    assert vs and ts and not vs & ts and vs | ts == {"apt0", "apt1", "apt2", "apt3", "whole", "my_flat"}
+    assert len(vs) == 2  # round(0.4 * 6)
+    assert [c["name"] for c in val + test if c in val] == [n for n in names if sequence_of(n) in vs]  # order kept
+    assert split_clips(clips, 0.4, seed=0) == (val, test)
+    assert len({frozenset(sequence_of(c["name"]) for c in split_clips(clips, 0.4, seed=s)[0]) for s in range(10)}) > 1
+    val, test = split_clips(clips, ["apt2"])
+    assert [c["name"] for c in val] == ["apt2_000", "apt2_001"] and len(test) == 6
+    with pytest.raises(ValueError, match="not among"):
+        split_clips(clips, ["apt9"])
+    with pytest.raises(ValueError, match="none is left"):
+        split_clips(clips, sorted({sequence_of(n) for n in names}))
+    with pytest.raises(ValueError, match=">= 2 sequences"):
+        split_clips([{"name": "apt0_000"}, {"name": "apt0_001"}], 0.5)
+    with pytest.raises(ValueError, match="fraction"):
+        split_clips(clips, 1.5)
+
+
+def test_disk_dilation_by_shifts_equals_skimage_disk_dilation():
+    from scipy.ndimage import binary_dilation
+    from skimage.morphology import disk
+
+    from regconsist_ros.readout.propagation import dilate_disk
+
+    rng = np.random.default_rng(0)
+    for r in (0, 1, 2, 3, 5, 8, 9, 12):
+        m = rng.random((37, 53)) < 0.02
+        ref = binary_dilation(m, structure=disk(r).astype(bool)) if r else m
+        assert np.array_equal(dilate_disk(m, r), ref), r

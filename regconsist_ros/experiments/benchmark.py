@@ -1,0 +1,395 @@
+"""The benchmark engine (``regconsist experiment benchmark``: config/experiments/benchmark.yaml).
+
+Every encoder of a list is read out the same way, beside floors that learn nothing and a supervised
+ceiling, on evaluation apartments that pretraining never sees:
+
+1. **Worlds.** ``train_seeds`` apartments (pretraining, and the ceiling's labels), ``val_seeds``
+   apartments (the propagation settings are chosen on them) and ``test_seeds`` apartments (the
+   reported scores), all of the embedded world's ``world`` preset ("hard": textures shared across
+   classes, lighting that changes between views, clutter, moving objects; docs/world.md).
+2. **Encoders** (the definition's arms), per architecture (a ViT for the ViT methods, DeepLabV3+ for
+   the dense ones): the floors ``pixels`` and ``colour`` (:mod:`regconsist_ros.models.floors`) on that
+   architecture's grid, ``random`` (the architecture, randomly initialised), ``supervised`` (the
+   architecture trained on the training apartments' semantic labels: the ceiling), and every method arm
+   pretrained on the training apartments; all but the floors for ``seeds`` seeds.
+3. **Readouts** of each frozen encoder (a ViT and its floors at the evaluation frames' size, positions
+   interpolated within the trained grid, never extrapolated; DeepLabV3+ at its training size; labels
+   always scored at the frames' size):
+   - label propagation of first-frame instance masks (``readout.propagation``), its settings searched
+     per encoder on the validation clips (``search_propagation``), J&F averaged over objects on the
+     test clips (DAVIS's J&F-Mean);
+   - the frozen dense linear probe (``readout.dense_probe``) in each test apartment (its labelled views
+     split into probe training, validation for the weight decay, and test), mIoU averaged over the
+     test apartments.
+4. **Report**: ``results.json``, ``results.md`` (each encoder with its 95% bootstrap interval over
+   seeds and items, and paired differences to the best floor and to random init), figures and a
+   self-contained ``report.html`` (:mod:`.benchmark_report`).
+
+Resumable: rendered worlds, pretraining runs, ceilings and every readout are files reused on a rerun.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FLOOR_ARMS = ("pixels", "colour")
+# the propagation settings searched per encoder on the validation clips: around the RSP paper's
+# (top-k 7, radius 30, queue 30, temperature 0.1), 12 of readout.propagation.SEARCH_GRID's 36 so that
+# the default benchmark fits in an hour on 2 cores
+SEARCH = {"topk": (5, 10), "temperature": (0.05, 0.1, 0.7), "radius": (12.0, 30.0), "queue": (30,)}
+
+
+@dataclass
+class BenchmarkConfig:
+    out: str = field(default="runs/benchmark", metadata={"help": "run directory"})
+    methods: tuple[str, ...] = field(default=(), metadata={"help": "arms to run (empty = all of the definition)"})
+    world: str = field(default="hard", metadata={"help": "embedded-world preset of every apartment: default or hard (docs/world.md)"})
+    train_seeds: tuple[int, ...] = field(default=(1, 2, 3), metadata={"help": "apartments for pretraining and the supervised ceiling"})
+    val_seeds: tuple[int, ...] = field(default=(50, 51), metadata={"help": "apartments the readout settings are chosen on"})
+    test_seeds: tuple[int, ...] = field(default=(100, 101, 102), metadata={"help": "apartments the scores are reported on"})
+    train_frames: int = field(default=300, metadata={"help": "frames per training trajectory"})
+    train_width: int = field(default=160, metadata={"help": "training frame width"})
+    train_height: int = field(default=120, metadata={"help": "training frame height"})
+    eval_frames: int = field(default=80, metadata={"help": "frames per validation / test trajectory"})
+    eval_width: int = field(default=256, metadata={"help": "validation / test frame width (labels are scored at this size)"})
+    eval_height: int = field(default=192, metadata={"help": "validation / test frame height"})
+    width: int = field(default=128, metadata={"help": "encoder training input width"})
+    height: int = field(default=96, metadata={"help": "encoder training input height"})
+    step: float = field(default=0.05, metadata={"help": "metres per frame of the exploration paths"})
+    clip_len: int = field(default=20, metadata={"help": "frames per propagation clip"})
+    seeds: int = field(default=3, metadata={"help": "pretraining seeds of every trained encoder (random init and the ceiling too)"})
+    steps: int = field(default=300, metadata={"help": "pretraining steps of the ViT methods"})
+    batch: int = field(default=16, metadata={"help": "frame pairs per ViT pretraining batch"})
+    lr: float = field(default=1e-3, metadata={"help": "ViT pretraining peak lr (AdamW)"})
+    vit_size: str = field(default="tiny", metadata={"help": "ViT width"})
+    vit_depth: int = field(default=4, metadata={"help": "ViT blocks"})
+    patch: int = field(default=16, metadata={"help": "ViT patch"})
+    decoder_width: int = field(default=128, metadata={"help": "RSP/MAE decoder width"})
+    decoder_depth: int = field(default=2, metadata={"help": "RSP/MAE decoder blocks"})
+    dense_steps: int = field(default=200, metadata={"help": "pretraining steps of the DeepLabV3+ methods"})
+    dense_lr: float = field(default=0.02, metadata={"help": "DeepLabV3+ pretraining peak lr (SGD)"})
+    width_mult: float = field(default=0.5, metadata={"help": "ResNet-18 channel multiplier of DeepLabV3+"})
+    ceiling_steps: int = field(default=300, metadata={"help": "steps of the supervised ceiling (AdamW on every training apartment's labels)"})
+    ceiling_lr: float = field(default=1e-3, metadata={"help": "peak lr of the supervised ceiling"})
+    probe_labels: float = field(default=0.1, metadata={"help": "fraction of a test apartment's labelled views the linear probe trains on"})
+    curve_steps: tuple[int, ...] = field(default=(), metadata={"help": "fine-tuning curve: mIoU after each of these steps of one full fine-tuning run (poly, weight decay 5e-4) of every trained encoder on the first test apartment (empty = off)"})
+    curve_labels: float = field(default=0.1, metadata={"help": "fraction of that apartment's labelled views the curve fine-tunes on"})
+    search: bool = field(default=True, metadata={"help": "search the propagation settings per encoder on the validation clips (else the paper's)"})
+    threads: int = field(default=0, metadata={"help": "torch threads (0 = default)"})
+
+    def __post_init__(self):
+        for name in ("train_seeds", "val_seeds", "test_seeds"):
+            setattr(self, name, tuple(int(s) for s in getattr(self, name)))
+            if not getattr(self, name):
+                raise ValueError(f"BenchmarkConfig.{name} must name at least one apartment")
+        groups = [set(self.train_seeds), set(self.val_seeds), set(self.test_seeds)]
+        if groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2]:
+            raise ValueError(f"BenchmarkConfig: train {self.train_seeds}, val {self.val_seeds} and test {self.test_seeds} "
+                             f"apartments must be disjoint")
+        if self.world not in ("default", "hard"):
+            raise ValueError(f"BenchmarkConfig.world must be 'default' or 'hard', got {self.world!r}")
+        for name in ("seeds", "steps", "batch", "dense_steps", "ceiling_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BenchmarkConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.clip_len < 2 or self.eval_frames < self.clip_len:
+            raise ValueError(f"BenchmarkConfig: need clip_len >= 2 and eval_frames >= clip_len, got {self.clip_len}, {self.eval_frames}")
+        for w, h in ((self.width, self.height), (self.eval_width, self.eval_height)):
+            if h % self.patch or w % self.patch or h % 16 or w % 16:
+                raise ValueError(f"BenchmarkConfig: {w}x{h} must be divisible by the patch {self.patch} and by 16")
+
+
+CONFIG = BenchmarkConfig
+
+
+# ------------------------------------------------------------------------------------ encoders
+
+
+def vit_config(cfg: BenchmarkConfig):
+    from regconsist_ros.models.vit import ViTConfig
+
+    return ViTConfig(size=cfg.vit_size, depth=cfg.vit_depth, img_size=(cfg.height, cfg.width), patch=cfg.patch)
+
+
+def dense_config(cfg: BenchmarkConfig):
+    from regconsist_ros.models.deeplab import DeepLabConfig
+
+    return DeepLabConfig.small(width=cfg.width_mult)
+
+
+def architectures(cfg: BenchmarkConfig, arms) -> dict[str, object]:
+    """kind -> encoder config of every architecture the method arms use (the ViT alone when none does)."""
+    from regconsist_ros.models.methods import get
+
+    kinds = {get(a.method).encoder_kind for a in arms if a.method is not None}
+    kinds = kinds or {"vit"}
+    table = {"vit": vit_config(cfg), "deeplabv3plus": dense_config(cfg)}
+    return {k: table[k] for k in ("vit", "deeplabv3plus") if k in kinds}
+
+
+def eval_size(cfg: BenchmarkConfig, kind: str) -> tuple[int, int]:
+    """(H, W) an architecture's frozen features are computed at: a ViT (and the floors beside it) at the
+    evaluation frames' size, its positions interpolated within the trained grid (never extrapolated),
+    so that its patch grid is as fine as the labels allow; DeepLabV3+ (stride 4) at its training size."""
+    return (cfg.eval_height, cfg.eval_width) if kind == "vit" else (cfg.height, cfg.width)
+
+
+def role(arm) -> str:
+    """floor | random | ceiling | method."""
+    if arm.method is not None:
+        return "method"
+    if arm.extra.get("floor"):
+        return "floor"
+    return "ceiling" if arm.extra.get("ceiling") else "random"
+
+
+def pretrain_budget(cfg: BenchmarkConfig, kind: str, seed: int) -> dict:
+    """What every method arm of one architecture shares (relative settings, applied where they exist)."""
+    common = {"trainer.seed": seed, "trainer.log_every": 10, "trainer.ckpt_every": 100, "trainer.warmup": 0}
+    if kind == "vit":
+        return {**common, "trainer.steps": cfg.steps, "trainer.lr": cfg.lr, "trainer.lr_batch": 0,
+                "trainer.optimizer": "adamw", "trainer.betas": (0.9, 0.95), "trainer.weight_decay": 0.05,
+                "trainer.warmup": max(1, cfg.steps // 10), "batch.size": cfg.batch,
+                **{f"encoder.{k}": v for k, v in asdict(vit_config(cfg)).items()},
+                "decoder_width": cfg.decoder_width, "decoder_depth": cfg.decoder_depth,
+                "decoder_heads": max(1, cfg.decoder_width // 32)}
+    return {**common, "trainer.steps": cfg.dense_steps, "trainer.lr": cfg.dense_lr,
+            "trainer.warmup": max(1, cfg.dense_steps // 10), "batch.size": 8,
+            **{f"encoder.{k}": v for k, v in asdict(dense_config(cfg)).items()}}
+
+
+def _done(run_dir: Path, steps: int) -> Path | None:
+    from regconsist_ros.models.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None and json.loads((ckpt / "config.json").read_text())["step"] >= steps:
+        return ckpt
+    return None
+
+
+def pretrained(arm, cfg: BenchmarkConfig, kind: str, seed: int, train_dirs: list[Path], run_dir: Path) -> Path:
+    """The arm's checkpoint for ``seed`` (pretrained now unless a finished run is there)."""
+    from regconsist_ros.learning.pretrain import pretrain
+
+    run = arm.run(pretrain_budget(cfg, kind, seed))
+    ckpt = _done(run_dir, run.trainer.steps)
+    if ckpt is not None:
+        return ckpt
+    data = [str(d) for d in train_dirs]
+    if run.spec.batch in ("view_pairs", "flow_pairs"):  # these kinds read one registered sequence
+        data = data[:1]
+    return Path(pretrain(run, data, run_dir)["checkpoint"])
+
+
+def ceiling(kind: str, model_cfg, cfg: BenchmarkConfig, seed: int, train: dict, num_classes: int, path: Path):
+    """The supervised ceiling: the architecture trained from random init on every labelled view of the
+    training apartments (AdamW, poly decay, focal loss ignoring void). Saved at ``path``; reused."""
+    import torch
+
+    from regconsist_ros.models.checkpoint import load_checkpoint, save_checkpoint
+    from regconsist_ros.models.encoder import random_encoder
+    from regconsist_ros.readout.dense_probe import inner_encoder, segmentation_network
+    from regconsist_ros.readout.segmentation import FinetuneConfig, finetune
+
+    if (path / "model.safetensors").exists():
+        return load_checkpoint(path)[0].eval()
+    net = segmentation_network(random_encoder(kind, model_cfg, seed=seed))
+    x = torch.from_numpy(train["rgb"]).permute(0, 3, 1, 2).float().div_(255.0)  # [N, 3, H, W]
+    y = torch.from_numpy(train["semantic"].astype(np.int64))  # [N, H, W]
+    ft = FinetuneConfig(labels=0.5, steps=cfg.ceiling_steps, batch=8, lr=cfg.ceiling_lr, optimizer="adamw",
+                        weight_decay=5e-4, schedule="poly", warmup=max(1, cfg.ceiling_steps // 20), seed=seed)
+    net, _ = finetune(net, x, y, ft, num_classes, progress=True)
+    enc = inner_encoder(net).eval()
+    save_checkpoint(path, enc, kind, model_cfg, step=cfg.ceiling_steps,
+                    meta={"benchmark": "supervised ceiling", "seed": seed, "train_views": int(x.shape[0])})
+    return enc
+
+
+# ------------------------------------------------------------------------------------ worlds
+
+
+def render_world(cfg: BenchmarkConfig, out: Path) -> dict:
+    """Render every apartment once; -> {"train": [dirs], "val": [dirs], "test": [dirs]}."""
+    from regconsist_ros.experiments.common import render_once
+    from regconsist_ros.sim.source import SimConfig
+
+    dirs = {}
+    for split, seeds, frames, w, h in (("train", cfg.train_seeds, cfg.train_frames, cfg.train_width, cfg.train_height),
+                                       ("val", cfg.val_seeds, cfg.eval_frames, cfg.eval_width, cfg.eval_height),
+                                       ("test", cfg.test_seeds, cfg.eval_frames, cfg.eval_width, cfg.eval_height)):
+        dirs[split] = []
+        for s in seeds:
+            d = out / "data" / f"{split}_{s}"
+            render_once(SimConfig(seed=s, frames=frames, width=w, height=h, trajectory="explore", step=cfg.step,
+                                  world=cfg.world), d, desc=f"render {split} apartment {s}")
+            dirs[split].append(d)
+    return dirs
+
+
+def load_views(d: Path, size: tuple[int, int] | None = None) -> dict:
+    """rgb uint8 [N, H, W, 3], semantic and instance [N, H, W] of a rendered sequence (resized to
+    ``size`` = (H, W) when given: area for colour, nearest for labels), and its class table."""
+    import torch
+    import torch.nn.functional as F
+
+    from regconsist_ros.learning.stores import load_frames
+
+    frames, seq = load_frames(str(d), progress=False)
+    rgb = np.stack([f.rgb for f in frames])
+    sem = np.stack([f.semantic for f in frames]).astype(np.int64)
+    inst = np.stack([f.instance for f in frames]).astype(np.int64)
+    if size is not None and rgb.shape[1:3] != tuple(size):
+        t = torch.from_numpy(rgb).permute(0, 3, 1, 2).float()
+        rgb = F.interpolate(t, size=size, mode="area").round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        near = lambda a: F.interpolate(torch.from_numpy(a)[:, None].float(), size=size, mode="nearest")[:, 0].long().numpy()
+        sem, inst = near(sem), near(inst)
+    return {"rgb": rgb, "semantic": sem, "instance": inst, "classes": seq.classes, "name": d.name}
+
+
+# ------------------------------------------------------------------------------------ readouts
+
+
+def read_out(model, cfg: BenchmarkConfig, val_clips: list, test_clips: list, tests: list[dict], num_classes: int,
+             size: tuple[int, int]) -> dict:
+    """Propagation (settings searched on ``val_clips``) and the linear probe of one frozen encoder, its
+    features computed at ``size`` (labels stay at the frames' size)."""
+    from regconsist_ros.readout.dense_probe import ProbeConfig, run_linear_probe
+    from regconsist_ros.readout.propagation import PropagationConfig, encode_clips, run_propagation, search_propagation
+
+    t0 = time.perf_counter()
+    if cfg.search:
+        chosen, table = search_propagation(model, val_clips, grid=SEARCH, size=size, progress=False)
+        search = [{k: r[k] for k in ("topk", "temperature", "queue", "radius", "JF_objects", "rank")} for r in table]
+    else:
+        chosen, search = PropagationConfig(), []
+    feats = encode_clips(model, test_clips, chosen, size=size, progress=False)
+    prop = run_propagation(None, test_clips, chosen, progress=False, features=feats)
+    objects = [(o["J"] + o["F"]) / 2 for c in prop["clips"] for o in c["per_object"]]
+    t1 = time.perf_counter()
+    probes = [run_linear_probe(model, v["rgb"], v["semantic"], num_classes, ProbeConfig(labels=cfg.probe_labels), size=size)
+              for v in tests]
+    return {"propagation": {"JF": prop["JF_objects"], "J": prop["J_objects"], "F": prop["F_objects"],
+                            "JF_clip_mean": prop["JF_mean"], "per_object_JF": objects, "chosen": asdict(chosen),
+                            "search": search, "seconds": round(t1 - t0, 1)},
+            "probe": {"miou": float(np.mean([p["miou"] for p in probes])),
+                      "per_apartment": [p["miou"] for p in probes],
+                      "per_view_miou": [m for p in probes for m in p["per_view_miou"]],
+                      "weight_decay": [p["weight_decay"] for p in probes],
+                      "seconds": round(time.perf_counter() - t1, 1)}}
+
+
+def make_encoder(ctx: dict, row: str, arm, kind: str, seed: int):
+    """The frozen encoder of one (row, seed): a floor, random init, the ceiling (trained once, saved) or a
+    pretrained method (checkpoint reused) -> (model, info)."""
+    from regconsist_ros.models.checkpoint import load_checkpoint
+    from regconsist_ros.models.encoder import load_encoder, random_encoder
+
+    cfg, out, dirs = ctx["cfg"], ctx["out"], ctx["dirs"]
+    model_cfg = ctx["archs"].get(kind) or (vit_config(cfg) if kind == "vit" else dense_config(cfg))
+    r = role(arm)
+    if r == "floor":
+        return load_encoder(arm.extra["floor"], kind=kind, config=model_cfg)[0], {}
+    if r == "random":
+        return random_encoder(kind, model_cfg, seed=seed), {}
+    if r == "ceiling":
+        if ctx["train_views"] is None:  # every training view at the encoders' input size
+            parts = [load_views(d, (cfg.height, cfg.width)) for d in dirs["train"]]
+            ctx["train_views"] = {k: np.concatenate([p[k] for p in parts]) for k in ("rgb", "semantic")}
+        path = out / "ceiling" / f"{row}_s{seed}"
+        return ceiling(kind, model_cfg, cfg, seed, ctx["train_views"], ctx["num_classes"], path), {"checkpoint": str(path)}
+    ckpt = pretrained(arm, cfg, kind, seed, dirs["train"], out / "pretrain" / f"{row}_s{seed}")
+    return load_checkpoint(ckpt)[0], {"checkpoint": str(ckpt)}
+
+
+def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
+    """{row: [curve per seed]}: ``finetune_curve`` of every trained encoder (floors have nothing to
+    fine-tune) on the first test apartment at the encoders' input size; one file per (row, seed), reused."""
+    from regconsist_ros.readout.dense_probe import finetune_curve
+    from regconsist_ros.readout.segmentation import FinetuneConfig
+
+    cfg, out = ctx["cfg"], ctx["out"]
+    views = load_views(ctx["dirs"]["test"][0], (cfg.height, cfg.width))
+    curves: dict[str, list] = {}
+    for row, arm, kind, seed in todo:
+        if role(arm) == "floor":
+            continue
+        f = out / "curves" / f"{row}_s{seed}.json"
+        if not f.exists():
+            model, _ = make_encoder(ctx, row, arm, kind, seed)
+            ft = FinetuneConfig(labels=cfg.curve_labels, steps=1, batch=8, lr=0.01, weight_decay=5e-4, schedule="poly",
+                                warmup=10, seed=seed)
+            c = finetune_curve(model, views["rgb"], views["semantic"], ctx["num_classes"], ft, cfg.curve_steps)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps({"row": row, "seed": seed, **c}, indent=1))
+        curves.setdefault(row, []).append(json.loads(f.read_text()))
+    return curves
+
+
+def jobs(cfg: BenchmarkConfig, exp) -> list[tuple]:
+    """(row name, arm, kind, seed) of every encoder to read out, floors once per architecture."""
+    arms = exp.chosen(cfg.methods)
+    archs = architectures(cfg, arms)
+    out = []
+    for arm in arms:
+        kinds = [arm_kind(arm)] if arm.method is not None else list(archs)
+        for kind in kinds:
+            row = arm.name if arm.method is not None or len(archs) == 1 else f"{arm.name}@{kind}"
+            seeds = [0] if role(arm) == "floor" else range(cfg.seeds)
+            out += [(row, arm, kind, s) for s in seeds]
+    return out
+
+
+def arm_kind(arm) -> str:
+    from regconsist_ros.models.methods import get
+
+    return get(arm.method).encoder_kind
+
+
+def run(cfg: BenchmarkConfig, exp) -> dict:
+    from tqdm import tqdm
+
+    from regconsist_ros.experiments.benchmark_report import write_report
+    from regconsist_ros.experiments.common import start_run
+    from regconsist_ros.readout.propagation import clips_from_frames
+
+    out, t0 = start_run(cfg)
+    dirs = render_world(cfg, out)
+    vals = [load_views(d) for d in dirs["val"]]
+    tests = [load_views(d) for d in dirs["test"]]
+    classes = tests[0]["classes"]
+    num_classes = len(classes)
+    clips = lambda views: [c for v in views for c in clips_from_frames(v["rgb"], v["instance"], cfg.clip_len, v["name"])]
+    val_clips, test_clips = clips(vals), clips(tests)
+    timings = {"render_and_load_s": round(time.perf_counter() - t0, 1)}
+    todo = jobs(cfg, exp)
+    archs = architectures(cfg, exp.chosen(cfg.methods))
+    records: list[dict] = []
+    bar = tqdm(todo, desc="benchmark", unit="encoder")
+    ctx = {"cfg": cfg, "archs": archs, "dirs": dirs, "out": out, "num_classes": num_classes, "train_views": None}
+    for row, arm, kind, seed in bar:
+        bar.set_postfix_str(f"{row} seed {seed}")
+        f = out / "readouts" / f"{row}_s{seed}.json"
+        if f.exists():
+            records.append(json.loads(f.read_text()))
+            continue
+        t1 = time.perf_counter()
+        model, info = make_encoder(ctx, row, arm, kind, seed)
+        made_s = round(time.perf_counter() - t1, 1)
+        res = read_out(model.eval(), cfg, val_clips, test_clips, tests, num_classes, eval_size(cfg, kind))
+        rec = {"row": row, "arm": arm.name, "label": arm.label, "role": role(arm), "kind": kind, "seed": seed, **info,
+               "eval_size": list(eval_size(cfg, kind)), "make_s": made_s, **res}
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(rec, indent=1))
+        records.append(rec)
+        log.info("%s seed %d: J&F %.1f, probe mIoU %.1f", row, seed, 100 * res["propagation"]["JF"], 100 * res["probe"]["miou"])
+    curves = fine_tuning_curves(ctx, todo) if cfg.curve_steps else {}
+    timings["total_s"] = round(time.perf_counter() - t0, 1)
+    summary = write_report(out, cfg, exp, records, timings, test_clips=len(test_clips), val_clips=len(val_clips),
+                           curves=curves)
+    return {"out": str(out), "timings": timings, "table": summary["table"]}

@@ -1,0 +1,83 @@
+"""`regconsist experiment benchmark`: encoders beside floors and a ceiling, intervals, resumable."""
+import json
+
+import numpy as np
+import pytest
+
+from regconsist_ros.experiments import experiments
+from regconsist_ros.experiments.benchmark import BenchmarkConfig, eval_size, jobs, run
+from regconsist_ros.experiments.benchmark_report import summarise
+
+
+def _exp():
+    return experiments()["benchmark"][0]
+
+
+def test_apartments_of_the_three_splits_must_be_disjoint():
+    with pytest.raises(ValueError, match="disjoint"):
+        BenchmarkConfig(train_seeds=(1, 2), val_seeds=(2,), test_seeds=(3,))
+    with pytest.raises(ValueError, match="world"):
+        BenchmarkConfig(world="easy")
+
+
+def test_floors_random_and_ceiling_are_run_for_every_architecture():
+    cfg = BenchmarkConfig(seeds=3)
+    todo = jobs(cfg, _exp())
+    rows = {}
+    for row, arm, kind, seed in todo:
+        rows.setdefault(row, []).append(seed)
+    assert rows["pixels@vit"] == [0] and rows["colour@deeplabv3plus"] == [0]  # floors learn nothing: one run
+    assert rows["random@vit"] == [0, 1, 2] and rows["supervised@deeplabv3plus"] == [0, 1, 2]
+    assert rows["rsp"] == [0, 1, 2] and rows["regconsist"] == [0, 1, 2]
+    kinds = {row: kind for row, _, kind, _ in todo}
+    assert kinds["rsp"] == "vit" and kinds["regconsist"] == "deeplabv3plus"
+    assert eval_size(cfg, "vit") == (cfg.eval_height, cfg.eval_width) and eval_size(cfg, "deeplabv3plus") == (cfg.height, cfg.width)
+
+
+def _record(row, role, kind, seed, jf, miou):
+    return {"row": row, "label": row, "role": role, "kind": kind, "seed": seed,
+            "propagation": {"JF": float(np.mean(jf)), "per_object_JF": list(jf)},
+            "probe": {"miou": float(np.mean(miou)), "per_view_miou": list(miou)}}
+
+
+def test_rows_carry_intervals_and_differences_to_the_best_floor_and_random():
+    rng = np.random.default_rng(0)
+    objs, views = 30, 40
+    recs = [_record("pixels", "floor", "vit", 0, rng.uniform(0.2, 0.3, objs), rng.uniform(0.3, 0.4, views)),
+            _record("colour", "floor", "vit", 0, rng.uniform(0.3, 0.4, objs), rng.uniform(0.2, 0.3, views))]
+    for s in range(3):
+        recs.append(_record("random", "random", "vit", s, rng.uniform(0.25, 0.35, objs), rng.uniform(0.25, 0.35, views)))
+        recs.append(_record("good", "method", "vit", s, rng.uniform(0.5, 0.6, objs), rng.uniform(0.5, 0.6, views)))
+    t = summarise(recs)["table"]
+    g = t["good"]
+    assert g["JF_vs_best_floor"]["other"] == "colour" and g["miou_vs_best_floor"]["other"] == "pixels"
+    assert g["JF_vs_best_floor"]["low"] > 0.1 and g["JF_vs_random"]["low"] > 0.1
+    assert g["JF_low"] <= g["JF"] <= g["JF_high"] and g["seeds"] == 3
+    assert "JF_vs_best_floor" not in t["pixels"]  # floors are not compared with themselves
+    r = t["random"]["JF_vs_best_floor"]
+    assert r["low"] < r["diff"] < r["high"]
+
+
+def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
+    cfg = BenchmarkConfig(out=str(tmp_path / "b"), methods=("pixels", "colour", "random"), world="default",
+                          train_seeds=(1,), val_seeds=(50,), test_seeds=(100,), train_frames=12, eval_frames=20,
+                          eval_width=64, eval_height=48, width=64, height=48, clip_len=10, seeds=1,
+                          vit_depth=1, search=False, train_width=64, train_height=48, curve_steps=(1, 2))
+    res = run(cfg, _exp())
+    table = res["table"]
+    assert set(table) == {"pixels", "colour", "random"}  # one architecture (no method arm): ViT only
+    for row in table.values():
+        assert 0 <= row["JF"] <= 1 and 0 <= row["miou"] <= 1
+    out = tmp_path / "b"
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "data:image/png;base64," in html
+    assert "random init" in (out / "results.md").read_text()
+    files = sorted((out / "readouts").glob("*.json"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = run(cfg, _exp())  # every readout is reused
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    assert again["table"]["colour"]["JF"] == table["colour"]["JF"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["records"][0]["eval_size"] == [48, 64]
+    assert [c["steps"] for c in saved["curves"]["random"]] == [[1, 2]]  # trained rows only: floors have no curve
+    assert set(saved["curves"]) == {"random"} and (out / "finetune_curves.png").exists()
