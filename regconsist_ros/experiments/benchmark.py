@@ -187,9 +187,11 @@ def pretrained(arm, cfg: BenchmarkConfig, kind: str, seed: int, train_dirs: list
     return Path(pretrain(run, data, run_dir)["checkpoint"])
 
 
-def ceiling(kind: str, model_cfg, cfg: BenchmarkConfig, seed: int, train: dict, num_classes: int, path: Path):
+def ceiling(kind: str, model_cfg, cfg: BenchmarkConfig, seed: int, train: dict, num_classes: int, path: Path,
+            steps: int | None = None):
     """The supervised ceiling: the architecture trained from random init on every labelled view of the
-    training apartments (AdamW, poly decay, focal loss ignoring void). Saved at ``path``; reused."""
+    training apartments (AdamW, poly decay, focal loss ignoring void) for ``steps`` (default
+    ``cfg.ceiling_steps``). Saved at ``path``; reused."""
     import torch
 
     from regconsist_ros.models.checkpoint import load_checkpoint, save_checkpoint
@@ -202,11 +204,12 @@ def ceiling(kind: str, model_cfg, cfg: BenchmarkConfig, seed: int, train: dict, 
     net = segmentation_network(random_encoder(kind, model_cfg, seed=seed))
     x = torch.from_numpy(train["rgb"]).permute(0, 3, 1, 2).float().div_(255.0)  # [N, 3, H, W]
     y = torch.from_numpy(train["semantic"].astype(np.int64))  # [N, H, W]
-    ft = FinetuneConfig(labels=0.5, steps=cfg.ceiling_steps, batch=8, lr=cfg.ceiling_lr, optimizer="adamw",
-                        weight_decay=5e-4, schedule="poly", warmup=max(1, cfg.ceiling_steps // 20), seed=seed)
+    steps = int(steps or cfg.ceiling_steps)
+    ft = FinetuneConfig(labels=0.5, steps=steps, batch=8, lr=cfg.ceiling_lr, optimizer="adamw",
+                        weight_decay=5e-4, schedule="poly", warmup=max(1, steps // 20), seed=seed)
     net, _ = finetune(net, x, y, ft, num_classes, progress=True)
     enc = inner_encoder(net).eval()
-    save_checkpoint(path, enc, kind, model_cfg, step=cfg.ceiling_steps,
+    save_checkpoint(path, enc, kind, model_cfg, step=steps,
                     meta={"benchmark": "supervised ceiling", "seed": seed, "train_views": int(x.shape[0])})
     return enc
 
@@ -302,7 +305,9 @@ def make_encoder(ctx: dict, row: str, arm, kind: str, seed: int):
             parts = [load_views(d, (cfg.height, cfg.width)) for d in dirs["train"]]
             ctx["train_views"] = {k: np.concatenate([p[k] for p in parts]) for k in ("rgb", "semantic")}
         path = out / "ceiling" / f"{row}_s{seed}"
-        return ceiling(kind, model_cfg, cfg, seed, ctx["train_views"], ctx["num_classes"], path), {"checkpoint": str(path)}
+        steps = int(arm.extra.get("steps") or cfg.ceiling_steps)  # an arm may train its ceiling longer
+        return (ceiling(kind, model_cfg, cfg, seed, ctx["train_views"], ctx["num_classes"], path, steps),
+                {"checkpoint": str(path), "ceiling_steps": steps})
     ckpt = pretrained(arm, cfg, kind, seed, dirs["train"], out / "pretrain" / f"{row}_s{seed}")
     return load_checkpoint(ckpt)[0], {"checkpoint": str(ckpt)}
 
@@ -351,6 +356,27 @@ def arm_kind(arm) -> str:
     return get(arm.method).encoder_kind
 
 
+# settings that change no stored result: which rows to run, threads, the optional curve
+FREE = ("methods", "threads", "curve_steps", "curve_labels", "out")
+
+
+def check_same_settings(cfg: BenchmarkConfig) -> None:
+    """A run directory is resumed only with the settings it was made with (apart from ``FREE``): reused
+    readouts of other settings would be silently stale. ConfigError naming the differences otherwise."""
+    from regconsist_ros.config import ConfigError
+
+    f = Path(cfg.out) / "experiment.json"
+    if not f.exists():
+        return
+    old = json.loads(f.read_text())
+    new = json.loads(json.dumps(asdict(cfg)))
+    diff = {k: (old.get(k), v) for k, v in new.items() if k not in FREE and old.get(k) != v}
+    if diff:
+        raise ConfigError(f"{cfg.out} holds a benchmark made with other settings "
+                          f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())}); "
+                          f"use another --out, or delete it to start afresh")
+
+
 def run(cfg: BenchmarkConfig, exp) -> dict:
     from tqdm import tqdm
 
@@ -358,6 +384,7 @@ def run(cfg: BenchmarkConfig, exp) -> dict:
     from regconsist_ros.experiments.common import start_run
     from regconsist_ros.readout.propagation import clips_from_frames
 
+    check_same_settings(cfg)
     out, t0 = start_run(cfg)
     dirs = render_world(cfg, out)
     vals = [load_views(d) for d in dirs["val"]]

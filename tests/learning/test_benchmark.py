@@ -1,5 +1,6 @@
 """`regconsist experiment benchmark`: encoders beside floors and a ceiling, intervals, resumable."""
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -81,3 +82,17 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     assert saved["records"][0]["eval_size"] == [48, 64]
     assert [c["steps"] for c in saved["curves"]["random"]] == [[1, 2]]  # trained rows only: floors have no curve
     assert set(saved["curves"]) == {"random"} and (out / "finetune_curves.png").exists()
+
+
+def test_a_run_directory_is_resumed_only_with_its_own_settings(tmp_path):
+    from regconsist_ros.config import ConfigError
+    from regconsist_ros.experiments.benchmark import check_same_settings
+
+    cfg = BenchmarkConfig(out=str(tmp_path))
+    (tmp_path / "experiment.json").write_text(json.dumps({**json.loads(json.dumps(asdict(cfg))),
+                                                          "ceiling_steps": 50}))
+    with pytest.raises(ConfigError, match="ceiling_steps: 50 -> 300"):
+        check_same_settings(cfg)
+    check_same_settings(BenchmarkConfig(out=str(tmp_path / "new")))  # a fresh directory is fine
+    (tmp_path / "experiment.json").write_text(json.dumps(json.loads(json.dumps(asdict(cfg)))))
+    check_same_settings(BenchmarkConfig(out=str(tmp_path), methods=("pixels",), curve_steps=(10,)))  # free settings
