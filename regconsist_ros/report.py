@@ -88,6 +88,8 @@ def write_report(out: Path, online_dir: Path, up_result: dict | None, pictures: 
             lines.append(f"| {name} | {s} | {a:.4g} | {b:.4g} | {n} |" if a is not None else f"| {name} | {s} | - | - | {n} |")
         lines += ["", "![losses](losses.png)", ""]
     results = read_jsonl(Path(online_dir) / "eval_results.jsonl")
+    floor_lines = [r for r in results if r.get("objective") == "floors"]
+    results = [r for r in results if r.get("objective") != "floors"]
     if results:
         fig, ax = plt.subplots(figsize=(7, 3.2))
         for name in sorted({r["objective"] for r in results}):
@@ -98,7 +100,7 @@ def write_report(out: Path, online_dir: Path, up_result: dict | None, pictures: 
             seg = [(r["step"], r["segmentation"]["miou"]) for r in rs if "miou" in r.get("segmentation", {})]
             if seg:
                 ax.plot(*zip(*seg), "s--", label=f"{name}: few-label segmentation mIoU")
-        floors = _floor_rows(results)
+        floors = _floor_rows(floor_lines + results)
         for k, (label, f) in enumerate(floors.items()):
             jf = f.get("propagation", {}).get("JF_mean")
             if jf is not None:
@@ -135,5 +137,7 @@ def _floor_rows(results: list[dict]) -> dict:
     out = {}
     for r in results:
         for name, f in (r.get("floors") or {}).items():
+            if not isinstance(f, dict):  # e.g. "interrupted": the evaluator stopped before every floor
+                continue
             out.setdefault(f"{name} ({r.get('kind', '?')})", f)
     return out

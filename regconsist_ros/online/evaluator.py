@@ -11,9 +11,10 @@ Readouts:
 * ``segmentation``: the frozen dense linear probe (``readout.dense_probe``, mIoU) for every encoder,
   and few-label fine-tuning (mIoU) for dense encoders (DeepLabV3+ from RegConsist); fine-tuning is
   skipped, with a reason, for encoders without a segmentation head;
-* ``floors`` (on by default): the same readouts of the floors that learn nothing, next to each row:
-  ``pixels`` and ``colour`` (``models.floors``) on the architecture's grid and ``random`` (the
-  architecture randomly initialised); computed once per architecture and cached;
+* ``floors`` (on by default): the same readouts of the floors that learn nothing: ``pixels`` and
+  ``colour`` (``models.floors``) on the architecture's grid and ``random`` (the architecture randomly
+  initialised), once per architecture, after its first checkpoint's result, as one result line
+  ``{"objective": "floors", "kind", "floors": {name: readouts}}`` (a restarted evaluator reads them back);
 * ``bc``: the behaviour-cloning readout (``readout.bc_run``) on ``bc_tasks`` of a suite (MetaWorld by
   default), with the settings of ``bc_config`` (a YAML file with ``bc`` = BCReadoutConfig and
   ``policy`` = BCConfig sections, the groups of ``regconsist eval bc``) or, without one, a quick CPU setting (10 demonstrations,
@@ -50,7 +51,8 @@ class EvaluatorConfig:
     clip_len: int = field(default=20, metadata={"help": "frames per label-propagation clip"})
     min_object_pixels: int = field(default=50, metadata={"help": "smallest first-frame object propagated (pixels)"})
     seg_steps: int = field(default=50, metadata={"help": "fine-tuning steps of the segmentation readout"})
-    seg_labels: float = field(default=0.2, metadata={"help": "fraction of labelled views used for fine-tuning"})
+    seg_labels: float = field(default=0.2, metadata={"help": "fraction of labelled views used for fine-tuning and for the linear probe"})
+    probe_steps: int = field(default=100, metadata={"help": "AdamW steps of the frozen linear probe"})
     bc_tasks: tuple[str, ...] = field(default=("button-press-topdown",), metadata={"help": "tasks of the BC readout"})
     bc_config: str = field(default="", metadata={"help": "YAML with the bc and policy sections of `regconsist eval bc` ('' = quick CPU setting)"})
     floors: bool = field(default=True, metadata={"help": "also read out pixels, colour and random init of each architecture (once, cached) beside the checkpoints"})
@@ -62,6 +64,8 @@ class EvaluatorConfig:
         if not self.poll_s > 0 or self.clip_len < 2 or self.eval_frames < self.clip_len or self.seg_steps < 1:
             raise ValueError(f"EvaluatorConfig: poll_s > 0, 2 <= clip_len <= eval_frames and seg_steps >= 1 needed, got "
                              f"{self.poll_s}, {self.clip_len}, {self.eval_frames}, {self.seg_steps}")
+        if self.probe_steps < 1:
+            raise ValueError(f"EvaluatorConfig.probe_steps must be >= 1, got {self.probe_steps}")
         if not 0 < self.seg_labels < 1:
             raise ValueError(f"EvaluatorConfig.seg_labels must be in (0, 1), got {self.seg_labels}")
 
@@ -103,18 +107,24 @@ def complete_checkpoints(watch_dir: str | Path) -> dict[str, list[tuple[int, Pat
 class Evaluator:
     """Prepares the evaluation data once; ``poll()`` evaluates what is new and returns the results."""
 
-    def __init__(self, cfg: EvaluatorConfig, progress: bool = False):
+    def __init__(self, cfg: EvaluatorConfig, progress: bool = False, should_stop=None):
+        """``should_stop()`` (e.g. a node's shutdown event) is asked between readouts: a stop request
+        then waits for at most the readout in progress, not for every pending checkpoint and floor."""
         self.cfg = cfg
         self.progress = progress
+        self.should_stop = should_stop or (lambda: False)
         self.done: set[tuple[str, int]] = set()
         self.skipped = 0
         self.failed = 0
         self._data = None
-        self._floors: dict[str, dict] = {}
+        self._floors: dict[str, dict] = {}  # architecture key -> floor readouts
+        self._last_model = None
         from regconsist_ros.learning.trainer import read_jsonl
 
         for r in read_jsonl(cfg.results_path):  # a restarted evaluator does not redo finished work
-            if "objective" in r and "step" in r:
+            if r.get("objective") == "floors" and isinstance(r.get("floors"), dict) and "key" in r:
+                self._floors[r["key"]] = r["floors"]
+            elif "objective" in r and "step" in r:
                 self.done.add((r["objective"], int(r["step"])))
 
     def data(self):
@@ -156,9 +166,8 @@ class Evaluator:
             row["error"] = f"unreadable checkpoint: {e}"
             return row
         row["kind"] = info["kind"]
+        self._last_model = (model, info["kind"])
         row.update(self.dense_readouts(model, info["kind"]))
-        if self.cfg.floors and ("propagation" in self.cfg.readouts or "segmentation" in self.cfg.readouts):
-            row["floors"] = self.floors(model, info["kind"])
         if "bc" in self.cfg.readouts:
             row["bc"] = self.bc_readout(objective, step, model, info)
         row["seconds"] = round(time.time() - t0, 2)
@@ -188,7 +197,8 @@ class Evaluator:
             out["propagation"] = {k: r[k] for k in ("JF_objects", "J_objects", "F_objects", "J_mean", "F_mean", "JF_mean")}
         if "segmentation" in self.cfg.readouts:
             r = run_linear_probe(model, d["rgb"], d["semantic"], len(d["classes"]),
-                                 ProbeConfig(labels=self.cfg.seg_labels), size=None if size == "model" else size)
+                                 ProbeConfig(labels=self.cfg.seg_labels, steps=self.cfg.probe_steps),
+                                 size=None if size == "model" else size)
             seg = {"probe_miou": r["miou"]}
             if finetune and hasattr(model, "reset_classifier"):
                 r = run_readout(copy.deepcopy(model), d["frames"], d["classes"],
@@ -200,16 +210,25 @@ class Evaluator:
             out["segmentation"] = seg
         return out
 
-    def floors(self, model, kind: str) -> dict:
-        """{"pixels" | "colour" | "random": readouts} of the floors beside ``model``'s architecture (cached)."""
-        from regconsist_ros.models.encoder import load_encoder
+    @staticmethod
+    def floor_key(model, kind: str) -> str:
+        """What identifies an architecture (its kind and config) for the floor cache."""
         from regconsist_ros.models.registry import config_to_dict
 
         cfg = getattr(model, "cfg", None)
-        key = json.dumps([kind, config_to_dict(cfg) if cfg is not None else None], sort_keys=True, default=str)
+        return json.dumps([kind, config_to_dict(cfg) if cfg is not None else None], sort_keys=True, default=str)
+
+    def floors(self, model, kind: str) -> dict:
+        """{"pixels" | "colour" | "random": readouts} of the floors beside ``model``'s architecture (cached)."""
+        from regconsist_ros.models.encoder import load_encoder
+
+        cfg = getattr(model, "cfg", None)
+        key = self.floor_key(model, kind)
         if key not in self._floors:
             rows = {}
             for name in ("pixels", "colour", "random"):
+                if self.should_stop():  # shutting down: this row goes without (the rest), nothing is cached
+                    return {**rows, "interrupted": "the evaluator was stopped before every floor was read out"}
                 floor, info = load_encoder(name, kind=kind, config=cfg, seed=0)
                 rows[name] = self.dense_readouts(floor, kind if name == "random" else info["kind"], finetune=False)
             self._floors[key] = rows
@@ -247,7 +266,23 @@ class Evaluator:
     def poll(self) -> list[dict]:
         rows = []
         for objective, step, ckpt in self.pending():
+            if self.should_stop():
+                break
+            self._last_model = None
             row = self.evaluate(objective, step, ckpt)
             self.append(row)
             rows.append(row)
+            want = self.cfg.floors and ("propagation" in self.cfg.readouts or "segmentation" in self.cfg.readouts)
+            if want and self._last_model is not None and not self.should_stop():
+                model, kind = self._last_model
+                key = self.floor_key(model, kind)
+                if key not in self._floors:  # the first checkpoint of this architecture: its floors, once
+                    t0 = time.time()
+                    floors = self.floors(model, kind)
+                    if "interrupted" not in floors:
+                        line = {"objective": "floors", "step": 0, "kind": kind, "key": key, "floors": floors,
+                                "time": round(t0, 3), "seconds": round(time.time() - t0, 2)}
+                        self.append(line)
+                        rows.append(line)
+        self._last_model = None
         return rows

@@ -26,13 +26,13 @@ def test_only_complete_checkpoints_are_seen_and_the_newest_is_evaluated(tmp_path
     (root / "step_00000020").mkdir()  # a directory without weights: not complete
     (root / "step_00000020" / "config.json").write_text("{}")
     assert [s for s, _ in complete_checkpoints(tmp_path / "online")["rsp"]] == [5, 10]
-    ev = Evaluator(_cfg(tmp_path, readouts=("propagation",)))
+    ev = Evaluator(_cfg(tmp_path, readouts=("propagation",), floors=False))  # floors: tested below
     rows = ev.poll()
     assert [(r["objective"], r["step"]) for r in rows] == [("rsp", 10)] and ev.skipped == 1
     assert 0 <= rows[0]["propagation"]["JF_mean"] <= 1
     assert ev.poll() == []  # nothing new
     # a restarted evaluator reads its results file and does not redo step 10
-    again = Evaluator(_cfg(tmp_path, readouts=("propagation",)))
+    again = Evaluator(_cfg(tmp_path, readouts=("propagation",), floors=False))
     assert again.pending() == [] or all(s != 10 for _, s, _ in again.pending())
     lines = [json.loads(l) for l in (tmp_path / "online" / "eval_results.jsonl").read_text().splitlines()]
     assert [(l["objective"], l["step"]) for l in lines] == [("rsp", 10)]
@@ -43,16 +43,22 @@ def test_probe_for_every_encoder_finetuning_for_dense_ones_and_floors_beside(tmp
     dl = random_encoder("deeplabv3plus", dl_cfg)
     save_checkpoint(tmp_path / "online" / "regconsist" / "checkpoints" / "step_00000003", dl, "deeplabv3plus", dl_cfg, step=3)
     save_checkpoint(tmp_path / "online" / "rsp" / "checkpoints" / "step_00000003", random_encoder("vit", VIT), "vit", VIT, step=3)
-    rows = {r["objective"]: r for r in Evaluator(_cfg(tmp_path)).poll()}
+    polled = Evaluator(_cfg(tmp_path)).poll()
+    rows = {r["objective"]: r for r in polled if r["objective"] != "floors"}
+    floors = {r["kind"]: r["floors"] for r in polled if r["objective"] == "floors"}
     assert 0 <= rows["regconsist"]["segmentation"]["miou"] <= 1
     assert "skipped" in rows["rsp"]["segmentation"]["finetune"] and "propagation" in rows["rsp"]
     for r in rows.values():
         assert 0 <= r["segmentation"]["probe_miou"] <= 1  # the frozen linear probe reads out a ViT too
-        assert set(r["floors"]) == {"pixels", "colour", "random"}
-        for floor in r["floors"].values():
+    assert set(floors) == {"vit", "deeplabv3plus"}  # one set per architecture, after its first checkpoint
+    for f in floors.values():
+        assert set(f) == {"pixels", "colour", "random"}
+        for floor in f.values():
             assert 0 <= floor["propagation"]["JF_objects"] <= 1 and 0 <= floor["segmentation"]["probe_miou"] <= 1
             assert "miou" not in floor["segmentation"]  # floors are probed, not fine-tuned
-    assert rows["rsp"]["floors"] is not rows["regconsist"]["floors"]  # one set per architecture
+    # a restarted evaluator reads the floors back instead of computing them again
+    again = Evaluator(_cfg(tmp_path))
+    assert len(again._floors) == 2
 
 
 def test_a_corrupt_checkpoint_is_reported_not_fatal(tmp_path):
@@ -107,3 +113,21 @@ def test_the_demo_report_lists_the_floors_before_the_checkpoints(tmp_path):
     assert table[1].startswith("| pixels (vit) | floor | 30.0") and table[2].startswith("| random (vit) | floor | 28.0")
     assert table[3].startswith("| rsp | 10 | 41.0") and "| 33.0 |" in table[3]
     assert (tmp_path / "report" / "readouts.png").exists()
+
+
+def test_a_stop_request_waits_for_one_readout_not_for_every_floor(tmp_path):
+    save_checkpoint(tmp_path / "online" / "rsp" / "checkpoints" / "step_00000003", random_encoder("vit", VIT), "vit", VIT, step=3)
+    asked = []
+
+    def stop_after(n):
+        def should_stop():
+            asked.append(1)
+            return len(asked) > n
+        return should_stop
+
+    assert Evaluator(_cfg(tmp_path, readouts=("propagation",)), should_stop=stop_after(0)).poll() == []
+    asked.clear()
+    ev = Evaluator(_cfg(tmp_path, readouts=("propagation",)), should_stop=stop_after(3))
+    rows = ev.poll()
+    assert [r["objective"] for r in rows] == ["rsp"] and "propagation" in rows[0]  # its own readout finished
+    assert ev._floors == {}  # stopped between floors: nothing half-done is kept or written

@@ -30,9 +30,9 @@ def make_node_class():
             params.declare(self, EvaluatorConfig)
             params.reject_undeclared(self, NAME)
             self.cfg = params.read(self, EvaluatorConfig)
-            self.evaluator = Evaluator(self.cfg)
-            self.pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
             self.stop = threading.Event()
+            self.evaluator = Evaluator(self.cfg, should_stop=self.stop.is_set)
+            self.pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
             self.evaluated = 0
             self.last = None
             self.error = None
