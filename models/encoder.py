@@ -65,8 +65,8 @@ def encode(model: nn.Module, imgs: torch.Tensor, batch: int = 32, size="model") 
     """Frozen-encoder features of raw images (see the module doc), in eval mode, in chunks of ``batch``.
 
     ``size``: "model" resizes to the size the encoder was trained at (``input_size``), a (H, W)
-    tuple to that size (a ViT runs at any multiple of its patch with its sin-cos positions
-    evaluated on the larger grid, as label-propagation protocols do), None keeps the input size."""
+    tuple to that size (a ViT runs at any multiple of its patch, its sin-cos positions interpolated
+    inside the trained grid, never extrapolated: ``models.vit.grid_positions``), None keeps the input size."""
     was_training = model.training
     model.eval()
     dev = model_device(model)

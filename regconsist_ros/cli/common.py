@@ -53,8 +53,9 @@ def size_arg(a) -> tuple[int, int] | str | None:
 
 
 def encoder_flags(q: argparse.ArgumentParser, kind_cls) -> None:
-    """--ckpt (or 'random', built from --encoder.*), --size, --seed, output flags."""
-    q.add_argument("--ckpt", required=True, help="checkpoint directory, run directory (latest checkpoint) or 'random'")
+    """--ckpt (or 'random' / 'pixels' / 'colour', built from --encoder.*), --size, --seed, output flags."""
+    q.add_argument("--ckpt", required=True, help="checkpoint directory, run directory (latest checkpoint), 'random', or a "
+                   "floor that learns nothing: 'pixels' or 'colour' (on the grid of --encoder.*)")
     q.add_argument("--size", nargs=2, type=int, default=None, metavar=("H", "W"),
                    help="input size for the encoder (default: its training size; 0 0 = the frames' own size)")
     q.add_argument("--seed", type=int, default=0, help="seed of a random encoder")
