@@ -263,8 +263,11 @@ class Evaluator:
             os.fsync(f.fileno())
         self.done.add((row["objective"], int(row["step"])))
 
-    def poll(self) -> list[dict]:
+    def poll(self, on_row=None) -> list[dict]:
+        """Evaluate what is new; -> the result rows. ``on_row(row)`` is called as each row is written
+        (a node publishes it at once, not after every pending checkpoint and floor is done)."""
         rows = []
+        emit = on_row or (lambda row: None)
         for objective, step, ckpt in self.pending():
             if self.should_stop():
                 break
@@ -272,6 +275,7 @@ class Evaluator:
             row = self.evaluate(objective, step, ckpt)
             self.append(row)
             rows.append(row)
+            emit(row)
             want = self.cfg.floors and ("propagation" in self.cfg.readouts or "segmentation" in self.cfg.readouts)
             if want and self._last_model is not None and not self.should_stop():
                 model, kind = self._last_model
@@ -284,5 +288,6 @@ class Evaluator:
                                 "time": round(t0, 3), "seconds": round(time.time() - t0, 2)}
                         self.append(line)
                         rows.append(line)
+                        emit(line)
         self._last_model = None
         return rows

@@ -131,3 +131,12 @@ def test_a_stop_request_waits_for_one_readout_not_for_every_floor(tmp_path):
     rows = ev.poll()
     assert [r["objective"] for r in rows] == ["rsp"] and "propagation" in rows[0]  # its own readout finished
     assert ev._floors == {}  # stopped between floors: nothing half-done is kept or written
+
+
+def test_each_row_is_handed_on_as_soon_as_it_is_written(tmp_path):
+    save_checkpoint(tmp_path / "online" / "rsp" / "checkpoints" / "step_00000003", random_encoder("vit", VIT), "vit", VIT, step=3)
+    seen = []
+    ev = Evaluator(_cfg(tmp_path, readouts=("propagation",)))
+    rows = ev.poll(on_row=lambda r: seen.append((r["objective"], len(ev.done))))
+    assert [o for o, _ in seen] == ["rsp", "floors"] and [r["objective"] for r in rows] == ["rsp", "floors"]
+    assert seen[0][1] == 1  # the checkpoint's row was handed on before the floors were computed

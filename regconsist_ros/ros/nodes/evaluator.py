@@ -44,21 +44,19 @@ def make_node_class():
         def _loop(self) -> None:
             while not self.stop.is_set():
                 try:
-                    rows = self.evaluator.poll()
+                    self.evaluator.poll(on_row=self._publish)  # each row is published as soon as it is written
                 except Exception as e:  # report and keep watching
                     self.error = f"{type(e).__name__}: {e}"
                     self.get_logger().error(f"readout failed: {self.error}", throttle_duration_sec=10.0)
-                    rows = []
-                for row in rows:
-                    if self.stop.is_set():
-                        break
-                    self.evaluated += 1
-                    self.last = row
-                    self.pub.publish(status_array(self, f"{NAME}: {row['objective']}", row,
-                                                  level="warn" if "error" in row else "ok"))
-                    self.get_logger().info(f"{row['objective']} step {row['step']}: "
-                                           f"{ {k: row[k] for k in ('propagation', 'segmentation', 'error') if k in row} }")
                 self.stop.wait(self.cfg.poll_s)
+
+        def _publish(self, row: dict) -> None:
+            self.evaluated += row.get("objective") != "floors"
+            self.last = row
+            self.pub.publish(status_array(self, f"{NAME}: {row['objective']}", row,
+                                          level="warn" if "error" in row else "ok"))
+            self.get_logger().info(f"{row['objective']} step {row['step']}: "
+                                   f"{ {k: row[k] for k in ('propagation', 'segmentation', 'error') if k in row} }")
 
         def _status(self) -> None:
             self.pub.publish(status_array(self, f"{NAME}: status", {
