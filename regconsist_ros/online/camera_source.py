@@ -87,8 +87,12 @@ class Prefetcher:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop rendering and wait (up to ``timeout`` s) for the frame in progress: the process must not
+        exit while the thread is inside the renderer (an EGL/OpenGL call at interpreter exit can hang)."""
         self._stop.set()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
 
     def poll(self):
         return self.frames.get_nowait()
