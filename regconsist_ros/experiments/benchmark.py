@@ -39,7 +39,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FLOOR_ARMS = ("pixels", "colour")
 # the propagation settings searched per encoder on the validation clips: around the RSP paper's
 # (top-k 7, radius 30, queue 30, temperature 0.1), 12 of readout.propagation.SEARCH_GRID's 36 so that
 # the default benchmark fits in an hour on 2 cores

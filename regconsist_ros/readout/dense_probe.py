@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regconsist_ros.readout.segmentation import VOID, confusion_matrix, labelled_views, miou, split_views
+from regconsist_ros.readout.segmentation import VOID, confusion_matrix, miou, split_views
 
 
 @dataclass
