@@ -142,6 +142,25 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
     return F.cross_entropy(logits, pos), sim[idx[:n], pos[:n]].detach().mean()
 
 
+def supervised_contrastive(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (SupCon, Khosla et al., 2020) of embeddings ``z`` [P, D] (L2-normalised
+    here) with integer ``labels`` [P]: the mean over anchors that have a positive (another embedding with
+    their label) of ``-mean_{p in P(i)} log softmax_{a != i}(z_i . z_a / temperature)_p``. 0 (attached to
+    the graph) when no anchor has a positive."""
+    if z.ndim != 2 or labels.shape != z.shape[:1]:
+        raise ValueError(f"supervised_contrastive: expected z [P, D] and labels [P], got {tuple(z.shape)}, {tuple(labels.shape)}")
+    z = F.normalize(z.float(), dim=1)
+    eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    sim = (z @ z.T / float(temperature)).masked_fill(eye, float("-inf"))  # [P, P]; no self-pairs
+    logp = sim - torch.logsumexp(sim, dim=1, keepdim=True)  # [P, P]
+    pos = (labels[:, None] == labels[None, :]) & ~eye  # [P, P]
+    npos = pos.sum(1)
+    keep = npos > 0
+    if not bool(keep.any()):
+        return z.sum() * 0.0
+    return (-logp.masked_fill(~pos, 0.0).sum(1)[keep] / npos[keep]).mean()
+
+
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """BYOL regression loss: mean over the batch of ``2 - 2 cos(p, z)`` (p [N, P] predictions, z
     [N, P] targets; z gets no gradient)."""

@@ -48,7 +48,7 @@ SEARCH = {"topk": (5, 10), "temperature": (0.05, 0.1, 0.7), "radius": (12.0, 30.
 @dataclass
 class BenchmarkConfig:
     out: str = field(default="runs/benchmark", metadata={"help": "run directory"})
-    methods: tuple[str, ...] = field(default=(), metadata={"help": "arms to run (empty = all of the definition)"})
+    methods: tuple[str, ...] = field(default=(), metadata={"help": "arms to run (empty = the definition's `default` list; `all` = every arm)"})
     world: str = field(default="hard", metadata={"help": "embedded-world preset of every apartment: default or hard (docs/world.md)"})
     train_seeds: tuple[int, ...] = field(default=(1, 2, 3), metadata={"help": "apartments for pretraining and the supervised ceiling"})
     val_seeds: tuple[int, ...] = field(default=(50, 51), metadata={"help": "apartments the readout settings are chosen on"})
@@ -75,8 +75,10 @@ class BenchmarkConfig:
     dense_steps: int = field(default=200, metadata={"help": "pretraining steps of the DeepLabV3+ methods"})
     dense_lr: float = field(default=0.02, metadata={"help": "DeepLabV3+ pretraining peak lr (SGD)"})
     width_mult: float = field(default=0.5, metadata={"help": "ResNet-18 channel multiplier of DeepLabV3+"})
-    ceiling_steps: int = field(default=300, metadata={"help": "steps of the supervised ceiling (AdamW on every training apartment's labels)"})
+    ceiling_steps: int = field(default=1000, metadata={"help": "steps of the supervised ceiling (AdamW on every training apartment's labels; 1000 chosen on the validation apartments, docs/results/benchmark.md)"})
     ceiling_lr: float = field(default=1e-3, metadata={"help": "peak lr of the supervised ceiling"})
+    ceiling_instance: float = field(default=0.0, metadata={"help": "weight of the ceiling's instance loss (supervised contrastive on its dense features, readout.ceiling): 0 = semantic labels only"})
+    ceiling_jitter: float = field(default=0.0, metadata={"help": "photometric augmentation of the supervised ceiling's views (FinetuneConfig.jitter)"})
     probe_labels: float = field(default=0.1, metadata={"help": "fraction of a test apartment's labelled views the linear probe trains on"})
     curve_steps: tuple[int, ...] = field(default=(), metadata={"help": "fine-tuning curve: mIoU after each of these steps of one full fine-tuning run (poly, weight decay 5e-4) of every trained encoder on the first test apartment (empty = off)"})
     curve_labels: float = field(default=0.1, metadata={"help": "fraction of that apartment's labelled views the curve fine-tunes on"})
@@ -189,24 +191,29 @@ def pretrained(arm, cfg: BenchmarkConfig, kind: str, seed: int, train_dirs: list
 def ceiling(kind: str, model_cfg, cfg: BenchmarkConfig, seed: int, train: dict, num_classes: int, path: Path,
             steps: int | None = None):
     """The supervised ceiling: the architecture trained from random init on every labelled view of the
-    training apartments (AdamW, poly decay, focal loss ignoring void) for ``steps`` (default
-    ``cfg.ceiling_steps``). Saved at ``path``; reused."""
+    training apartments (AdamW, poly decay, focal loss ignoring void, plus ``cfg.ceiling_instance`` x the
+    instance loss of :mod:`regconsist_ros.readout.ceiling`, photometric jitter ``cfg.ceiling_jitter``) for
+    ``steps`` (default ``cfg.ceiling_steps``). ``train``: rgb, semantic and instance (ids unique across
+    apartments). Saved at ``path``; reused."""
     import torch
 
     from regconsist_ros.models.checkpoint import load_checkpoint, save_checkpoint
     from regconsist_ros.models.encoder import random_encoder
+    from regconsist_ros.readout.ceiling import train_ceiling
     from regconsist_ros.readout.dense_probe import inner_encoder, segmentation_network
-    from regconsist_ros.readout.segmentation import FinetuneConfig, finetune
+    from regconsist_ros.readout.segmentation import FinetuneConfig
 
     if (path / "model.safetensors").exists():
         return load_checkpoint(path)[0].eval()
     net = segmentation_network(random_encoder(kind, model_cfg, seed=seed))
     x = torch.from_numpy(train["rgb"]).permute(0, 3, 1, 2).float().div_(255.0)  # [N, 3, H, W]
     y = torch.from_numpy(train["semantic"].astype(np.int64))  # [N, H, W]
+    inst = torch.from_numpy(train["instance"].astype(np.int64))  # [N, H, W]
     steps = int(steps or cfg.ceiling_steps)
     ft = FinetuneConfig(labels=0.5, steps=steps, batch=8, lr=cfg.ceiling_lr, optimizer="adamw",
-                        weight_decay=5e-4, schedule="poly", warmup=max(1, steps // 20), seed=seed)
-    net, _ = finetune(net, x, y, ft, num_classes, progress=True)
+                        weight_decay=5e-4, schedule="poly", warmup=max(1, steps // 20), seed=seed,
+                        jitter=cfg.ceiling_jitter)
+    net = train_ceiling(net, x, y, inst, ft, num_classes, instance_weight=cfg.ceiling_instance, progress=True)
     enc = inner_encoder(net).eval()
     save_checkpoint(path, enc, kind, model_cfg, step=steps,
                     meta={"benchmark": "supervised ceiling", "seed": seed, "train_views": int(x.shape[0])})
@@ -252,6 +259,20 @@ def load_views(d: Path, size: tuple[int, int] | None = None) -> dict:
         near = lambda a: F.interpolate(torch.from_numpy(a)[:, None].float(), size=size, mode="nearest")[:, 0].long().numpy()
         sem, inst = near(sem), near(inst)
     return {"rgb": rgb, "semantic": sem, "instance": inst, "classes": seq.classes, "name": d.name}
+
+
+def training_views(cfg: BenchmarkConfig, dirs: list[Path]) -> dict:
+    """Every view of the training apartments at the encoders' input size: rgb, semantic, and instance ids
+    made unique across apartments (apartment i's object k -> ``i * OFFSET + k``; background stays 0)."""
+    parts = [load_views(d, (cfg.height, cfg.width)) for d in dirs]
+    for i, p in enumerate(parts):
+        if p["instance"].max() >= INSTANCE_OFFSET:
+            raise ValueError(f"{dirs[i]}: instance ids reach {p['instance'].max()}, above {INSTANCE_OFFSET}")
+        p["instance"] = np.where(p["instance"] > 0, p["instance"] + i * INSTANCE_OFFSET, 0)
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("rgb", "semantic", "instance")}
+
+
+INSTANCE_OFFSET = 1 << 20
 
 
 # ------------------------------------------------------------------------------------ readouts
@@ -300,9 +321,8 @@ def make_encoder(ctx: dict, row: str, arm, kind: str, seed: int):
     if r == "random":
         return random_encoder(kind, model_cfg, seed=seed), {}
     if r == "ceiling":
-        if ctx["train_views"] is None:  # every training view at the encoders' input size
-            parts = [load_views(d, (cfg.height, cfg.width)) for d in dirs["train"]]
-            ctx["train_views"] = {k: np.concatenate([p[k] for p in parts]) for k in ("rgb", "semantic")}
+        if ctx["train_views"] is None:
+            ctx["train_views"] = training_views(cfg, dirs["train"])
         path = out / "ceiling" / f"{row}_s{seed}"
         steps = int(arm.extra.get("steps") or cfg.ceiling_steps)  # an arm may train its ceiling longer
         return (ceiling(kind, model_cfg, cfg, seed, ctx["train_views"], ctx["num_classes"], path, steps),
@@ -335,9 +355,20 @@ def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
     return curves
 
 
+def chosen_arms(cfg: BenchmarkConfig, exp) -> list:
+    """The arms of ``cfg.methods`` (when empty, the definition's ``default`` list, or every arm without one;
+    ``all`` = every arm), plus the references of the default list (floors, random init, the ceiling), which
+    every run reads out so that any row can be set against them."""
+    default = list(exp.extra.get("default") or exp.arms)
+    names = list(cfg.methods) or default
+    arms = exp.chosen(list(exp.arms) if names == ["all"] else names)
+    refs = [a for a in exp.chosen(default) if a.method is None and a not in arms]
+    return refs + arms
+
+
 def jobs(cfg: BenchmarkConfig, exp) -> list[tuple]:
     """(row name, arm, kind, seed) of every encoder to read out, floors once per architecture."""
-    arms = exp.chosen(cfg.methods)
+    arms = chosen_arms(cfg, exp)
     archs = architectures(cfg, arms)
     out = []
     for arm in arms:
@@ -394,7 +425,7 @@ def run(cfg: BenchmarkConfig, exp) -> dict:
     val_clips, test_clips = clips(vals), clips(tests)
     timings = {"render_and_load_s": round(time.perf_counter() - t0, 1)}
     todo = jobs(cfg, exp)
-    archs = architectures(cfg, exp.chosen(cfg.methods))
+    archs = architectures(cfg, chosen_arms(cfg, exp))
     records: list[dict] = []
     bar = tqdm(todo, desc="benchmark", unit="encoder")
     ctx = {"cfg": cfg, "archs": archs, "dirs": dirs, "out": out, "num_classes": num_classes, "train_views": None}
@@ -414,6 +445,11 @@ def run(cfg: BenchmarkConfig, exp) -> dict:
         f.write_text(json.dumps(rec, indent=1))
         records.append(rec)
         log.info("%s seed %d: J&F %.1f, probe mIoU %.1f", row, seed, 100 * res["propagation"]["JF"], 100 * res["probe"]["miou"])
+    done = {(r["row"], r["seed"]) for r in records}  # rows of earlier runs in this directory (same settings)
+    for f in sorted((out / "readouts").glob("*.json")):
+        rec = json.loads(f.read_text())
+        if rec.get("arm") in exp.arms and (rec["row"], rec["seed"]) not in done:
+            records.append(rec)
     curves = fine_tuning_curves(ctx, todo) if cfg.curve_steps else {}
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     summary = write_report(out, cfg, exp, records, timings, test_clips=len(test_clips), val_clips=len(val_clips),

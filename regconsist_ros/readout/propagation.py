@@ -39,7 +39,6 @@ import math
 import re
 import time
 import warnings
-from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -147,13 +146,51 @@ def _affinity(target: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nd,mkd->nmk", target, context)
 
 
+def _normalised(feats: torch.Tensor) -> torch.Tensor:
+    """[T, D, h, w] -> L2-normalised per position [T, N, D]."""
+    T, D, h, w = feats.shape
+    return F.normalize(feats.float().reshape(T, D, h * w), dim=1).transpose(1, 2).contiguous()
+
+
+def _context(t: int, queue: int) -> list[int]:
+    """The frames frame ``t`` takes its labels from: the first frame, then the last ``queue`` predicted ones."""
+    return [0] + list(range(max(1, t - int(queue)), t))
+
+
+def _nearest(f: torch.Tensor, t: int, queue: int, far: torch.Tensor | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest affinities of frame ``t``'s positions to its context -> (values [N, k], indices [N, k]
+    into the context positions, frame-major as ``_context`` orders them)."""
+    aff = _affinity(f[t], f[_context(t, queue)])  # [N, M, N]
+    if far is not None:
+        aff = aff.masked_fill(far[:, None, :], float("-inf"))
+    aff = aff.reshape(aff.shape[0], -1)  # [N, M * N]
+    return aff.topk(min(int(k), aff.shape[1]), dim=1)  # sorted; the same cell is always within the radius
+
+
 @torch.no_grad()
-def propagate(feats: torch.Tensor, first_labels: np.ndarray, num_objects: int, cfg: PropagationConfig) -> np.ndarray:
+def neighbours(feats: torch.Tensor, queue: int, radius: float, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The nearest context positions of every frame ``t >= 1`` of a clip: ``[(values [N, k'], indices [N, k'])]``
+    with ``k' = min(k, context size)``, sorted by decreasing affinity.
+
+    They depend on the features, ``queue`` and ``radius`` only (not on the propagated labels), so
+    ``propagate(..., nearest=...)`` reuses them for every ``topk <= k`` and temperature: the search
+    computes the affinities once per (queue, radius) instead of once per setting."""
+    T, D, h, w = feats.shape
+    f = _normalised(feats)
+    far = _grid_far(h, w, float(radius), feats.device)
+    return [_nearest(f, t, queue, far, k) for t in range(1, T)]
+
+
+@torch.no_grad()
+def propagate(feats: torch.Tensor, first_labels: np.ndarray, num_objects: int, cfg: PropagationConfig,
+              nearest: list | None = None) -> np.ndarray:
     """Propagate the first frame's labels through a clip by k-NN over feature affinities.
 
     ``feats`` [T, D, h, w] are patch features of every frame, ``first_labels`` [H, W] the given
     labels of frame 0 (0 = background, 1..``num_objects``). Returns predicted labels [T, H, W] int64
     at the label resolution (frame 0 = ``first_labels``). See the module doc for the algorithm.
+    ``nearest``: ``neighbours(feats, cfg.queue, cfg.radius, k)`` with ``k >= cfg.topk``, computed once
+    and shared by settings that differ only in ``topk`` / ``temperature`` (the same predictions).
     """
     if not isinstance(feats, torch.Tensor) or feats.ndim != 4 or feats.shape[0] < 1:
         raise ValueError(f"propagate: expected features [T, D, h, w], got {getattr(feats, 'shape', type(feats))}")
@@ -168,28 +205,33 @@ def propagate(feats: torch.Tensor, first_labels: np.ndarray, num_objects: int, c
     H, W = first.shape
     C, N = int(num_objects) + 1, h * w
     device = feats.device
+    if nearest is not None and len(nearest) != T - 1:
+        raise ValueError(f"propagate: nearest has {len(nearest)} frames, the clip needs {T - 1}")
 
-    f = F.normalize(feats.float().reshape(T, D, N), dim=1).transpose(1, 2).contiguous()  # [T, N, D]
     onehot = F.one_hot(torch.from_numpy(first.astype(np.int64)).to(device), C).permute(2, 0, 1).float()  # [C, H, W]
     soft0 = F.adaptive_avg_pool2d(onehot[None], (h, w))[0].reshape(C, N).T.contiguous()  # [N, C] area average
-    far = _grid_far(h, w, float(cfg.radius), device)  # [N, N] or None
-    recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=int(cfg.queue))  # (features [N, D], soft labels [N, C])
+    if nearest is None:
+        f = _normalised(feats)  # [T, N, D]
+        far = _grid_far(h, w, float(cfg.radius), device)  # [N, N] or None
+    soft = [soft0]  # soft labels [N, C] of every frame so far
 
     out = np.empty((T, H, W), np.int64)
     out[0] = first
     for t in range(1, T):
-        ctx_f = torch.stack([f[0]] + [r[0] for r in recent])  # [M, N, D]
-        ctx_l = torch.cat([soft0] + [r[1] for r in recent])  # [M * N, C]
-        aff = _affinity(f[t], ctx_f)  # [N, M, N]
-        if far is not None:
-            aff = aff.masked_fill(far[:, None, :], float("-inf"))
-        aff = aff.reshape(N, -1)  # [N, M * N]
-        k = min(int(cfg.topk), aff.shape[1])
-        vals, idx = aff.topk(k, dim=1)  # [N, k]; the same cell is always within the radius, so some are finite
+        context = _context(t, cfg.queue)
+        k = min(int(cfg.topk), len(context) * N)
+        if nearest is None:
+            vals, idx = _nearest(f, t, cfg.queue, far, k)  # [N, k]
+        else:
+            vals, idx = nearest[t - 1]
+            if vals.shape[1] < k:
+                raise ValueError(f"propagate: nearest holds {vals.shape[1]} neighbours, topk needs {k}")
+            vals, idx = vals[:, :k], idx[:, :k]
+        ctx_l = torch.cat([soft[m] for m in context])  # [M * N, C]
         weights = torch.softmax(vals / float(cfg.temperature), dim=1)  # [N, k]; masked ones get 0
-        soft = torch.einsum("nk,nkc->nc", weights, ctx_l[idx])  # [N, C]
-        recent.append((f[t], soft))
-        up = F.interpolate(soft.T.reshape(1, C, h, w), size=(H, W), mode="bilinear", align_corners=False)  # [1, C, H, W]
+        s = torch.einsum("nk,nkc->nc", weights, ctx_l[idx])  # [N, C]
+        soft.append(s)
+        up = F.interpolate(s.T.reshape(1, C, h, w), size=(H, W), mode="bilinear", align_corners=False)  # [1, C, H, W]
         out[t] = up[0].max(0).indices.cpu().numpy()  # = argmax(0) (first maximum), ~5x faster on the CPU
     return out
 
@@ -437,13 +479,14 @@ def _clip_features(features, name: str, frames: int, where: str) -> torch.Tensor
     return f[:frames]
 
 
-def _score(ready: list[dict], features, cfg: PropagationConfig, where: str) -> list[dict]:
-    """Propagate and score every prepared clip -> per-clip rows (and the predictions under "pred")."""
+def _score(ready: list[dict], features, cfg: PropagationConfig, where: str, nearest: dict | None = None) -> list[dict]:
+    """Propagate and score every prepared clip -> per-clip rows (and the predictions under "pred");
+    ``nearest`` = {clip name: ``neighbours(...)``} for ``cfg``'s queue and radius, when precomputed."""
     rows = []
     for c in ready:
         labels, ids = c["labels"], c["ids"]
         feats = _clip_features(features, c["name"], labels.shape[0], where)  # [T, D, h, w]
-        pred = propagate(feats, labels[0], len(ids), cfg)  # [T, H, W]
+        pred = propagate(feats, labels[0], len(ids), cfg, None if nearest is None else nearest[c["name"]])  # [T, H, W]
         m = evaluate_clip(pred, labels, len(ids), cfg)
         rows.append({"name": c["name"], "J": m["J"], "F": m["F"], "JF": m["JF"], "objects": len(ids),
                      "object_ids": ids, "per_object": m["per_object"], "frames": m["frames"], "pred": pred})
@@ -568,9 +611,18 @@ def search_propagation(source, val_clips: list[dict], grid: dict | None = None, 
     else:
         features = encode_clips(source, [{"name": c["name"], "rgb": c["rgb"]} for c in ready], size=size, progress=progress)
 
+    # the nearest context positions depend on (queue, radius) only: found once per pair, at the largest top-k
+    kmax: dict[tuple, int] = {}
+    for cfg in configs:
+        kmax[(cfg.queue, cfg.radius)] = max(kmax.get((cfg.queue, cfg.radius), 0), cfg.topk)
+    cache: dict[tuple, dict] = {}
     table = []
     for st, cfg in zip(tqdm(settings, desc="propagation search", unit="setting", disable=not progress), configs):
-        m = _means(_score(ready, features, cfg, "search_propagation"))
+        key = (cfg.queue, cfg.radius)
+        if key not in cache:  # small: [N, k] per frame and clip
+            cache[key] = {c["name"]: neighbours(_clip_features(features, c["name"], c["labels"].shape[0], "search_propagation"),
+                                                cfg.queue, cfg.radius, kmax[key]) for c in ready}
+        m = _means(_score(ready, features, cfg, "search_propagation", cache[key]))
         table.append({**st, **{k: m[k] for k in ("J_objects", "F_objects", "JF_objects", "J_mean", "F_mean", "JF_mean")}})
 
     def distance(st: dict) -> int:  # fields that differ from base

@@ -46,6 +46,7 @@ class FinetuneConfig:
     seed: int = field(default=0, metadata={"help": "seed of the view split, minibatches and flips"})
     eval_views: int = field(default=0, metadata={"help": "test views to evaluate on (0 = all remaining labelled views)"})
     hflip: bool = field(default=True, metadata={"help": "random horizontal flips of image and label while fine-tuning"})
+    jitter: float = field(default=0.0, metadata={"help": "photometric augmentation strength j while fine-tuning: brightness and contrast x U(1-j, 1+j), per-channel gain x U(1-j/2, 1+j/2) per view (0 = off; lighting that changes between views)"})
     device: str = field(default="cpu", metadata={"help": "torch device for fine-tuning and evaluation"})
 
     def __post_init__(self):
@@ -77,6 +78,8 @@ class FinetuneConfig:
             raise ValueError(f"FinetuneConfig.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "poly"):
             raise ValueError(f"FinetuneConfig.schedule must be 'cosine' or 'poly', got {self.schedule!r}")
+        if not 0.0 <= number("jitter") < 1.0:
+            raise ValueError(f"FinetuneConfig.jitter must be in [0, 1), got {self.jitter}")
         if not isinstance(self.hflip, bool):
             raise ValueError(f"FinetuneConfig.hflip must be a bool, got {self.hflip!r}")
         try:
@@ -203,7 +206,8 @@ def trainer_config(cfg: FinetuneConfig):
 
 def finetune_batches(train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneConfig) -> Iterator[dict]:
     """Endless minibatches ``{"x", "y"}``: ``cfg.batch`` views drawn with replacement, each flipped
-    horizontally with probability 1/2 when ``cfg.hflip`` (image and label together); seeded by ``cfg.seed``."""
+    horizontally with probability 1/2 when ``cfg.hflip`` (image and label together) and recoloured by
+    ``photometric`` when ``cfg.jitter > 0``; seeded by ``cfg.seed``."""
     gen = torch.Generator().manual_seed(int(cfg.seed))
     n = train_x.shape[0]
     while True:
@@ -212,7 +216,20 @@ def finetune_batches(train_x: torch.Tensor, train_y: torch.Tensor, cfg: Finetune
         if cfg.hflip:
             flip = torch.rand(cfg.batch, generator=gen) < 0.5
             xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
+        if cfg.jitter > 0:
+            xb = photometric(xb, cfg.jitter, gen)
         yield {"x": xb, "y": yb}
+
+
+def photometric(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+    """Random lighting of each view of ``x`` [B, 3, H, W] in [0, 1]: contrast c about the view's mean grey,
+    brightness b and a per-channel gain g (a colour cast), ``x' = clamp(((x - m) c + m) b g, 0, 1)`` with
+    b, c ~ U(1 - s, 1 + s) and g ~ U(1 - s/2, 1 + s/2) per view (and channel); labels are unchanged."""
+    B = x.shape[0]
+    u = lambda *shape, s=strength: 1.0 + s * (2.0 * torch.rand(*shape, generator=gen) - 1.0)
+    b, c, g = u(B, 1, 1, 1), u(B, 1, 1, 1), u(B, 3, 1, 1, s=strength / 2)
+    m = x.mean(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
+    return (((x - m) * c + m) * b * g).clamp_(0.0, 1.0)
 
 
 def finetune(model, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneConfig, num_classes: int,

@@ -60,13 +60,14 @@ def test_rows_carry_intervals_and_differences_to_the_best_floor_and_random():
 
 
 def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
-    cfg = BenchmarkConfig(out=str(tmp_path / "b"), methods=("pixels", "colour", "random"), world="default",
+    cfg = BenchmarkConfig(out=str(tmp_path / "b"), methods=("pixels",), world="default",
                           train_seeds=(1,), val_seeds=(50,), test_seeds=(100,), train_frames=12, eval_frames=20,
                           eval_width=64, eval_height=48, width=64, height=48, clip_len=10, seeds=1,
-                          vit_depth=1, search=False, train_width=64, train_height=48, curve_steps=(1, 2))
+                          vit_depth=1, search=False, train_width=64, train_height=48, curve_steps=(1, 2), ceiling_steps=2)
     res = run(cfg, _exp())
     table = res["table"]
-    assert set(table) == {"pixels", "colour", "random"}  # one architecture (no method arm): ViT only
+    # the references (floors, random init, the ceiling) come with any pick; one architecture (no method arm): ViT only
+    assert set(table) == {"pixels", "colour", "random", "supervised"}
     for row in table.values():
         assert 0 <= row["JF"] <= 1 and 0 <= row["miou"] <= 1
     out = tmp_path / "b"
@@ -81,7 +82,25 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert saved["records"][0]["eval_size"] == [48, 64]
     assert [c["steps"] for c in saved["curves"]["random"]] == [[1, 2]]  # trained rows only: floors have no curve
-    assert set(saved["curves"]) == {"random"} and (out / "finetune_curves.png").exists()
+    assert set(saved["curves"]) == {"random", "supervised"} and (out / "finetune_curves.png").exists()
+    # a row read out by an earlier run of this directory stays in the report of a later, narrower run
+    (out / "readouts" / "pixels_s0.json").rename(out / "readouts" / "kept.json")
+    rec = json.loads((out / "readouts" / "kept.json").read_text())
+    (out / "readouts" / "kept.json").write_text(json.dumps({**rec, "row": "earlier", "label": "earlier"}))
+    later = run(BenchmarkConfig(**{**asdict(cfg), "methods": ("colour",)}), _exp())
+    assert "earlier" in later["table"] and "pixels" in later["table"]  # pixels: a reference, read out again
+
+
+def test_the_default_pick_fits_the_hour_and_any_pick_brings_the_references():
+    from regconsist_ros.experiments.benchmark import chosen_arms
+
+    exp = _exp()
+    names = lambda methods: [a.name for a in chosen_arms(BenchmarkConfig(methods=methods), exp)]
+    assert names(()) == list(exp.extra["default"]) and "flowe" not in names(())
+    assert names(("flowe",)) == ["pixels", "colour", "random", "supervised", "flowe"]
+    assert set(names(("all",))) == set(exp.arms)
+    kinds = {kind for _, _, kind, _ in jobs(BenchmarkConfig(methods=("simclr",)), exp)}
+    assert kinds == {"deeplabv3plus"}  # the references on the picked method's architecture only
 
 
 def test_a_run_directory_is_resumed_only_with_its_own_settings(tmp_path):
@@ -91,7 +110,7 @@ def test_a_run_directory_is_resumed_only_with_its_own_settings(tmp_path):
     cfg = BenchmarkConfig(out=str(tmp_path))
     (tmp_path / "experiment.json").write_text(json.dumps({**json.loads(json.dumps(asdict(cfg))),
                                                           "ceiling_steps": 50}))
-    with pytest.raises(ConfigError, match="ceiling_steps: 50 -> 300"):
+    with pytest.raises(ConfigError, match=f"ceiling_steps: 50 -> {cfg.ceiling_steps}"):
         check_same_settings(cfg)
     check_same_settings(BenchmarkConfig(out=str(tmp_path / "new")))  # a fresh directory is fine
     (tmp_path / "experiment.json").write_text(json.dumps(json.loads(json.dumps(asdict(cfg)))))

@@ -134,3 +134,31 @@ def test_focal_errors():
         focal_loss(logits, torch.ones(1, 2, 2, dtype=torch.long), gamma=-1)
     with pytest.raises(ValueError, match="alpha"):
         focal_loss(logits, torch.ones(1, 2, 2, dtype=torch.long), alpha=[1.0, 2.0])
+
+
+def test_supervised_contrastive_by_hand():
+    import math
+
+    from regconsist_ros.models.losses import supervised_contrastive
+
+    # three unit vectors: a and b share a label, c is alone (an anchor without positives does not count)
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    labels = torch.tensor([7, 7, 3])
+    t = 0.5
+    # anchor a: others b (cos 0) and c (cos -1); its positive is b
+    la = -(0 / t - math.log(math.exp(0 / t) + math.exp(-1 / t)))
+    # anchor b: others a (cos 0) and c (cos 0); its positive is a
+    lb = -(0 / t - math.log(2 * math.exp(0 / t)))
+    got = supervised_contrastive(z * 3.0, labels, temperature=t)  # scale-free: normalised inside
+    assert math.isclose(float(got), (la + lb) / 2, rel_tol=1e-6)
+    # no positives at all: 0, still differentiable
+    zz = torch.randn(4, 3, requires_grad=True)
+    zero = supervised_contrastive(zz, torch.arange(4))
+    zero.backward()
+    assert float(zero.detach()) == 0.0 and zz.grad is not None
+    # agreeing positives and opposed negatives cost less than the reverse
+    good = supervised_contrastive(torch.tensor([[1.0, 0], [1.0, 0.1], [-1.0, 0], [-1.0, -0.1]]), torch.tensor([0, 0, 1, 1]))
+    bad = supervised_contrastive(torch.tensor([[1.0, 0], [-1.0, 0.1], [1.0, 0.1], [-1.0, -0.1]]), torch.tensor([0, 0, 1, 1]))
+    assert float(good) < float(bad)
+    with pytest.raises(ValueError, match="expected z"):
+        supervised_contrastive(torch.randn(3, 2), torch.arange(4))

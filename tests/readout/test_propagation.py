@@ -269,6 +269,48 @@ def test_queue_holds_first_frame_plus_last_predictions(monkeypatch):
     assert seen == [[0]] * (T - 1)
 
 
+@pytest.mark.parametrize("queue,radius", [(2, 0.0), (30, 1.5), (0, 2.0)])
+def test_cached_neighbours_give_the_same_predictions_for_every_topk_and_temperature(queue, radius):
+    gen = torch.Generator().manual_seed(3)
+    T, D, h, w = 6, 8, 4, 5
+    feats = torch.randn(T, D, h, w, generator=gen)
+    first = torch.randint(0, 3, (h * CELL, w * CELL), generator=gen).numpy()
+    nearest = prop.neighbours(feats, queue, radius, k=10)
+    assert len(nearest) == T - 1 and all(v.shape == i.shape for v, i in nearest)
+    assert all(bool((v[:, :-1] >= v[:, 1:]).all()) for v, _ in nearest)  # sorted, largest first
+    for topk in (1, 4, 10):
+        for temperature in (0.05, 0.7):
+            cfg = PropagationConfig(topk=topk, temperature=temperature, queue=queue, radius=radius)
+            np.testing.assert_array_equal(propagate(feats, first, 2, cfg, nearest), propagate(feats, first, 2, cfg))
+    with pytest.raises(ValueError, match="topk needs"):
+        propagate(feats, first, 2, PropagationConfig(topk=11, queue=queue, radius=radius), prop.neighbours(feats, queue, radius, k=3))
+    with pytest.raises(ValueError, match="frames"):
+        propagate(feats, first, 2, PropagationConfig(queue=queue, radius=radius), nearest[:-1])
+
+
+def test_search_finds_neighbours_once_per_queue_and_radius(monkeypatch):
+    calls = []
+    orig = prop.neighbours
+
+    def spy(feats, queue, radius, k):
+        calls.append((queue, radius, k))
+        return orig(feats, queue, radius, k)
+
+    monkeypatch.setattr(prop, "neighbours", spy)
+    gen = torch.Generator().manual_seed(0)
+    clip = {"name": "c_000", "rgb": np.zeros((4, 8, 8, 3), np.uint8),
+            "instance": np.pad(np.ones((4, 4, 4), np.uint16), ((0, 0), (2, 2), (2, 2)))}
+    feats = {"c_000": torch.randn(4, 8, 2, 2, generator=gen)}
+    grid = {"topk": (1, 3), "temperature": (0.1, 0.7), "queue": (1, 2), "radius": (0.0,)}
+    chosen, table = prop.search_propagation(feats, [clip], grid=grid, base=PropagationConfig(min_object_pixels=4))
+    assert len(table) == 8 and sorted(calls) == [(1, 0.0, 3), (2, 0.0, 3)]
+    plain = [prop._means(prop._score(prop._prepare([clip], PropagationConfig(min_object_pixels=4), "t")[0], feats,
+                                     PropagationConfig(min_object_pixels=4, topk=r["topk"], temperature=r["temperature"],
+                                                       queue=r["queue"], radius=r["radius"]), "t"))["JF_objects"]
+             for r in table]
+    assert plain == [r["JF_objects"] for r in table]
+
+
 def test_queue_lets_a_radius_limited_tracker_follow_a_moving_object():
     # one cell a frame under radius 1: the first frame alone is soon out of reach, recent predictions are not
     T, h, w = 7, 8, 14

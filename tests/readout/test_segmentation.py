@@ -100,6 +100,7 @@ def test_config_defaults_and_help():
     ("labels", 0.0), ("labels", 1.0), ("labels", -0.1), ("labels", float("nan")), ("steps", 0), ("steps", 2.5),
     ("batch", 0), ("lr", 0.0), ("lr", -1.0), ("momentum", 1.0), ("momentum", -0.1), ("weight_decay", -1e-4),
     ("gamma", -1.0), ("warmup", -1), ("eval_views", -1), ("hflip", "yes"), ("device", "toaster"), ("seed", True),
+    ("jitter", -0.1), ("jitter", 1.0),
 ])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
@@ -239,6 +240,25 @@ def test_finetune_flips_image_and_label_together(monkeypatch, hflip):
             assert torch.equal(yb, y[i].flip(-1) if flipped else y[i])  # label follows its image
             flips += flipped
     assert len(seen) == 6 and (flips > 0) == hflip
+
+
+def test_photometric_jitter_recolours_views_within_its_bounds_and_leaves_labels():
+    from regconsist_ros.readout.segmentation import finetune_batches, photometric
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.full((64, 3, 4, 4), 0.5)
+    out = photometric(x, 0.4, gen)
+    grey = out.mean(dim=(2, 3))  # [B, 3]; a flat grey view keeps only brightness x gain
+    assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert float(grey.min()) >= 0.5 * 0.6 * 0.8 - 1e-6 and float(grey.max()) <= 0.5 * 1.4 * 1.2 + 1e-6
+    assert float(grey.std()) > 0.03 and float((grey[:, 0] - grey[:, 1]).abs().max()) > 0.01  # views and channels differ
+    assert torch.equal(photometric(x, 0.4, torch.Generator().manual_seed(0)), out)  # seeded
+    rgb, sem = toy_views(4, seed=5)
+    xs = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255
+    ys = torch.from_numpy(sem.astype(np.int64))
+    plain = next(finetune_batches(xs, ys, FinetuneConfig(hflip=False, batch=6)))
+    jittered = next(finetune_batches(xs, ys, FinetuneConfig(hflip=False, batch=6, jitter=0.3)))
+    assert torch.equal(plain["y"], jittered["y"]) and not torch.allclose(plain["x"], jittered["x"])
 
 
 def test_finetune_deeplab_small():
