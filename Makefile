@@ -8,6 +8,9 @@ VENV        ?= .venv
 # Pinned, overridable: e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>"` on a GPU box.
 TORCH_SPEC  ?= torch==2.13.0
 ROS_WHEELS  ?= ros-rclpy ros-sensor-msgs ros-geometry-msgs ros-std-msgs ros-nav-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp
+# colcon (the robot path's build tool) for the colcon-build test, in a folder of its own: colcon-core pins
+# setuptools<80 and brings pytest plugins, which must not change the venv (tests/test_package.py)
+COLCON_PACKAGES ?= colcon-core colcon-ros colcon-python-setup-py catkin-pkg
 # Open3D needs libusb/libgomp; headless OpenGL (our GL renderer, MuJoCo in the readouts) needs
 # EGL with Mesa's software driver (llvmpipe) or a GPU driver, and OSMesa for MuJoCo's fallback.
 APT_PACKAGES ?= libusb-1.0-0 libgomp1 libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
@@ -45,6 +48,7 @@ $(STAMP): setup.py pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(ROS_WHEELS)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[io,readout,suites,test]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade --target $(VENV)/colcon $(COLCON_PACKAGES)
 	@touch $(STAMP)
 
 clean:

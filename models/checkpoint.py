@@ -15,13 +15,22 @@ existing ``<name>`` is first renamed aside to ``.<name>.old-<pid>`` and deleted 
 therefore never leaves a half-written ``<name>``: at worst a hidden temp directory, which
 :func:`latest_checkpoint` ignores and the next save with the same name and pid replaces. (A crash
 exactly between the two renames of an overwrite leaves the previous version under ``.old-<pid>``.)
+:func:`clean_interrupted_saves` (run by the trainer at start-up) removes the hidden directories whose
+process is gone and puts such an ``.old-<pid>`` back when its checkpoint is missing.
+
+Retention (:func:`prune_checkpoints`, after every save of the trainer: ``trainer.keep_last``): the
+newest ``keep_last`` complete checkpoints of a run stay, and so does the one an evaluator is scoring
+(its claim file ``checkpoints/.evaluating``, :func:`claim_for_evaluation`); older ones are renamed
+to a hidden ``.<name>.del-<pid>`` (never seen as a checkpoint again) and deleted.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +45,10 @@ CONFIG_FILE = "config.json"
 TRAINER_FILE = "trainer.pt"
 FORMAT_VERSION = 1
 STEP_DIR = re.compile(r"^step_(\d{8,})$")
+HIDDEN_DIR = re.compile(r"^\.(.+)\.(tmp|old|del)-(\d+)$")  # interrupted saves / deletions: .<name>.<what>-<pid>
+CLAIM_FILE = ".evaluating"  # in <run_dir>/checkpoints: {"step", "pid", "time"} of the checkpoint being scored
 _MAX_LISTED = 10
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -143,6 +155,8 @@ def read_info(ckpt_dir: str | Path) -> dict[str, Any]:
         header = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deeply to be a checkpoint config") from None
     if not isinstance(header, dict) or not isinstance(header.get("kind"), str) or not isinstance(header.get("config"), dict):
         raise CheckpointError(f"{path}: expected an object with a string 'kind' and a 'config' object")
     kind = header["kind"]
@@ -173,10 +187,14 @@ def load_checkpoint(ckpt_dir: str | Path, map_location: str | torch.device = "cp
         state = load_file(str(path), device="cpu")
     except Exception as e:  # safetensors raises its own SafetensorError, or OSError / ValueError
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file: {e}") from None
+    _check_shapes_before_building(path, info, state)
     try:
         model = build_model(info["kind"], info["config"])
     except UnknownModelError as e:
         raise CheckpointError(str(e)) from None
+    except (MemoryError, RuntimeError, ValueError, TypeError) as e:  # e.g. torch's "cannot allocate memory"
+        raise CheckpointError(f"{path}: cannot build the {info['kind']!r} model of {CONFIG_FILE}: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     expected = model.state_dict()
     missing = set(expected) - set(state)
     unexpected = set(state) - set(expected)
@@ -196,6 +214,27 @@ def load_checkpoint(ckpt_dir: str | Path, map_location: str | torch.device = "cp
     model.to(map_location)
     model.eval()
     return model, info
+
+
+def _check_shapes_before_building(path: Path, info: dict, state: dict) -> None:
+    """The config's parameter shapes against the file's, from a model built on the ``meta`` device (no
+    memory): a config asking for a model far larger than its weights (or than this machine) fails here,
+    at once, instead of allocating. A model that cannot be built on ``meta`` is checked after building."""
+    try:
+        with torch.device("meta"):
+            meta_model = build_model(info["kind"], info["config"])
+        expected = {k: tuple(v.shape) for k, v in meta_model.state_dict().items()}
+    except Exception:  # e.g. an init that reads values (.item()) of meta tensors
+        return
+    wrong = [f"{k} {tuple(state[k].shape)} vs {shape}" for k, shape in expected.items()
+             if k in state and tuple(state[k].shape) != shape]
+    missing = set(expected) - set(state)
+    if wrong or missing:
+        n = sum(int(torch.Size(s).numel()) for s in expected.values())
+        raise CheckpointError(f"{path}: the {info['kind']!r} config in {CONFIG_FILE} asks for {n:,} parameters that "
+                              f"its weights do not have (" + "; ".join(
+                                  ([f"shape mismatches (file vs config): {_listed(wrong)}"] if wrong else [])
+                                  + ([f"missing keys: {_listed(missing)}"] if missing else [])) + ")")
 
 
 def load_trainer_state(ckpt_dir: str | Path, map_location: str | torch.device = "cpu",
@@ -252,3 +291,120 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
         if best is None or step > best[0]:
             best = (step, p)
     return None if best is None else best[1]
+
+
+# ---- retention and clean-up -----------------------------------------------------------------------------
+def complete_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``[(step, dir)]`` of the complete ``<run_dir>/checkpoints/step_*`` (weights and config), ascending."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = STEP_DIR.match(p.name)
+        if m and p.is_dir() and (p / MODEL_FILE).is_file() and (p / CONFIG_FILE).is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_interrupted_saves(run_dir: str | Path, own_pid_is_stale: bool = True) -> list[str]:
+    """Remove ``<run_dir>/checkpoints/.<name>.tmp-<pid>`` / ``.del-<pid>`` left by a process that is gone
+    (a kill mid-save or mid-deletion); an ``.old-<pid>`` whose ``<name>`` is missing is renamed back (the
+    crash fell between the two renames of an overwrite), otherwise removed. A directory of a process that
+    is alive is left alone; this process's own pid counts as gone when ``own_pid_is_stale`` (at start-up a
+    previous process with the same pid left it). -> what was done, one line per directory."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    done = []
+    for p in sorted(root.iterdir()):
+        m = HIDDEN_DIR.match(p.name)
+        if not m or not p.is_dir():
+            continue
+        name, what, pid = m.group(1), m.group(2), int(m.group(3))
+        if pid_alive(pid) and not (own_pid_is_stale and pid == os.getpid()):
+            continue
+        final = root / name
+        if what == "old" and not final.exists() and (p / MODEL_FILE).is_file() and (p / CONFIG_FILE).is_file():
+            os.replace(p, final)
+            done.append(f"restored {final.name} from {p.name}")
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        done.append(f"removed {p.name}")
+    return done
+
+
+def claim_for_evaluation(ckpt_dir: str | Path) -> Path | None:
+    """Mark ``ckpt_dir`` (``.../checkpoints/step_N``) as being scored, so that the learner's retention keeps
+    it (one claim per run: a newer claim replaces the last). -> the claim file, or None if it could not be
+    written (a read-only run directory: retention then keeps only ``keep_last``)."""
+    ckpt_dir = Path(ckpt_dir)
+    m = STEP_DIR.match(ckpt_dir.name)
+    if not m:
+        return None
+    path = ckpt_dir.parent / CLAIM_FILE
+    tmp = ckpt_dir.parent / f"{CLAIM_FILE}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps({"step": int(m.group(1)), "pid": os.getpid(), "time": round(time.time(), 3)}))
+        os.replace(tmp, path)
+    except OSError as e:
+        log.debug("cannot claim %s for evaluation: %s", ckpt_dir, e)
+        return None
+    return path
+
+
+def release_claim(ckpt_dir: str | Path) -> None:
+    """Drop the claim of ``ckpt_dir`` (only if the claim file still names it)."""
+    ckpt_dir = Path(ckpt_dir)
+    path = ckpt_dir.parent / CLAIM_FILE
+    m = STEP_DIR.match(ckpt_dir.name)
+    try:
+        if m and json.loads(path.read_text()).get("step") == int(m.group(1)):
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def claimed_steps(run_dir: str | Path) -> set[int]:
+    """Steps an evaluator has claimed in ``<run_dir>/checkpoints`` (empty without a readable claim)."""
+    try:
+        step = json.loads((Path(run_dir) / "checkpoints" / CLAIM_FILE).read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {step} if isinstance(step, int) and not isinstance(step, bool) else set()
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int, protect=()) -> list[Path]:
+    """Delete all but the newest ``keep_last`` complete checkpoints of ``run_dir`` (0 = keep all), sparing
+    the steps in ``protect`` and the one an evaluator has claimed. Each is first renamed to a hidden
+    ``.<name>.del-<pid>`` (so a reader never sees it half deleted). -> the checkpoints removed."""
+    if keep_last <= 0:
+        return []
+    ckpts = complete_checkpoints(run_dir)
+    spare = set(protect) | claimed_steps(run_dir)
+    removed = []
+    for step, p in ckpts[:-keep_last]:
+        if step in spare:
+            continue
+        gone = p.parent / f".{p.name}.del-{os.getpid()}"
+        try:
+            os.replace(p, gone)
+        except OSError as e:
+            log.warning("cannot remove old checkpoint %s: %s", p, e)
+            continue
+        shutil.rmtree(gone, ignore_errors=True)
+        removed.append(p)
+    return removed

@@ -161,8 +161,34 @@ def unknown_setting(name: str, known, where: str, hint=None) -> ConfigError:
     why = hint(name) if hint is not None else None
     if why is None:
         close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-        why = f"did you mean {', '.join(close)}?" if close else "see --help for the settings it takes"
-    return ConfigError(f"{name}: not a setting of {where} ({why})")
+        why = f"did you mean {', '.join(close)}?" if close else None
+    scope, names = valid_names(name, known)
+    listed = f"valid names{' in ' + scope if scope else ''}: {', '.join(names)}"
+    return ConfigError(f"{name}: not a setting of {where} ({why}; {listed})" if why else
+                       f"{name}: not a setting of {where}; {listed}")
+
+
+_MAX_NAMES = 40
+
+
+def valid_names(name: str, known) -> tuple[str, list[str]]:
+    """(scope, names) for an error about the unknown setting ``name``: the settings of the deepest group
+    of ``known`` (dotted names) that ``name`` falls in (scope ``group.*``, names relative to it), sub-groups
+    as ``sub.*``; at the top level (scope "") every root setting and group."""
+    known = sorted(known)
+    parts = name.split(".")
+    prefix = ""
+    for i in range(len(parts) - 1, 0, -1):
+        p = ".".join(parts[:i])
+        if any(k.startswith(p + ".") for k in known):
+            prefix = p
+            break
+    under = [k[len(prefix) + 1:] if prefix else k for k in known if not prefix or k.startswith(prefix + ".")]
+    names = sorted({u.split(".", 1)[0] + (".*" if "." in u else "") for u in under},
+                   key=lambda n: (n.endswith(".*"), n))
+    if len(names) > _MAX_NAMES:
+        names = names[:_MAX_NAMES] + [f"... (+{len(names) - _MAX_NAMES} more)"]
+    return (f"{prefix}.*" if prefix else ""), names
 
 
 def build_groups(schema, values: dict[str, Any], base: dict[str, Any] | None = None, where: str = "this command",
@@ -241,15 +267,41 @@ def given_values(ns: argparse.Namespace, schema) -> dict[str, Any]:
     return out
 
 
+def yaml_error(e: yaml.YAMLError, where: str) -> str:
+    """One line for a YAML error: ``where:LINE:COL: invalid YAML: problem (context)`` (no caret lines)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    pos = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    return f"{where}{pos}: invalid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+def yaml_value(text: str, where: str) -> Any:
+    """One YAML value from the command line (``--set key=VALUE``); ConfigError in one line if it is not one."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(yaml_error(e, where).replace(": invalid YAML:", ": not a YAML value:", 1)) from None
+
+
 def read_yaml(path: str | Path, what: str = "config file") -> Any:
-    """A YAML file's content (None for an empty file); ConfigError for a missing or invalid file."""
+    """A YAML file's content (None for an empty file); ConfigError (one line) for a missing, unreadable
+    or invalid file."""
     path = Path(path)
     try:
         return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory, not a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a text (UTF-8) file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        raise ConfigError(yaml_error(e, str(path))) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
 
 
 def yaml_values(path: str | Path) -> dict[str, Any]:

@@ -6,6 +6,11 @@ graph's parameters and remappings, in one ROS domain and with the graph's Fast D
 are forwarded with ``[node]`` prefixes. Ctrl-C / SIGTERM / ``--duration`` stop every node with
 SIGINT (the learner writes its final checkpoint), then SIGKILL after ``grace`` seconds. The exit
 status is non-zero when a node died on its own.
+
+Discovery is localhost-only by default (``network=None``: ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``,
+or ``ROS_LOCALHOST_ONLY=1`` on distributions before Iron), unless the user's environment already
+sets one of them; ``network="subnet"`` (``regconsist up --network subnet``) lets nodes on other
+machines of the local network join (:func:`regconsist_ros.ros.qos.discovery_env`).
 """
 from __future__ import annotations
 
@@ -17,9 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
-from regconsist_ros.config import ConfigError, config_dir, flatten
+from regconsist_ros.config import ConfigError, config_dir, flatten, read_yaml, yaml_value
 
 DEFAULT_GRAPH = config_dir() / "graph.yaml"
 
@@ -32,25 +35,23 @@ def load_graph(name: str, path: str | Path | None = None, overrides: list[str] |
     path = Path(path or DEFAULT_GRAPH)
     if not path.is_file():
         raise ConfigError(f"graph file {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    graphs = doc.get("graphs") or {}
+    doc = _mapping(read_yaml(path, "graph file"), f"{path}: the file")
+    graphs = _mapping(doc.get("graphs"), f"{path}: graphs")
     if name not in graphs:
-        raise ConfigError(f"{path}: no graph {name!r}; graphs: {sorted(graphs)}")
+        raise ConfigError(f"{path}: no graph {name!r}; graphs: {sorted(map(str, graphs))}")
     nodes = {}
-    for node, spec in ((graphs[name] or {}).get("nodes") or {}).items():
+    for node, spec in _mapping(_mapping(graphs[name], f"{path}: graphs.{name}").get("nodes"),
+                               f"{path}: graphs.{name}.nodes").items():
         if node not in NODES:
             raise ConfigError(f"{path}: graph {name!r} names unknown node {node!r}; nodes: {sorted(NODES)}")
-        spec = spec or {}
+        spec = _mapping(spec, f"{path}: graphs.{name}.nodes.{node}")
         unknown = set(spec) - {"params", "remap", "namespace"}
         if unknown:
             raise ConfigError(f"{path}: node {node!r} has unknown keys {sorted(unknown)} (params, remap, namespace)")
         params = spec.get("params") or {}
         if not isinstance(params, dict):
             raise ConfigError(f"{path}: node {node!r}: params must be a mapping, got {type(params).__name__}")
-        nodes[node] = {"params": flatten(params), "remap": dict(spec.get("remap") or {}),
+        nodes[node] = {"params": flatten(params), "remap": _mapping(spec.get("remap"), f"{path}: node {node!r}: remap"),
                        "namespace": spec.get("namespace", "")}
     if not nodes:
         raise ConfigError(f"{path}: graph {name!r} has no nodes")
@@ -60,12 +61,21 @@ def load_graph(name: str, path: str | Path | None = None, overrides: list[str] |
         node, dot, param = key.partition(".")
         if not sep or not dot or node not in nodes:
             raise ConfigError(f"--set {item!r}: expected NODE.PARAM=VALUE with NODE one of {sorted(nodes)}")
-        nodes[node]["params"][param] = yaml.safe_load(value)
+        nodes[node]["params"][param] = yaml_value(value, f"--set {item!r}")
         from_file[node].discard(param)
     for node, spec in nodes.items():
         _drop_untrained(spec["params"], from_file[node])
     transport = doc.get("transport", "default")
     return {"name": name, "file": str(path), "transport": transport, "nodes": nodes}
+
+
+def _mapping(value, where: str) -> dict:
+    """``value`` if it is a mapping (None: empty), else a ConfigError naming ``where`` and what it is."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, got a {type(value).__name__}: {str(value)[:60]!r}")
+    return value
 
 
 def _drop_untrained(params: dict, from_file: set) -> None:
@@ -113,16 +123,19 @@ def _forward(name: str, stream, out, lock) -> None:
             out.flush()
 
 
-def up(graph: dict, duration: float = 0.0, grace: float = 60.0, domain_id: int | None = None, out=None) -> dict:
-    """Run the graph until ``duration`` seconds pass (0 = until Ctrl-C/SIGTERM) or a node dies."""
-    from regconsist_ros.ros.qos import transport_env
+def up(graph: dict, duration: float = 0.0, grace: float = 120.0, domain_id: int | None = None, out=None,
+       network: str | None = None) -> dict:
+    """Run the graph until ``duration`` seconds pass (0 = until Ctrl-C/SIGTERM) or a node dies.
+    ``network``: ``localhost`` / ``subnet`` discovery, or None (localhost unless the environment says)."""
+    from regconsist_ros.ros.qos import DISCOVERY_VARS, discovery_env, transport_env
 
     out = out or sys.stdout
-    env = transport_env(graph["transport"])
+    env = discovery_env(network, transport_env(graph["transport"]))
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(domain_id)
     env["PYTHONUNBUFFERED"] = "1"
     lock = threading.Lock()
+    out.write(f"[up] discovery: {', '.join(f'{k}={env[k]}' for k in DISCOVERY_VARS if k in env)}\n")
     procs: dict[str, subprocess.Popen] = {}
     stopping = threading.Event()
     reason = {"why": "duration"}

@@ -104,12 +104,15 @@ class Frame:
 
     depth is z-depth along the optical axis in metres; 0 marks an invalid pixel (no return).
     semantic / instance are uint16 ids (0 = void) or None when the source has no labels.
+    T_world_cam is None when the pose is unknown (a recording without poses): ``has_pose`` is then
+    False, and consumers that need poses refuse such frames
+    (:func:`regconsist_ros.sim.recordings.require_poses`).
     """
 
     rgb: np.ndarray  # [H, W, 3] uint8
     depth: np.ndarray  # [H, W] float32, metres, 0 = invalid
     intrinsics: Intrinsics
-    T_world_cam: np.ndarray  # [4, 4] float64, optical camera frame -> world
+    T_world_cam: np.ndarray | None  # [4, 4] float64, optical camera frame -> world; None = pose unknown
     stamp: float = 0.0  # seconds, sensor time
     semantic: np.ndarray | None = None  # [H, W] uint16
     instance: np.ndarray | None = None  # [H, W] uint16
@@ -131,9 +134,15 @@ class Frame:
             a = getattr(self, name)
             if a is not None and (not isinstance(a, np.ndarray) or a.shape != (H, W) or a.dtype != np.uint16):
                 raise FrameError(f"{name} must be uint16 [{H}, {W}], got {getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')}")
-        self.T_world_cam = validate_pose(self.T_world_cam, "T_world_cam")
+        if self.T_world_cam is not None:
+            self.T_world_cam = validate_pose(self.T_world_cam, "T_world_cam")
         if not math.isfinite(float(self.stamp)):
             raise FrameError(f"stamp must be finite, got {self.stamp}")
+
+    @property
+    def has_pose(self) -> bool:
+        """False for a frame whose pose is unknown (``T_world_cam is None``)."""
+        return self.T_world_cam is not None
 
     @property
     def size(self) -> tuple[int, int]:

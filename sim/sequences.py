@@ -6,7 +6,9 @@ Layout (the TUM RGB-D benchmark's, so public sequences load as they are)::
         rgb.txt            "timestamp rgb/<name>.png" per line
         depth.txt          "timestamp depth/<name>.png" per line
         groundtruth.txt    "timestamp tx ty tz qx qy qz qw" per line: T_world_cam of the
-                           optical camera frame (camera-to-world), quaternion scalar-last
+                           optical camera frame (camera-to-world), quaternion scalar-last;
+                           optional with ``read_tum(..., require_poses=False)`` (frames then
+                           have ``T_world_cam = None``: pose unknown)
         rgb/*.png          8-bit colour
         depth/*.png        16-bit single channel, metres = value / depth_scale (0 = invalid)
         # our additions, all optional when reading:
@@ -249,22 +251,23 @@ class _SequenceFiles:
     rgb_names: list[str]
     depth_stamps: np.ndarray  # [D]
     depth_names: list[str]
-    gt_stamps: np.ndarray  # [M]
-    gt_rows: np.ndarray  # [M, 7]
+    gt_stamps: np.ndarray | None  # [M], None without groundtruth.txt
+    gt_rows: np.ndarray | None  # [M, 7]
 
 
 class TumSequence:
     """An associated TUM RGB-D sequence; frames are decoded lazily on indexing.
 
     Built by :func:`read_tum`. ``seq[i]`` is a :class:`Frame` with float32 metric depth (0 where
-    invalid) and uint16 labels (or None); negative indices work.
+    invalid) and uint16 labels (or None); negative indices work. ``poses`` is None when the sequence
+    has no ground truth (frames then have ``T_world_cam = None``).
     """
 
     def __init__(
         self,
         root: Path,
         stamps: np.ndarray,
-        poses: np.ndarray,
+        poses: np.ndarray | None,
         rgb_paths: list[Path],
         depth_paths: list[Path],
         intrinsics: Intrinsics,
@@ -277,7 +280,7 @@ class TumSequence:
     ):
         self.root = Path(root)
         self.stamps = np.asarray(stamps, dtype=np.float64)  # [N] seconds, increasing
-        self.poses = np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4)  # [N, 4, 4] T_world_cam
+        self.poses = None if poses is None else np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4)  # [N, 4, 4]
         self.rgb_paths = list(rgb_paths)
         self.depth_paths = list(depth_paths)
         self.intrinsics = intrinsics
@@ -288,12 +291,16 @@ class TumSequence:
         self.dropped = dict(dropped or {})
         self.meta = dict(meta or {})
         n = len(self.stamps)
-        if not (len(self.poses) == len(self.rgb_paths) == len(self.depth_paths) == n):
+        if not ((self.poses is None or len(self.poses) == n) and len(self.rgb_paths) == len(self.depth_paths) == n):
             raise SequenceError(f"{self.root}: inconsistent sequence lengths")
 
     @property
     def has_semantic(self) -> bool:
         return self.semantic_paths is not None
+
+    @property
+    def has_poses(self) -> bool:
+        return self.poses is not None
 
     @property
     def has_instance(self) -> bool:
@@ -332,7 +339,7 @@ class TumSequence:
             rgb=rgb,
             depth=depth,
             intrinsics=self.intrinsics,
-            T_world_cam=self.poses[i].copy(),
+            T_world_cam=None if self.poses is None else self.poses[i].copy(),
             stamp=float(self.stamps[i]),
             semantic=semantic,
             instance=instance,
@@ -357,13 +364,16 @@ class TumSequence:
         )
 
 
-def _read_lists(root: Path) -> _SequenceFiles:
-    for name in LIST_FILES:
+def _read_lists(root: Path, require_poses: bool = True) -> _SequenceFiles:
+    needed = LIST_FILES if require_poses else LIST_FILES[:2]
+    for name in needed:
         if not (root / name).is_file():
-            raise SequenceError(f"{root / name}: file not found (a TUM sequence needs {', '.join(LIST_FILES)})")
+            raise SequenceError(f"{root / name}: file not found (a TUM sequence needs {', '.join(needed)})")
     rgb_stamps, rgb_names = read_image_list(root / "rgb.txt")
     depth_stamps, depth_names = read_image_list(root / "depth.txt")
-    gt_stamps, gt_rows = read_groundtruth(root / "groundtruth.txt")
+    gt_stamps = gt_rows = None
+    if (root / "groundtruth.txt").is_file():
+        gt_stamps, gt_rows = read_groundtruth(root / "groundtruth.txt")
     if len(rgb_stamps) == 0:
         raise SequenceError(f"{root / 'rgb.txt'}: lists no images")
     order = np.argsort(rgb_stamps, kind="stable")
@@ -372,9 +382,14 @@ def _read_lists(root: Path) -> _SequenceFiles:
     )
 
 
-def _associate(files: _SequenceFiles, max_dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
-    """-> (kept rgb indices [K], depth indices [K], poses [K, 4, 4], dropped counts by reason)."""
+def _associate(files: _SequenceFiles, max_dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, int]]:
+    """-> (kept rgb indices [K], depth indices [K], poses [K, 4, 4] or None without ground truth,
+    dropped counts by reason)."""
     d_match = associate_unique(files.rgb_stamps, files.depth_stamps, max_dt)
+    if files.gt_stamps is None:  # no ground truth: keep every frame with depth, pose unknown
+        keep = np.flatnonzero(d_match >= 0).astype(np.int64)
+        n_lost = len(d_match) - len(keep)
+        return keep, d_match[keep], None, ({DROP_NO_DEPTH: n_lost} if n_lost else {})
     p_match = associate_nearest(files.rgb_stamps, files.gt_stamps, max_dt)
     keep, poses = [], []
     dropped = {DROP_NO_DEPTH: 0, DROP_NO_POSE: 0, DROP_BAD_POSE: 0}
@@ -467,6 +482,7 @@ def read_tum(
     intrinsics: Intrinsics | str | None = None,
     depth_scale: float | None = None,
     max_dt: float = 0.02,
+    require_poses: bool = True,
 ) -> TumSequence:
     """Open a TUM RGB-D sequence directory (see the module docstring for the layout).
 
@@ -474,6 +490,8 @@ def read_tum(
     camera name; None reads ``intrinsics.json`` or detects ``freiburg1|2|3`` in the directory name.
     depth_scale: raw depth units per metre; None reads ``intrinsics.json``'s, else 5000.
     max_dt: association window in seconds for depth and ground truth.
+    require_poses: False accepts a sequence without ``groundtruth.txt``: its frames have
+    ``T_world_cam = None`` (pose unknown) and ``seq.poses`` is None.
 
     Raises :class:`SequenceError` naming the offending file. Dropped frames are counted in
     ``seq.dropped`` (reasons ``no_depth``, ``no_pose``, ``bad_pose``) and logged as one warning.
@@ -483,7 +501,7 @@ def read_tum(
         raise SequenceError(f"{root}: sequence directory not found")
     if not (math.isfinite(max_dt) and max_dt >= 0):
         raise ValueError(f"max_dt must be a finite number >= 0, got {max_dt}")
-    files = _read_lists(root)
+    files = _read_lists(root, require_poses)
     keep, d_idx, poses, dropped = _associate(files, max_dt)
     n_rgb = len(files.rgb_stamps)
     if len(keep) == 0:
@@ -491,7 +509,7 @@ def read_tum(
         raise SequenceError(
             f"{root}: no frames left after association within max_dt={max_dt} s: all {n_rgb} rgb frames "
             f"of rgb.txt were dropped ({why}); {len(files.depth_stamps)} depth images, "
-            f"{len(files.gt_stamps)} groundtruth poses"
+            f"{0 if files.gt_stamps is None else len(files.gt_stamps)} groundtruth poses"
         )
     if dropped:
         log.warning("%s: dropped %d of %d frames (%s)", root, sum(dropped.values()), n_rgb,
@@ -566,8 +584,9 @@ class TumWriter:
     """Write frames as a TUM RGB-D sequence (plus our label folders and JSON records).
 
     Use as a context manager or call :meth:`close`. Frames must share the writer's intrinsics and
-    have strictly increasing stamps (at the microsecond resolution of the file names). Labels are
-    all-or-none: the first frame decides whether semantic / instance images are written.
+    have strictly increasing stamps (at the microsecond resolution of the file names). Labels and
+    poses are all-or-none: the first frame decides whether semantic / instance images and
+    groundtruth.txt lines are written (a recording without poses gets no groundtruth.txt).
 
     Counters: ``written`` frames, ``depth_clipped_pixels`` (depth beyond 65535 / depth_scale metres,
     written as 0 = invalid).
@@ -591,6 +610,7 @@ class TumWriter:
         self.depth_clipped_pixels = 0
         self._last_stamp: float | None = None
         self._labels: dict[str, bool] | None = None  # decided by the first frame
+        self._poses: bool | None = None  # decided by the first frame
         self._closed = False
         self._prepare_dir(overwrite)
         for sub in ("rgb", "depth"):
@@ -654,10 +674,11 @@ class TumWriter:
             labels = getattr(frame, what)
             if labels is not None:
                 Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint16)).save(self.root / what / name)
-        t, q = pose_to_tq(frame.T_world_cam)
         self._lists["rgb.txt"].write(f"{stamp} rgb/{name}\n")
         self._lists["depth.txt"].write(f"{stamp} depth/{name}\n")
-        self._lists["groundtruth.txt"].write(f"{stamp} " + " ".join(f"{v:.9f}" for v in (*t, *q)) + "\n")
+        if self._poses:
+            t, q = pose_to_tq(frame.T_world_cam)
+            self._lists["groundtruth.txt"].write(f"{stamp} " + " ".join(f"{v:.9f}" for v in (*t, *q)) + "\n")
         self._last_stamp = float(stamp)
         self.written += 1
 
@@ -674,6 +695,13 @@ class TumWriter:
             raise SequenceError(
                 f"{self.root / 'rgb.txt'}: stamps must be strictly increasing (at microsecond resolution), "
                 f"got {frame.stamp:.6f} after {self._last_stamp:.6f}"
+            )
+        if self._poses is None:
+            self._poses = frame.T_world_cam is not None
+        elif self._poses != (frame.T_world_cam is not None):
+            raise SequenceError(
+                f"{self.root}: frame at stamp {frame.stamp:.6f} {'lacks' if self._poses else 'has'} a pose but the "
+                "first frame did not; poses must be known in all frames or none"
             )
         has = {what: getattr(frame, what) is not None for what in LABEL_DIRS}
         if self._labels is None:
@@ -711,6 +739,8 @@ class TumWriter:
             return
         for f in self._lists.values():
             f.close()
+        if self._poses is False:  # no frame had a pose: no ground truth to offer
+            (self.root / "groundtruth.txt").unlink(missing_ok=True)
         self._closed = True
 
     def __enter__(self) -> "TumWriter":

@@ -3,7 +3,8 @@
 One module per benchmark: ``sim`` (renderer), ``correspond`` (exact correspondences), ``regions``
 (region overlap), ``pretrain`` (a method's training step, also against another git revision: ``revisions``,
 ``pretrain_worker``), ``bc`` (MetaWorld rendering and rollouts), ``registration`` (a 30 Hz stream through the
-registration node beside the learner).
+registration node beside the learner), ``odometry`` (RGB-D odometry against ground truth: trajectory errors and
+correspondence accuracy, docs/odometry.md).
 """
 from __future__ import annotations
 

@@ -16,13 +16,22 @@ from regconsist_ros.config import ConfigError
 log = logging.getLogger("regconsist")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from regconsist_ros.cli import defaults, learn, readouts, runs, world
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``regconsist CMD: error: ... (see 'regconsist CMD --help')``, exit 2
+    (argparse's own prints the whole usage first). Subparsers are of this class too."""
 
-    p = argparse.ArgumentParser(prog="regconsist", description=__doc__.splitlines()[0], allow_abbrev=False)
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from regconsist_ros.cli import convert, defaults, learn, readouts, runs, world
+
+    p = Parser(prog="regconsist", description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="cmd", required=True)
     world.add_parsers(sub)
+    convert.add_parsers(sub)
     runs.add_parsers(sub)
     learn.add_parsers(sub)
     readouts.add_parsers(sub)
@@ -56,6 +65,11 @@ def _unrecognised(a: argparse.Namespace, extras: list[str]) -> str:
     return f"--{name} is not an option of 'regconsist {cmd}' (see 'regconsist {cmd} --help')"
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line (YAML and other multi-line messages joined)."""
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip() and set(line.strip()) != {"^"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a, extras = parser.parse_known_args(argv)
@@ -69,8 +83,23 @@ def main(argv: list[str] | None = None) -> int:
         # bad input: one clear line, no traceback (use -v for one)
         if a.verbose:
             log.exception("failed")
-        print(f"regconsist {a.cmd}: error: {e}", file=sys.stderr)
+        print(f"regconsist {a.cmd}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path that is a file where a directory belongs, a full disk, no permission ...
+        if a.verbose:
+            log.exception("failed")
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"regconsist {a.cmd}: error: {e.strerror or _one_line(e)}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"regconsist {a.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug: still one line (and the traceback with -v)
+        if a.verbose:
+            log.exception("failed")
+        print(f"regconsist {a.cmd}: error: internal error: {type(e).__name__}: {_one_line(e)} "
+              f"(run 'regconsist -v {a.cmd} ...' for the traceback)", file=sys.stderr)
+        return 1
     code = result.pop("_exit", 0) if isinstance(result, dict) else 0
     emit(result, getattr(a, "json", False))
     return code

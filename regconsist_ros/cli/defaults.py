@@ -42,12 +42,13 @@ def component_groups() -> list[tuple[str, type]]:
     from regconsist_ros.registration.pairs import PairSelectionConfig
     from regconsist_ros.registration.regions import RegionConfig
     from regconsist_ros.ros.qos import QosConfig
+    from regconsist_ros.sim.odometry import OdometryConfig
     from regconsist_ros.sim.source import SimConfig
 
     return [("sim", SimConfig), ("demo", DemoConfig), ("correspondence", CorrespondenceConfig),
             ("keyframes", KeyframeConfig), ("view_pairs", PairSelectionConfig), ("regions", RegionConfig),
             ("load", FrameLoadConfig), ("flow", FlowSourceConfig), ("learner", LearnerConfig),
-            ("bc", BCReadoutConfig), ("policy", BCConfig), ("qos", QosConfig)]
+            ("bc", BCReadoutConfig), ("policy", BCConfig), ("qos", QosConfig), ("odometry", OdometryConfig)]
 
 
 def defaults_tree() -> dict:

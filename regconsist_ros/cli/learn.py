@@ -16,6 +16,8 @@ def cmd_pretrain(a: argparse.Namespace) -> dict:
 
     if init_distributed_from_env():  # under torchrun: DDP, rank 0 shows progress and writes checkpoints
         a.quiet = a.quiet or dist_rank() != 0
+    if a.out.exists() and not a.out.is_dir():
+        raise ConfigError(f"--out {a.out} is a file; give a run directory (checkpoints, metrics.jsonl, run.json)")
     base = recipe(a.method)
     prep_schema = list(base.kind.prep)
     groups = settings(a, prep_schema + schema(a.method), base.groups(), where=f"pretrain {a.method}",
@@ -31,7 +33,7 @@ def cmd_finetune(a: argparse.Namespace) -> dict:
     from regconsist_ros.readout.segmentation import FinetuneConfig, run_readout
 
     cfg = settings(a, [("", FinetuneConfig)], where="finetune")[""]
-    frames, seq = load_frames(a.data, progress=not a.quiet)
+    frames, seq = load_frames(a.data, progress=not a.quiet, poses=False)
     if seq.classes is None or not seq.has_semantic:
         raise ConfigError(f"--data {a.data}: the sequence has no semantic labels (semantic/ and classes.json)")
     model, info = encoder_from(a, "deeplabv3plus", DeepLabConfig, spec=a.init, flag="--init", seed=cfg.seed)

@@ -155,7 +155,8 @@ def add_parsers(sub) -> None:
 
     vit = _vit()
     em = sub.add_parser("embed", help="[CLS] (and patch) features of ordered frames from any encoder checkpoint")
-    em.add_argument("--data", required=True, help="TUM sequence, image folder, video file or 'sim:seed=..,frames=..'")
+    em.add_argument("--data", required=True, help="any recording (TUM, 7-Scenes/ScanNet, Replica, bag, image folder, video; "
+                    "see docs/recordings.md) or 'sim:seed=..,frames=..'")
     em.add_argument("--out", required=True, type=Path, help="output .npz (cls [N, D], stamps, names[, patches [N, D, h, w]])")
     em.add_argument("--patches", action="store_true", help="also store the patch feature maps")
     em.add_argument("--batch", type=int, default=32, help="frames per forward pass")

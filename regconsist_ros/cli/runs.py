@@ -39,6 +39,11 @@ def cmd_bench(a: argparse.Namespace) -> dict:
         return bench_registration(rate=a.rate, seconds=a.seconds, width=a.width, height=a.height, load=a.load,
                                   frames=a.frames, speed=a.speed, seed=a.seed, drain=a.drain, keep=a.keep,
                                   params=params or None, transport=a.transport)
+    if a.what == "odometry":
+        from regconsist_ros.bench.odometry import bench_odometry
+
+        return bench_odometry(width=a.width, height=a.height, n=a.n, seed=a.seed, worlds=tuple(a.worlds),
+                              cases=tuple(a.paths), methods=tuple(a.methods), gap=a.gap, data=a.data)
     if a.what == "sim":
         from regconsist_ros.bench.sim import bench_sim
 
@@ -82,6 +87,16 @@ def _add_bench(sub) -> None:
     q = b.add_parser("correspond", help="ms per view pair of exact correspondences")
     common(q, 640, 480, 30, "pairs to time")
     q.add_argument("--nthreads", type=int, default=1, help="torch threads")
+    q = b.add_parser("odometry", help="RGB-D odometry vs ground truth: ATE, RPE, drops, correspondence accuracy (docs/odometry.md)")
+    common(q, 320, 240, 80, "frames per embedded-world sequence")
+    q.add_argument("--worlds", nargs="+", choices=["default", "hard", "hard_static"], default=["default", "hard", "hard_static"],
+                   help="embedded worlds: hard is world=hard (moving objects included), hard_static the same without motion")
+    q.add_argument("--paths", nargs="+", choices=["spline", "explore"], default=["spline", "explore"],
+                   help="camera paths: spline (0.05 m per frame, smooth turns) and explore (0.1 m per frame, turns in place at 12 deg per frame)")
+    q.add_argument("--methods", nargs="+", choices=["point_to_plane", "hybrid", "intensity"],
+                   default=["point_to_plane", "hybrid", "intensity"], help="odometry.method values to compare")
+    q.add_argument("--gap", type=int, default=5, help="frames between the two views of a scored view pair")
+    q.add_argument("--data", default=None, help="folder of the real samples (default: ../shared/data beside the checkout)")
     q = b.add_parser("regions", help="Cantor vs all-pairs region overlap")
     common(q, 640, 480, 30, "repeats")
     q = b.add_parser("transport", help="delivered fraction and latency of images between two ROS 2 processes")
@@ -148,10 +163,16 @@ def _add_bench(sub) -> None:
 
 # ---- up ------------------------------------------------------------------------------------------------
 def cmd_up(a: argparse.Namespace) -> dict:
+    from regconsist_ros.ros.node_settings import check_params
     from regconsist_ros.up import load_graph, up
 
     graph = load_graph(a.graph, a.graph_file, a.set or ())
-    result = up(graph, duration=a.duration, grace=a.grace, domain_id=a.domain_id)
+    given: dict[str, set[str]] = {}
+    for item in a.set or ():
+        node, _, param = item.partition("=")[0].partition(".")
+        given.setdefault(node, set()).add(param)
+    check_params(graph, given)  # an unknown parameter is an error before any node starts
+    result = up(graph, duration=a.duration, grace=a.grace, domain_id=a.domain_id, network=a.network)
     result["_exit"] = 0 if result["ok"] else 1
     return result
 
@@ -194,7 +215,10 @@ def add_parsers(sub) -> None:
     u.add_argument("--graph-file", default=None, help="graph definition (default: config/graph.yaml)")
     u.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a node parameter (repeatable)")
     u.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for every node (default: inherited)")
-    u.add_argument("--grace", type=float, default=60.0, help="seconds nodes get to stop before they are killed")
+    u.add_argument("--grace", type=float, default=120.0, help="seconds nodes get to stop before they are killed (above the learner's shutdown_timeout, 60 s, so that its final checkpoint is written)")
+    u.add_argument("--network", choices=("localhost", "subnet"), default=None,
+                   help="DDS discovery range: localhost (the default, unless ROS_AUTOMATIC_DISCOVERY_RANGE or "
+                        "ROS_LOCALHOST_ONLY is set) or subnet (nodes on other machines of the network may join)")
     output_flags(u, quiet=False)
     u.set_defaults(fn=cmd_up)
 

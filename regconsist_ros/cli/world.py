@@ -16,6 +16,8 @@ def cmd_sim_render(a: argparse.Namespace) -> dict:
     from regconsist_ros.sim.source import SimConfig, SimSource, frames_meta
 
     cfg = settings(a, [("sim", SimConfig)], where="sim render", own_sections=True)["sim"]
+    if a.out.exists() and not a.out.is_dir():
+        raise ConfigError(f"--out {a.out} is a file; give a directory for the sequence")
     if a.out.exists() and any(a.out.iterdir()) and not a.overwrite:
         raise ConfigError(f"--out {a.out} is not empty; pass --overwrite to replace the sequence there")
     t0 = time.perf_counter()
@@ -38,10 +40,12 @@ def cmd_correspond(a: argparse.Namespace) -> dict:
 
     from regconsist_ros.registration.geometry import CorrespondenceConfig, correspond
     from regconsist_ros.registration.visualize import label_agreement
-    from regconsist_ros.sim.sequences import read_tum
+    from regconsist_ros.sim.recordings import open_recording, require_depth, require_poses
 
     cfg = settings(a, [("correspondence", CorrespondenceConfig)], where="correspond")["correspondence"]
-    seq = read_tum(a.seq_dir, intrinsics=a.intrinsics, depth_scale=a.depth_scale)
+    seq = open_recording(a.seq_dir, intrinsics=a.intrinsics, depth_scale=a.depth_scale)
+    require_depth(seq, "correspond")
+    require_poses(seq, "correspond")
     i, j = a.pair
     for k in (i, j):
         if not 0 <= k < len(seq):
@@ -57,6 +61,10 @@ def cmd_correspond(a: argparse.Namespace) -> dict:
         result["instance_agreement"] = round(agree, 6)
     if a.out:
         out = Path(a.out)
+        if out.is_dir():  # an existing directory: one file per pair inside it
+            out = out / f"pair_{i}_{j}.npz"
+        elif out.suffix != ".npz":
+            out = out.with_name(out.name + ".npz")  # what numpy writes anyway: report that path
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(out, uv1=c.uv1, uv2=c.uv2, overlap_iou=np.float64(c.overlap_iou),
                             pair=np.array([i, j]), stamps=np.array([f1.stamp, f2.stamp]))
@@ -79,12 +87,14 @@ def add_parsers(sub) -> None:
     r.set_defaults(fn=cmd_sim_render)
 
     c = sub.add_parser("correspond", help="exact pixel correspondences of one view pair of a sequence")
-    c.add_argument("seq_dir", type=Path, help="TUM-layout sequence directory")
+    c.add_argument("seq_dir", help="a recording with depth and poses (TUM, 7-Scenes/ScanNet, Replica, bag; "
+                   "'PATH?key=value&...' for options; see docs/recordings.md)")
     c.add_argument("--pair", nargs=2, type=int, required=True, metavar=("I", "J"),
                    help="indices of the two frames among the associated frames, in timestamp order")
     c.add_argument("--intrinsics", default=None, help="'fx,fy,cx,cy' or a TUM camera name (overrides the sequence's)")
     c.add_argument("--depth-scale", type=float, default=None, help="depth PNG units per metre (overrides the sequence's)")
-    c.add_argument("--out", default=None, help="write uv1, uv2 (pairs x 2, x = column, y = row) to this .npz")
+    c.add_argument("--out", default=None, help="write uv1, uv2 (pairs x 2, x = column, y = row) to this .npz ('.npz' "
+                   "is appended when missing; an existing directory gets pair_I_J.npz); the path is reported as out")
     output_flags(c, quiet=False)
     add_schema_arguments(c, [("correspondence", CorrespondenceConfig)])
     c.set_defaults(fn=cmd_correspond)

@@ -1,24 +1,22 @@
 """Any ordered frames -> one uint8 array in memory, for self-supervised pretraining on video.
 
-:func:`load_ordered_frames` reads, in this order of detection:
-
-1. ``sim:key=value,...``: the embedded world (:class:`regconsist_ros.sim.source.SimSource`, fields of
-   :class:`regconsist_ros.sim.source.SimConfig`), with instance and semantic labels;
-2. a directory with ``rgb.txt``: a TUM RGB-D sequence (labels kept when ``instance/`` or
-   ``semantic/`` exist, as our renderer writes them);
-3. a directory of images (``.png .jpg .jpeg .bmp .webp``) in natural order (frame2 < frame10);
-4. a video file (``.mp4 .avi .mov .mkv .webm .gif .m4v``), decoded with PyAV.
+:func:`load_ordered_frames` reads the colour frames of any recording the one frame-source layer
+opens (:func:`regconsist_ros.sim.recordings.open_recording`: the embedded world ``sim:...``, TUM,
+7-Scenes / ScanNet, Replica, rosbag2 / ROS 1 / RealSense bags, image folders, videos; options as
+``PATH?key=value&...``). Labels come along when the recording has them (TUM sequences with
+``instance/`` / ``semantic/``, the embedded world).
 
 Bad frames are never replaced by another one: they are skipped and counted in
 ``OrderedFrames.dropped`` by reason, and summarised in one warning:
 
 - ``unreadable``: an image that cannot be opened or decoded (missing, truncated, corrupt);
+- ``not_colour``: a single-channel or 16-bit image (a depth or label image) where a colour frame
+  is expected: never turned into a grey colour frame;
 - ``unsupported_mode``: an image whose pixel format has no sensible 8-bit RGB conversion;
-- ``decode_error``: video packets that fail to decode (counted per packet);
+- ``decode_error``: video packets or bag messages that fail to decode;
 - ``blank``: a frame whose pixels are all equal (e.g. a black frame from a camera glitch);
 - ``size_mismatch``: without ``size=``, a frame whose size differs from the first good frame's;
-- TUM sequences read with :func:`regconsist_ros.sim.sequences.read_tum` also report its association drops
-  (``no_depth``, ``no_pose``, ``bad_pose``).
+- the recording's own drops when it was opened (``no_depth``, ``no_pose``, ``bad_pose``, ...).
 
 ``stride`` and ``max_frames`` pick the candidate frames before decoding where the source allows
 it: every ``stride``-th frame, then at most ``max_frames`` of those. Dropped candidates are not
@@ -27,31 +25,29 @@ replaced, so a source with bad frames yields fewer than ``max_frames`` frames.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 from PIL import Image
 
+from regconsist_ros.sim.recordings import ACCEPTED, FrameDrop
+from regconsist_ros.sim.recordings.base import DROP_DECODE, DROP_NOT_COLOUR, DROP_UNREADABLE, DROP_UNSUPPORTED
+from regconsist_ros.sim.recordings.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from regconsist_ros.sim.recordings.images import pil_to_rgb as _pil_to_rgb  # noqa: F401  (the old name)
+from regconsist_ros.sim.recordings.simspec import parse_sim_spec
+
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v")
+_Drop = FrameDrop  # the old name, kept for callers
 IMAGE_FOLDER_FPS = 30.0  # stamps of an image folder: index / 30
-ACCEPTED = ("'sim:key=value,...' (the embedded world), a TUM RGB-D directory (with rgb.txt), a directory of "
-            f"images ({' '.join(IMAGE_SUFFIXES)}) or a video file ({' '.join(VIDEO_SUFFIXES)})")
 
-# Drop reasons.
-DROP_UNREADABLE = "unreadable"
-DROP_UNSUPPORTED = "unsupported_mode"
-DROP_DECODE = "decode_error"
+# Drop reasons (besides the readers').
 DROP_BLANK = "blank"
 DROP_SIZE = "size_mismatch"
-
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+__all__ = ["ACCEPTED", "DROP_BLANK", "DROP_DECODE", "DROP_NOT_COLOUR", "DROP_SIZE", "DROP_UNREADABLE", "DROP_UNSUPPORTED",
+           "FrameLoadConfig", "IMAGE_SUFFIXES", "OrderedFrames", "VIDEO_SUFFIXES", "load_ordered_frames", "parse_sim_spec"]
 
 
 @dataclass
@@ -73,15 +69,6 @@ class OrderedFrames:
         H, W = self.rgb.shape[1:3]
         return (f"OrderedFrames({self.source!r}, {len(self)} frames, {W}x{H}, dropped={self.dropped}, "
                 f"instance={self.instance is not None}, semantic={self.semantic is not None})")
-
-
-class _Drop(Exception):
-    """Internal: skip the current frame for ``reason``."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass
@@ -195,12 +182,6 @@ class _Collector:
                              semantic=trim(self.semantic))
 
 
-def _select(n: int, stride: int, max_frames: int) -> list[int]:
-    """Candidate indices of a source of known length: every stride-th, at most max_frames."""
-    idx = list(range(0, n, stride))
-    return idx[:max_frames] if max_frames else idx
-
-
 def _progress(it: Iterable, total: int | None, desc: str, progress: bool) -> Iterable:
     from tqdm import tqdm
 
@@ -208,256 +189,24 @@ def _progress(it: Iterable, total: int | None, desc: str, progress: bool) -> Ite
 
 
 # --------------------------------------------------------------------------------------------
-# decoding images
+# reading a recording's colour frames (the readers are in regconsist_ros.sim.recordings)
 # --------------------------------------------------------------------------------------------
 
 
-def _pil_to_rgb(im: Image.Image) -> np.ndarray:
-    """Decoded PIL image -> [H, W, 3] uint8, or raise _Drop(unsupported_mode).
-
-    8-bit modes (grey, palette, RGBA, CMYK, ...) go through PIL's conversion. 16-bit grey keeps its
-    top 8 bits (PIL itself would clip at 255); 32-bit integer images are treated the same when their
-    values fit 16 bits. Float images have no known range and are not converted.
-    """
-    if im.mode in _16BIT_MODES or im.mode == "I":
-        a = np.asarray(im)
-        if a.ndim != 2 or (a.size and (a.min() < 0 or a.max() > 65535)):
-            raise _Drop(DROP_UNSUPPORTED, f"mode {im.mode} with values outside 16 bits")
-        g = (a.astype(np.uint32) >> 8).astype(np.uint8)  # [H, W]
-        return np.repeat(g[:, :, None], 3, axis=2)
-    if im.mode in ("F", "I;32", "I;32B", "I;32L"):
-        raise _Drop(DROP_UNSUPPORTED, f"mode {im.mode}")
-    try:
-        rgb = im if im.mode == "RGB" else im.convert("RGB")
-    except (ValueError, OSError) as e:
-        raise _Drop(DROP_UNSUPPORTED, f"mode {im.mode}: {e}") from None
-    a = np.asarray(rgb, dtype=np.uint8)
-    if a.ndim != 3 or a.shape[2] != 3:
-        raise _Drop(DROP_UNSUPPORTED, f"mode {im.mode} gave shape {a.shape}")
-    return a
-
-
-def _read_image(path: Path) -> np.ndarray:
-    """Image file -> [H, W, 3] uint8, or raise _Drop(unreadable | unsupported_mode)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return _pil_to_rgb(im)
-    except _Drop:
-        raise
-    except _DECODE_ERRORS as e:
-        raise _Drop(DROP_UNREADABLE, str(e)) from None
-
-
-def _natural_key(name: str) -> tuple:
-    """'frame10.png' -> ('frame', 10, '.png', ...): digit runs compare as numbers."""
-    parts = re.split(r"(\d+)", name)
-    return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)) + (name,)
-
-
-def _image_folder(root: Path, col: _Collector, stride: int, max_frames: int, progress: bool) -> str:
-    files = sorted((p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                   key=lambda p: _natural_key(p.name))
-    picked = _select(len(files), stride, max_frames)
-    col.capacity = max(1, len(picked))
-    for i in _progress(picked, len(picked), f"reading {root.name}", progress):
-        try:
-            rgb = _read_image(files[i])
-        except _Drop as d:
-            col.drop(files[i].name, d.reason, d.detail)
-            continue
-        col.add(_Decoded(rgb, i / IMAGE_FOLDER_FPS, files[i].name))
-    return f"image folder {root} ({len(files)} images)"
-
-
-# --------------------------------------------------------------------------------------------
-# TUM sequences
-# --------------------------------------------------------------------------------------------
-
-
-def _tum(root: Path, col: _Collector, stride: int, max_frames: int, progress: bool) -> str:
-    """Through read_tum when the sequence has depth and poses; else from rgb.txt alone."""
-    from regconsist_ros.sim.sequences import SequenceError, read_tum
-
-    if (root / "depth.txt").is_file() and (root / "groundtruth.txt").is_file():
-        try:
-            seq = read_tum(root)
-        except SequenceError as e:
-            log.info("%s: cannot read as a full TUM RGB-D sequence (%s); reading rgb.txt only", root, e)
+def _recording(rec, col: _Collector, stride: int, max_frames: int, progress: bool) -> str:
+    """Every stride-th colour frame of a recording (at most max_frames), drops counted by reason."""
+    for reason, n in rec.dropped.items():  # left out when the recording was opened (no_depth, no_pose, ...)
+        col.dropped[reason] = col.dropped.get(reason, 0) + n
+    total = rec.expected(stride, max_frames)
+    col.capacity = max(1, total or 64)
+    col.want_instance, col.want_semantic = rec.has_instance, rec.has_semantic
+    desc = f"reading {rec.root.name if rec.root is not None else rec.layout}"
+    for item in _progress(rec.iter_color(stride, max_frames), total, desc, progress):
+        if isinstance(item, FrameDrop):
+            col.drop(getattr(item, "name", "?"), item.reason, item.detail)
         else:
-            picked = _select(len(seq), stride, max_frames)
-            col.capacity = max(1, len(picked))
-            col.want_instance, col.want_semantic = seq.has_instance, seq.has_semantic
-            for reason, n in seq.dropped.items():  # association drops (no_depth, no_pose, bad_pose)
-                col.dropped[reason] = col.dropped.get(reason, 0) + n
-            for i in _progress(picked, len(picked), f"reading {root.name}", progress):
-                name = _relative(seq.rgb_paths[i], root)
-                try:
-                    f = seq[i]
-                except (SequenceError, OSError) as e:
-                    col.drop(name, DROP_UNREADABLE, str(e))
-                    continue
-                col.add(_Decoded(f.rgb, f.stamp, name, f.instance, f.semantic))
-            return f"TUM sequence {root}"
-    return _tum_rgb_only(root, col, stride, max_frames, progress)
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(Path(path).relative_to(root))
-    except ValueError:
-        return str(path)
-
-
-def _tum_rgb_only(root: Path, col: _Collector, stride: int, max_frames: int, progress: bool) -> str:
-    """rgb.txt (``stamp path`` lines, ``#`` comments) -> frames, plus label images when complete."""
-    from regconsist_ros.sim.sequences import SequenceError, load_uint16, read_image_list
-
-    stamps, names = read_image_list(root / "rgb.txt")
-    order = np.argsort(stamps, kind="stable")
-    picked = [int(order[i]) for i in _select(len(order), stride, max_frames)]
-    col.capacity = max(1, len(picked))
-    label_dirs = {}
-    for what in ("instance", "semantic"):
-        d = root / what
-        if d.is_dir():
-            missing = [names[k] for k in picked if not (d / Path(names[k]).name).is_file()]
-            if missing:
-                log.warning("%s: ignoring %s labels: %d of %d frames lack an image (first: %s)", root, what,
-                            len(missing), len(picked), d / Path(missing[0]).name)
-            else:
-                label_dirs[what] = d
-    col.want_instance, col.want_semantic = "instance" in label_dirs, "semantic" in label_dirs
-    for k in _progress(picked, len(picked), f"reading {root.name}", progress):
-        try:
-            rgb = _read_image(root / names[k])
-            labels = {w: load_uint16(d / Path(names[k]).name, f"{w} labels", allow_8bit=True)
-                      for w, d in label_dirs.items()}
-        except _Drop as d:
-            col.drop(names[k], d.reason, d.detail)
-            continue
-        except (SequenceError, OSError) as e:
-            col.drop(names[k], DROP_UNREADABLE, str(e))
-            continue
-        if any(a.shape != rgb.shape[:2] for a in labels.values()):
-            col.drop(names[k], DROP_UNREADABLE, "label image size differs from the rgb image")
-            continue
-        col.add(_Decoded(rgb, float(stamps[k]), names[k], labels.get("instance"), labels.get("semantic")))
-    return f"TUM rgb list {root / 'rgb.txt'}"
-
-
-# --------------------------------------------------------------------------------------------
-# video
-# --------------------------------------------------------------------------------------------
-
-
-def _video(path: Path, col: _Collector, stride: int, max_frames: int, progress: bool) -> str:
-    try:
-        import av
-    except ImportError:
-        raise ImportError("reading video needs PyAV: pip install av") from None
-    from tqdm import tqdm
-
-    errors = (av.FFmpegError, OSError, ValueError)
-    try:
-        container = av.open(str(path))
-    except Exception as e:  # PyAV's FFmpegError subclasses (InvalidDataError, ...) and OS errors
-        raise ValueError(f"{path}: cannot open as a video ({type(e).__name__}: {e})") from None
-    with container:
-        if not container.streams.video:
-            raise ValueError(f"{path}: the file has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        rate = float(stream.average_rate) if stream.average_rate else IMAGE_FOLDER_FPS
-        total = stream.frames or None  # container's frame count, when it has one
-        if total and max_frames:
-            total = min(total, max_frames * stride)
-
-        def decoded() -> Iterator:
-            """Decoded frames in presentation order. A packet that fails to decode is counted and
-            skipped; a demuxing error (the container is unreadable past that point) ends the stream."""
-            packets = container.demux(stream)
-            while True:
-                try:
-                    packet = next(packets)
-                except StopIteration:
-                    return
-                except errors as e:
-                    col.drop(f"{path.name}@demux", DROP_DECODE, str(e))
-                    return
-                try:
-                    frames = packet.decode()
-                except errors as e:
-                    col.drop(f"{path.name}@pts={packet.pts}", DROP_DECODE, str(e))
-                    continue
-                yield from frames
-
-        taken = 0  # candidate frames (every stride-th decoded frame)
-        with tqdm(total=total, desc=f"decoding {path.name}", unit="frame", disable=not progress, leave=False) as bar:
-            for i, frame in enumerate(decoded()):
-                bar.update(1)
-                if i % stride:
-                    continue
-                taken += 1
-                name = f"{path.name}#{i}"
-                try:
-                    rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3] uint8
-                except errors as e:
-                    col.drop(name, DROP_DECODE, str(e))
-                else:
-                    col.add(_Decoded(rgb, float(frame.time) if frame.time is not None else i / rate, name))
-                if max_frames and taken >= max_frames:
-                    break
-        codec = stream.codec_context.name
-    return f"video {path} ({codec}, {rate:g} fps)"
-
-
-# --------------------------------------------------------------------------------------------
-# the embedded world
-# --------------------------------------------------------------------------------------------
-
-
-def _parse_value(text: str):
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_sim_spec(spec: str):
-    """``"sim:seed=3,frames=200,width=128"`` -> SimConfig; ValueError naming the spec when invalid."""
-    from regconsist_ros.config import build
-    from regconsist_ros.sim.source import SimConfig
-
-    body = spec[len("sim:"):].strip()
-    values = {}
-    for item in filter(None, (p.strip() for p in body.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"{spec!r}: expected 'key=value' items separated by commas, got {item!r}")
-        values[key.strip()] = _parse_value(value.strip())
-    try:
-        return build(SimConfig, values)
-    except ValueError as e:
-        raise ValueError(f"{spec!r}: {e}") from None
-
-
-def _sim(spec: str, col: _Collector, stride: int, max_frames: int, progress: bool) -> str:
-    from regconsist_ros.sim.source import SimSource
-
-    cfg = parse_sim_spec(spec)
-    src = SimSource(cfg)
-    picked = _select(len(src), stride, max_frames)
-    col.capacity = max(1, len(picked))
-    first = src[picked[0]] if picked else None
-    col.want_instance = first is not None and first.instance is not None
-    col.want_semantic = first is not None and first.semantic is not None
-    for i in _progress(picked, len(picked), "rendering sim", progress):
-        f = first if i == picked[0] else src[i]
-        col.add(_Decoded(f.rgb, f.stamp, f"sim:{i}", f.instance, f.semantic))
-    return f"sim {spec[4:] or 'defaults'} ({cfg.width}x{cfg.height}, {len(src)} frames)"
+            col.add(_Decoded(item.rgb, item.stamp, item.name, item.instance, item.semantic))
+    return rec.source
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,17 +262,11 @@ def load_ordered_frames(spec: str | Path, size: tuple[int, int] | None = None, m
     stride, max_frames = int(stride), int(max_frames)
 
     col = _Collector(size)
-    path = None if isinstance(spec, str) and spec.startswith("sim:") else Path(spec)
-    if path is None:
-        source = _sim(str(spec), col, stride, max_frames, progress)
-    elif path.is_dir() and (path / "rgb.txt").is_file():
-        source = _tum(path, col, stride, max_frames, progress)
-    elif path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if p.is_file()):
-        source = _image_folder(path, col, stride, max_frames, progress)
-    elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-        source = _video(path, col, stride, max_frames, progress)
-    else:
-        what = ("does not exist" if not path.exists() else
-                "is a directory without rgb.txt or images" if path.is_dir() else "is not a known file type")
-        raise ValueError(f"{spec}: {what}; accepted: {ACCEPTED}")
+    from regconsist_ros.sim.recordings import open_recording
+
+    try:
+        rec = open_recording(spec, colour_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{spec}: does not exist; accepted: {ACCEPTED}") from None
+    source = _recording(rec, col, stride, max_frames, progress)
     return col.result(source)

@@ -64,27 +64,52 @@ class OfflineStore(FrameStore):
         return dict(self._summary)
 
 
-def cache_dir_for(data_dir: Path, run_dir: Path) -> Path:
-    """Per-sequence cache next to the data when writable, else inside the run directory."""
-    d = Path(data_dir) / ".regconsist_cache"
-    try:
-        d.mkdir(exist_ok=True)
-        if os.access(d, os.W_OK):
-            return d
-    except OSError:
-        pass
+def cache_dir_for(data_dir: str | Path, run_dir: Path) -> Path:
+    """Per-sequence cache next to the data when it is a plain, writable directory, else inside the run
+    directory (a spec with options, a bag file, a read-only dataset)."""
+    text = str(data_dir)
+    d = Path(text) / ".regconsist_cache"
+    if "?" not in text and Path(text).is_dir():
+        try:
+            d.mkdir(exist_ok=True)
+            if os.access(d, os.W_OK):
+                return d
+        except OSError:
+            pass
     return Path(run_dir) / "cache"
 
 
-def load_frames(data_dir: str | Path, progress: bool = True) -> tuple[list, object]:
-    """All associated frames of a TUM sequence, in memory (CPU-scale sequences) -> (frames, sequence)."""
+def load_frames(data_dir: str | Path, progress: bool = True, poses: bool = True) -> tuple[list, object]:
+    """All frames of an RGB-D recording, in memory (CPU-scale sequences) -> (frames, recording).
+
+    ``data_dir``: any data spec the frame-source layer opens (:func:`regconsist_ros.sim.recordings.open_recording`:
+    TUM, 7-Scenes / ScanNet, Replica, bags, ``sim:...``; ``PATH?key=value&...`` for options). The
+    recording must have depth, and poses unless ``poses`` is False (a clear error names what is
+    missing). A frame that cannot be read is skipped and counted (one warning); none left is an error.
+    """
     from tqdm import tqdm
 
-    from regconsist_ros.sim.sequences import read_tum
+    from regconsist_ros.sim.recordings import FrameDrop, open_recording, require_depth, require_poses
 
-    seq = read_tum(data_dir)
-    frames = [seq[i] for i in tqdm(range(len(seq)), desc="load", unit="frame", disable=not progress)]
-    return frames, seq
+    rec = open_recording(data_dir)
+    require_depth(rec, "this command")
+    if poses:
+        require_poses(rec, "this command")
+    frames, bad = [], {}
+    for i in tqdm(range(len(rec)), desc="load", unit="frame", disable=not progress):
+        f = rec.frame_or_drop(i)
+        if isinstance(f, FrameDrop):
+            bad.setdefault(f.reason, []).append(f"{rec.names[i]} ({f})")
+        else:
+            frames.append(f)
+    if bad:
+        n = sum(len(v) for v in bad.values())
+        first = next(iter(bad.values()))[0]
+        if not frames:
+            raise ValueError(f"{rec.source}: none of its {len(rec)} frames could be read (first: {first})")
+        log.warning("%s: skipped %d of %d frames (%s; first: %s)", rec.source, n, len(rec),
+                    ", ".join(f"{k}: {len(v)}" for k, v in bad.items()), first)
+    return frames, rec
 
 
 def specs_list(data) -> list[str]:
@@ -102,7 +127,7 @@ def one_spec(data, what: str) -> str:
 
 
 def load_streams(data, load, progress: bool = True) -> OfflineStore:
-    """One ordered colour stream per source spec (TUM dir, image folder, video, ``sim:...``), read with
+    """One ordered colour stream per source spec (any recording layout, ``sim:...``), read with
     ``load`` (:class:`~regconsist_ros.learning.frame_sources.FrameLoadConfig`)."""
     from regconsist_ros.learning.frame_pairs import ArrayStream
 

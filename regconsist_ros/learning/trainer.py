@@ -48,6 +48,7 @@ class TrainerConfig:
     grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
     log_every: int = field(default=10, metadata={"help": "steps between log lines"})
     ckpt_every: int = field(default=0, metadata={"help": "steps between checkpoints (0 = only at the end)"})
+    keep_last: int = field(default=5, metadata={"help": "complete checkpoints kept in the run directory, the newest (plus the one an evaluator is scoring); 0 = keep all"})
     seed: int = field(default=0, metadata={"help": "seed of torch/numpy/python RNGs"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
@@ -64,6 +65,8 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.lr_batch must be >= 0 (0 = lr as given), got {self.lr_batch}")
         if self.warmup < 0 or self.log_every < 1 or self.ckpt_every < 0:
             raise ValueError(f"TrainerConfig: bad warmup={self.warmup}, log_every={self.log_every} or ckpt_every={self.ckpt_every}")
+        if self.keep_last < 0:
+            raise ValueError(f"TrainerConfig.keep_last must be >= 0 (0 = keep every checkpoint), got {self.keep_last}")
         if self.schedule not in ("cosine", "poly"):
             raise ValueError(f"TrainerConfig.schedule must be 'cosine' or 'poly', got {self.schedule!r}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -185,6 +188,11 @@ class Trainer:
         self.run_dir = None if run_dir is None else Path(run_dir)
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if dist_rank() == 0:  # temp directories of a save that a kill interrupted (their process is gone)
+                from regconsist_ros.models.checkpoint import clean_interrupted_saves
+
+                for line in clean_interrupted_saves(self.run_dir):
+                    log.info("checkpoints of %s: %s (an interrupted save)", self.run_dir, line)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
@@ -228,8 +236,22 @@ class Trainer:
                  "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
                  "trainer_config": asdict(self.cfg)}
         path = self.run_dir / "checkpoints" / f"step_{self.step:08d}"
-        return save_checkpoint(path, obj.encoder, obj.encoder_kind, obj.encoder_config, step=self.step,
-                               trainer_state=state, meta={**self.meta, "trainer": asdict(self.cfg)})
+        saved = save_checkpoint(path, obj.encoder, obj.encoder_kind, obj.encoder_config, step=self.step,
+                                trainer_state=state, meta={**self.meta, "trainer": asdict(self.cfg)})
+        self.prune()
+        return saved
+
+    def prune(self) -> list[Path]:
+        """Retention after a save: the newest ``keep_last`` checkpoints (and an evaluator's claimed one) stay."""
+        from regconsist_ros.models.checkpoint import prune_checkpoints
+
+        if self.rank != 0 or self.run_dir is None or not self.cfg.keep_last:
+            return []
+        try:
+            return prune_checkpoints(self.run_dir, self.cfg.keep_last)
+        except OSError as e:  # retention never fails a save
+            log.warning("checkpoint retention in %s failed: %s", self.run_dir, e)
+            return []
 
     def resume(self) -> bool:
         """Continue from the latest complete checkpoint in ``run_dir`` (True if one was found)."""

@@ -1,10 +1,8 @@
-"""Frames from a rosbag2 recording (``.db3`` or ``.mcap`` + metadata.yaml), without a ROS install.
-
-Reads colour, aligned depth, camera_info and pose messages with the ``rosbags`` library, matches
-them by sensor stamp (the same matcher the registration node uses) and decodes them with the same
-checks (:func:`regconsist_ros.online.decode.frame_from_fields`, as the registration node does). Bad messages are counted by reason and skipped.
-``write_bag`` records frames the way the camera source node publishes them (for tests and for
-turning a simulated run into a bag).
+"""Bags for the online side: :func:`read_bag` / :class:`BagSource` read through the one frame-source
+layer (:class:`regconsist_ros.sim.recordings.bags.BagRecording`: rosbag2 ``.db3`` / ``.mcap``, ROS 1
+``.bag``, RealSense ``.bag``; frames associated by sensor stamp, bad messages counted by reason and
+skipped). ``write_bag`` records frames the way the camera source node publishes them (for tests and
+for turning a simulated run into a bag).
 """
 from __future__ import annotations
 
@@ -28,58 +26,35 @@ class BagTopics:
     info: str = field(default="/camera/color/camera_info", metadata={"help": "camera info topic"})
     pose: str = field(default="/camera/pose", metadata={"help": "geometry_msgs/PoseStamped topic of the camera pose"})
 
-
-def _stamp(msg) -> float:
-    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    def options(self) -> dict:
+        """As :class:`regconsist_ros.sim.recordings.RecordingOptions` fields (a non-default pose topic must exist)."""
+        d = BagTopics()
+        return {"color_topic": self.color, "depth_topic": self.depth, "color_info_topic": self.info,
+                "pose_topic": "" if self.pose == d.pose else self.pose}
 
 
 def read_bag(path: str | Path, topics: BagTopics | None = None, tolerance: float = 0.02, depth_unit: float = 0.001,
              max_frames: int = 0) -> tuple[list[Frame], dict]:
-    """All matched frames of the bag, in stamp order, and the drop counts ``{reason: n}``."""
-    try:
-        from rosbags.highlevel import AnyReader
-    except ImportError:
-        raise ImportError("reading rosbag2 files needs the 'rosbags' package: pip install rosbags") from None
-    from regconsist_ros.online.counters import DropCounter
-    from regconsist_ros.online.decode import camera_info_msg_fields, frame_from_fields, image_msg_fields, pose_msg_fields
-    from regconsist_ros.online.errors import BadInput
-    from regconsist_ros.online.sync import StampSync
-    from regconsist_ros.sim.frame import FrameError
+    """All matched frames of the bag, in stamp order, and the drop counts ``{reason: n}`` (association
+    drops and frames whose messages could not be decoded). Frames have ``T_world_cam = None`` when the
+    bag has no pose topic."""
+    from regconsist_ros.sim.recordings import FrameDrop, RecordingError, open_recording
 
-    topics = topics or BagTopics()
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such rosbag2 directory")
-    wanted = {topics.color: "color", topics.depth: "depth", topics.info: "info", topics.pose: "pose"}
-    counter = DropCounter(log, f"bag {path.name}")
-    sync = StampSync(("color", "depth", "info", "pose"), tolerance, 1000, counter, latched=("info",))
-    frames: list[Frame] = []
-    with AnyReader([path]) as reader:
-        conns = [c for c in reader.connections if c.topic in wanted]
-        missing = set(wanted) - {c.topic for c in conns}
-        if missing:
-            raise ValueError(f"{path}: topics {sorted(missing)} are not in the bag; it has "
-                             f"{sorted({c.topic for c in reader.connections})}")
-        for conn, _, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
-            for m in sync.add(wanted[conn.topic], _stamp(msg), msg):
-                c, d, i, p = m["color"], m["depth"], m["info"], m["pose"]
-                try:
-                    frames.append(frame_from_fields(m["stamp"], image_msg_fields(c), image_msg_fields(d),
-                                                    camera_info_msg_fields(i), pose_msg_fields(p), depth_unit,
-                                                    frame_id=c.header.frame_id))
-                    counter.accept()
-                except BadInput as e:
-                    counter.drop(e.reason, e.message)
-                except FrameError as e:
-                    counter.drop("frame", str(e))
-            if max_frames and len(frames) >= max_frames:
-                break
-    snap = counter.snapshot()
+    rec = open_recording(Path(path), layout="rosbag", max_dt=tolerance, depth_unit=depth_unit,
+                         **(topics or BagTopics()).options())
+    frames, dropped = [], dict(rec.dropped)
+    for i in range(len(rec)):
+        f = rec.frame_or_drop(i)
+        if isinstance(f, FrameDrop):
+            dropped[f.reason] = dropped.get(f.reason, 0) + 1
+            log.warning("bag %s: frame %d dropped (%s)", Path(path).name, i, f)
+        else:
+            frames.append(f)
+        if max_frames and len(frames) >= max_frames:
+            break
     if not frames:
-        raise ValueError(f"{path}: no complete frame (colour + depth + camera_info + pose within {tolerance} s); "
-                         f"dropped: {snap['dropped']}")
-    return frames, snap["dropped"]
+        raise RecordingError(f"{path}: no complete frame could be decoded; dropped: {dropped}")
+    return frames, dropped
 
 
 class BagSource:

@@ -2,8 +2,9 @@
 
 :func:`open_source` turns a :class:`CameraSourceConfig` (and the ``sim.*`` :class:`SimConfig`) into
 an indexable frame source (``len``, ``[i]`` -> :class:`regconsist_ros.sim.frame.Frame`): the embedded
-world or a scan (:class:`regconsist_ros.sim.source.SimSource`), a scan rendered by habitat-sim, a TUM
-sequence, or a rosbag2 recording (:class:`regconsist_ros.online.bag.BagSource`).
+world or a scan (:class:`regconsist_ros.sim.source.SimSource`), a scan rendered by habitat-sim, or a
+recording of any layout the frame-source layer reads (:func:`regconsist_ros.sim.recordings.open_recording`:
+TUM, 7-Scenes / ScanNet, Replica, rosbag2 / ROS 1 / RealSense bags), depth registered to colour.
 :class:`Prefetcher` renders its frames ahead on a thread into a bounded queue. The node
 (:mod:`regconsist_ros.ros.nodes.sim_camera`) only publishes them.
 """
@@ -23,8 +24,8 @@ log = logging.getLogger(__name__)
 class CameraSourceConfig:
     """What the camera source publishes and how fast."""
 
-    source: Literal["sim", "tum", "rosbag", "habitat"] = field(default="sim", metadata={"help": "sim: the embedded world or a scan (sim.* parameters); habitat: the scan at sim.scene rendered by habitat-sim (when installed) along a path planned on its mesh; tum / rosbag: replay the TUM sequence / rosbag2 at 'path' (RealSense topic names + camera/pose)"})
-    path: str = field(default="", metadata={"help": "TUM sequence or rosbag2 directory"})
+    source: Literal["sim", "tum", "rosbag", "recording", "habitat"] = field(default="sim", metadata={"help": "sim: the embedded world or a scan (sim.* parameters); habitat: the scan at sim.scene rendered by habitat-sim (when installed) along a path planned on its mesh; recording: replay the recording at 'path', any layout (docs/recordings.md); tum / rosbag: the same, for a TUM sequence / a bag (rosbag2, ROS 1, RealSense)"})
+    path: str = field(default="", metadata={"help": "recording to replay: a path, with options as 'PATH?key=value&...' (docs/recordings.md)"})
     rate: float = field(default=10.0, metadata={"help": "frames per second"})
     depth_encoding: Literal["16UC1", "32FC1"] = field(default="16UC1", metadata={"help": "16UC1 (millimetres) or 32FC1 (metres)"})
     world_frame: str = field(default="world", metadata={"help": "frame id of the poses"})
@@ -36,24 +37,26 @@ class CameraSourceConfig:
     def __post_init__(self):
         if not 0 < self.rate <= 1000:
             raise ValueError(f"CameraSourceConfig.rate must be in (0, 1000] Hz, got {self.rate!r}")
-        if self.source in ("tum", "rosbag") and not self.path:
-            raise ValueError(f"CameraSourceConfig: source={self.source} needs path (a TUM or rosbag2 directory)")
+        if self.source in ("tum", "rosbag", "recording") and not self.path:
+            raise ValueError(f"CameraSourceConfig: source={self.source} needs path (a recording to replay)")
         if self.prefetch < 1:
             raise ValueError(f"CameraSourceConfig.prefetch must be >= 1, got {self.prefetch!r}")
 
 
 def open_source(cfg: CameraSourceConfig, sim_cfg: SimConfig):
     """An indexable frame source (len, [i]) and its intrinsics."""
-    if cfg.source == "tum":
-        from regconsist_ros.sim.sequences import read_tum
+    if cfg.source in ("tum", "rosbag", "recording"):
+        from regconsist_ros.sim.recordings import open_recording, require_depth
 
-        seq = read_tum(cfg.path)
-        return seq, seq.intrinsics
-    if cfg.source == "rosbag":
-        from regconsist_ros.online.bag import BagSource
-
-        bag = BagSource(cfg.path)
-        return bag, bag.intrinsics
+        layout = {"tum": "tum", "rosbag": None, "recording": None}[cfg.source]
+        rec = open_recording(cfg.path, **({"layout": layout} if layout and "layout=" not in cfg.path else {}))
+        if cfg.source == "rosbag" and rec.layout not in ("rosbag", "realsense"):
+            raise ValueError(f"source=rosbag: {cfg.path} is a {rec.layout} recording, not a bag (use source=recording)")
+        require_depth(rec, "the camera source")
+        if not rec.has_poses:
+            log.warning("%s has no poses: frames are published without camera/pose; the registration node needs a "
+                        "pose source (pose_source: odometry)", rec.source)
+        return rec, rec.intrinsics
     from regconsist_ros.sim.source import SimSource
 
     src = SimSource(sim_cfg)

@@ -96,3 +96,60 @@ class RateMeter:
             self._expire(now)
             span = min(self.window_s, now - self._start)
             return self._n / span if span > 0 else 0.0
+
+
+class LossCounter:
+    """Messages lost before a node's callbacks, per stream (topic). Thread-safe.
+
+    Two sources: :meth:`seen` takes each received message's publisher id and publication sequence
+    number (rclpy's ``MessageInfo``) and counts the numbers skipped since that publisher's previous
+    message (``sequence_gap``): messages lost anywhere before the callback, in the network or
+    overwritten in a keep-last history. :meth:`lost` adds the RMW's own message-lost events
+    (``message_lost``; samples the DDS layer knows it never delivered, already among the gaps).
+    Not counted: messages before a publisher's first received one (late joining, discovery) and
+    after its last received one, until it sends another; a publisher whose numbers go back (a
+    restarted process reusing its id) starts again without a count.
+    """
+
+    def __init__(self):
+        self._streams: dict[str, dict] = {}
+        self._last: dict[tuple[str, bytes], int] = {}
+        self.unsupported: set[str] = set()  # streams whose RMW has no message-lost event
+        self._lock = threading.Lock()
+
+    def _stream(self, stream: str) -> dict:
+        return self._streams.setdefault(stream, {"received": 0, "sequence_gap": 0, "message_lost": 0})
+
+    def seen(self, stream: str, publisher: bytes, seq: int | None) -> int:
+        """Record one received message; returns the gap it revealed (0 when none or unknown)."""
+        with self._lock:
+            st = self._stream(stream)
+            st["received"] += 1
+            if seq is None or seq <= 0:
+                return 0
+            key = (stream, bytes(publisher))
+            last = self._last.get(key)
+            self._last[key] = int(seq)
+            gap = int(seq) - last - 1 if last is not None and seq > last else 0
+            st["sequence_gap"] += gap
+            return gap
+
+    def lost(self, stream: str, n: int) -> None:
+        """The RMW reported ``n`` more messages lost on ``stream``."""
+        with self._lock:
+            self._stream(stream)["message_lost"] += int(n)
+
+    def snapshot(self) -> dict:
+        """``{stream: {"received", "sequence_gap", "message_lost"}}`` (plus ``"message_lost_event": "unsupported"``
+        for streams whose RMW has none)."""
+        with self._lock:
+            out = {s: dict(v) for s, v in self._streams.items()}
+            for s in self.unsupported:
+                out.setdefault(s, {"received": 0, "sequence_gap": 0, "message_lost": 0})["message_lost_event"] = "unsupported"
+            return out
+
+    @property
+    def total(self) -> int:
+        """All sequence gaps counted."""
+        with self._lock:
+            return sum(v["sequence_gap"] for v in self._streams.values())

@@ -3,7 +3,16 @@
 A checkpoint is *complete* when ``latest_checkpoint``-style checks pass (``step_*`` directory with
 weights and config; the learner writes into a hidden temp directory and renames it atomically), so
 a half-written checkpoint is never read. When checkpoints arrive faster than readouts finish, the
-intermediate ones are skipped (counted) and the newest of each objective is evaluated.
+intermediate ones are skipped (counted) and the newest of each objective is evaluated. The one being
+scored is claimed (``checkpoints/.evaluating``) so that the learner's retention (``trainer.keep_last``)
+keeps it until its result is written.
+
+A checkpoint that cannot be read, built or read out, for any exception (a corrupt file, JSON nested
+thousands deep, a config asking for a model too large to allocate, a readout that fails on it), is
+*quarantined*: one result line ``{"objective", "step", "checkpoint", "quarantined": reason, "error":
+reason}`` is written, counted in ``failed``, and the evaluator goes on with the next checkpoint (a
+restarted evaluator reads the line back and never retries it). A checkpoint deleted by the learner's
+retention before it was read is passed over without a line.
 
 Readouts:
 * ``propagation``: label propagation of first-frame instance masks on held-out simulated clips
@@ -154,17 +163,37 @@ class Evaluator:
             todo.append((objective, *new[-1]))
         return todo
 
-    def evaluate(self, objective: str, step: int, ckpt: Path) -> dict:
-        from regconsist_ros.models.checkpoint import CheckpointError, load_checkpoint
+    def evaluate(self, objective: str, step: int, ckpt: Path) -> dict | None:
+        """The result row of one checkpoint: its readouts, or a quarantine line (any exception while
+        reading, building or reading it out); None when the checkpoint is gone (pruned) before it was read."""
+        from regconsist_ros.models.checkpoint import claim_for_evaluation, release_claim
 
         t0 = time.time()
         row = {"objective": objective, "step": step, "checkpoint": str(ckpt), "time": round(t0, 3)}
+        claim_for_evaluation(ckpt)
         try:
-            model, info = load_checkpoint(ckpt)
-        except (CheckpointError, OSError) as e:
-            self.failed += 1
-            row["error"] = f"unreadable checkpoint: {e}"
-            return row
+            return self._evaluate(row, objective, step, ckpt, t0)
+        except Exception as e:  # noqa: BLE001 - any failure of one checkpoint must not stop the others
+            if not ckpt.is_dir():  # removed by the learner's retention: a newer one will be scored
+                log.info("checkpoint %s was removed before it was read: passed over", ckpt)
+                return None
+            return self._quarantine(row, e)
+        finally:
+            release_claim(ckpt)
+
+    def _quarantine(self, row: dict, e: BaseException) -> dict:
+        self.failed += 1
+        self._last_model = None
+        text = str(e).splitlines()[0] if str(e) else ""
+        reason = f"{type(e).__name__}: {text}"[:500]
+        log.warning("checkpoint %s quarantined: %s", row["checkpoint"], reason)
+        return {**{k: row[k] for k in ("objective", "step", "checkpoint", "time")}, "quarantined": reason,
+                "error": f"quarantined: {reason}"}
+
+    def _evaluate(self, row: dict, objective: str, step: int, ckpt: Path, t0: float) -> dict:
+        from regconsist_ros.models.checkpoint import load_checkpoint
+
+        model, info = load_checkpoint(ckpt)
         row["kind"] = info["kind"]
         self._last_model = (model, info["kind"])
         row.update(self.dense_readouts(model, info["kind"]))
@@ -273,6 +302,9 @@ class Evaluator:
                 break
             self._last_model = None
             row = self.evaluate(objective, step, ckpt)
+            if row is None:  # pruned before it was read
+                self.done.add((objective, step))
+                continue
             self.append(row)
             rows.append(row)
             emit(row)
@@ -282,7 +314,12 @@ class Evaluator:
                 key = self.floor_key(model, kind)
                 if key not in self._floors:  # the first checkpoint of this architecture: its floors, once
                     t0 = time.time()
-                    floors = self.floors(model, kind)
+                    try:
+                        floors = self.floors(model, kind)
+                    except Exception as e:  # noqa: BLE001 - floors beside a checkpoint never stop the evaluator
+                        log.warning("floors of %s failed: %s: %s", kind, type(e).__name__, e)
+                        self._floors[key] = {"error": f"{type(e).__name__}: {e}"}  # not retried by this process
+                        continue
                     if "interrupted" not in floors:
                         line = {"objective": "floors", "step": 0, "kind": kind, "key": key, "floors": floors,
                                 "time": round(t0, 3), "seconds": round(time.time() - t0, 2)}

@@ -18,7 +18,8 @@ job's pairs are the same: they depend only on the keyframe and its candidates.
 Of the PairSelectionConfig only the band (``iou_low``, ``iou_high``) and ``batch`` are used:
 index gaps between keyframes are bounded by ``candidates``, and the pixel stride is
 ``KeyframeConfig.stride``. Keyframes hold whole frames: at 640x480 one is about 2.1 MB
-(colour + depth), so the default 200 keyframes take about 420 MB.
+(colour + depth), so the default 200 keyframes take about 420 MB; ``max_mb`` (512) caps their
+bytes too (a 4096x4096 keyframe is 117 MB), the oldest evicted first and counted (``evicted``).
 """
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ from regconsist_ros.registration.pairs import PairSelectionConfig, pair_overlaps
 from regconsist_ros.sim.frame import Frame
 
 
+def frame_bytes(frame: Frame) -> int:
+    """Bytes of a frame's arrays (colour, depth and labels when present)."""
+    return int(sum(a.nbytes for a in (frame.rgb, frame.depth, getattr(frame, "semantic", None),
+                                      getattr(frame, "instance", None)) if isinstance(a, np.ndarray)))
+
+
 @dataclass
 class KeyframeConfig:
     """When a frame becomes a keyframe, and how many keyframes a new one is compared with."""
@@ -42,6 +49,7 @@ class KeyframeConfig:
     min_translation: float = field(default=0.1, metadata={"help": "metres moved since the last keyframe that make a keyframe"})
     min_rotation_deg: float = field(default=10.0, metadata={"help": "degrees turned since the last keyframe that make a keyframe"})
     max_keyframes: int = field(default=200, metadata={"help": "keyframes kept (oldest dropped)"})
+    max_mb: float = field(default=512.0, metadata={"help": "memory cap of the kept keyframes (MB of colour + depth; oldest evicted first, counted as builder.evicted; the newest is always kept)"})
     candidates: int = field(default=8, metadata={"help": "recent keyframes each new keyframe is compared with"})
     stride: int = field(default=4, metadata={"help": "pixel stride for the IoU estimate"})
 
@@ -50,6 +58,8 @@ class KeyframeConfig:
             raise ValueError(f"KeyframeConfig.min_translation must be >= 0, got {self.min_translation}")
         if not (math.isfinite(self.min_rotation_deg) and 0 <= self.min_rotation_deg <= 180):
             raise ValueError(f"KeyframeConfig.min_rotation_deg must be in [0, 180], got {self.min_rotation_deg}")
+        if not (math.isfinite(self.max_mb) and self.max_mb > 0):
+            raise ValueError(f"KeyframeConfig.max_mb must be > 0 MB, got {self.max_mb}")
         if self.max_keyframes < 2:
             raise ValueError(f"KeyframeConfig.max_keyframes must be >= 2, got {self.max_keyframes}")
         if not 1 <= self.candidates < self.max_keyframes:
@@ -78,9 +88,10 @@ class PairBuilder:
 
     ``counts``: frames seen, keyframes made, candidate pairs checked, pairs returned, frames
     skipped for having no valid depth (``no_depth``), pairs skipped because exact correspondence
-    failed or came out empty (``empty``), and keyframes whose pair search was skipped
-    (``unpaired``, see :meth:`skip`). Thread-safe: :meth:`admit` calls are serialised, and jobs
-    may run on other threads meanwhile.
+    failed or came out empty (``empty``), keyframes whose pair search was skipped (``unpaired``,
+    see :meth:`skip`), keyframes evicted by the count or byte cap (``evicted``) and pair searches
+    cut short by a stop request (``stopped``). Thread-safe: :meth:`admit` calls are serialised, and
+    jobs may run on other threads meanwhile.
     """
 
     def __init__(self, cfg: KeyframeConfig | None = None, pair_cfg: PairSelectionConfig | None = None,
@@ -89,10 +100,18 @@ class PairBuilder:
         self.pair_cfg = pair_cfg or PairSelectionConfig()
         self.corr_cfg = corr_cfg or CorrespondenceConfig()
         self._iou_cfg = dataclasses.replace(self.pair_cfg, stride=self.cfg.stride)
-        self._keyframes: deque[Frame] = deque(maxlen=self.cfg.max_keyframes)
+        self._keyframes: deque[Frame] = deque()
+        self._nbytes = 0
+        self.max_bytes = int(self.cfg.max_mb * 2**20)
         self.counts = {"frames": 0, "keyframes": 0, "candidates": 0, "pairs": 0, "no_depth": 0, "empty": 0,
-                       "unpaired": 0}
+                       "unpaired": 0, "evicted": 0, "stopped": 0}
         self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the kept keyframes."""
+        with self._lock:
+            return self._nbytes
 
     @property
     def keyframes(self) -> list[Frame]:
@@ -135,15 +154,24 @@ class PairBuilder:
             # candidates: most recent keyframes of the same image size (pair_overlaps stacks depth maps)
             cands = [kf for kf in reversed(self._keyframes) if kf.size == frame.size][: self.cfg.candidates]
             self._keyframes.append(frame)
+            self._nbytes += frame_bytes(frame)
             self.counts["keyframes"] += 1
+            while len(self._keyframes) > 1 and (len(self._keyframes) > self.cfg.max_keyframes
+                                                or self._nbytes > self.max_bytes):
+                self._nbytes -= frame_bytes(self._keyframes.popleft())
+                self.counts["evicted"] += 1
         return PairJob(frame, cands)
 
     def skip(self, job: PairJob) -> None:
         """Count a job that will not run (``counts["unpaired"]``); the keyframe stays a candidate of later ones."""
         self._count(unpaired=1)
 
-    def pairs(self, job: PairJob | None) -> list[dict]:
+    def pairs(self, job: PairJob | None, stop=None) -> list[dict]:
         """The view pairs of a keyframe's job (``[]`` for None or no candidates).
+
+        ``stop`` (a callable or a ``threading.Event``): checked before each exact correspondence;
+        once it is set, the search returns the pairs found so far (counted as ``stopped``), so a
+        shutdown waits for at most one correspondence.
 
         Each pair: ``{"src": older keyframe, "dst": new keyframe, "overlap_iou": strided estimate
         (the value the band was applied to), "overlap_iou_exact": full-resolution IoU, "uv1": [M, 2]
@@ -157,9 +185,13 @@ class PairBuilder:
         n = len(cands)
         ious = pair_overlaps(cands + [frame], [(i, n) for i in range(n)], self._iou_cfg, self.corr_cfg)
         out, empty = [], 0
+        stopped = (stop.is_set if hasattr(stop, "is_set") else stop) if stop is not None else (lambda: False)
         for kf, iou in sorted(zip(cands, ious), key=lambda p: float(p[0].stamp)):
             if not self.pair_cfg.iou_low <= iou <= self.pair_cfg.iou_high:
                 continue
+            if stopped():
+                self._count(stopped=1)
+                break
             try:
                 c = correspond(kf, frame, self.corr_cfg)
             except RegistrationError:

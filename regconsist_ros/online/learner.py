@@ -18,6 +18,14 @@ checkpoints are the same atomic safetensors + JSON checkpoints the offline CLI w
 them as they are, and a restarted learner resumes each method at its last checkpoint step.
 ``train(n)`` runs n steps, choosing the method of each slice by the mixing ratio among the methods
 whose batches are ready. Memory caps are in bytes; the oldest items are evicted first.
+
+What it takes is checked as it arrives and counted in ``ingest`` (a
+:class:`~regconsist_ros.online.counters.DropCounter`, reported by :meth:`OnlineLearner.status`):
+each stream's frame stamps pass a :class:`~regconsist_ros.online.stamps.StampGuard` (a stamp far
+from the stream is dropped as ``stamp_jump`` without moving its notion of now; a timeline that
+restarts starts a new frame buffer), and view-pair correspondences with non-finite or out-of-image
+coordinates are dropped (``view_pair_points``), a pair left with none as ``view_pair_empty``. A
+batch that still fails to build is dropped and counted (``batches_failed``) and another is drawn.
 """
 from __future__ import annotations
 
@@ -34,7 +42,10 @@ from regconsist_ros.learning.runs import MethodRun, recipe
 from regconsist_ros.learning.stores import FrameStore
 from regconsist_ros.learning.trainer import Trainer, dist_rank, seed_everything
 from regconsist_ros.models.methods import methods
+from regconsist_ros.online.counters import DropCounter
+from regconsist_ros.online.errors import BadInput
 from regconsist_ros.online.replay import FrameBuffer, ReplayBuffer
+from regconsist_ros.online.stamps import StampGuard
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,26 @@ log = logging.getLogger(__name__)
 # end), a short warm-up, a loss row per step and a checkpoint every 50 steps of each method.
 ONLINE_TRAINER = {"steps": 1_000_000, "warmup": 50, "log_every": 1, "ckpt_every": 50}
 LOSS_HISTORY = 1000  # (step, loss) rows kept per method for status and TensorBoard
+BATCH_TRIES = 5  # batches drawn per step before a failure is raised
+
+
+def clean_pair_points(uv1: np.ndarray, uv2: np.ndarray, size1: tuple[int, int], size2: tuple[int, int]):
+    """Correspondences uv1 [M, 2], uv2 [M, 2] (pixel x, y) of images ``size1`` / ``size2`` (H, W) ->
+    ``(uv1, uv2, non_finite, outside)``: the rows whose four coordinates are finite and inside both
+    images (pixel centres at integers: [-0.5, W - 0.5] x [-0.5, H - 0.5]), and the counts dropped."""
+    uv1 = np.asarray(uv1, np.float64).reshape(-1, 2)
+    uv2 = np.asarray(uv2, np.float64).reshape(-1, 2)
+    if len(uv1) != len(uv2):
+        raise BadInput("view_pair_shape", f"uv1 has {len(uv1)} rows, uv2 {len(uv2)}")
+    finite = np.isfinite(uv1).all(1) & np.isfinite(uv2).all(1)
+
+    def inside(uv, size):
+        H, W = size
+        with np.errstate(invalid="ignore"):
+            return (uv[:, 0] >= -0.5) & (uv[:, 0] <= W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= H - 0.5)
+
+    ok = finite & inside(uv1, size1) & inside(uv2, size2)
+    return uv1[ok], uv2[ok], int((~finite).sum()), int((finite & ~ok).sum())
 
 
 @dataclass
@@ -183,7 +214,8 @@ class OnlineLearner:
 
     PENDING = 32  # view pairs kept while their keyframe is still on its way
 
-    def __init__(self, cfg: LearnerConfig, runs: dict[str, MethodRun] | None = None, regions=None):
+    def __init__(self, cfg: LearnerConfig, runs: dict[str, MethodRun] | None = None, regions=None, clock=None):
+        """``clock`` (seconds, or None): the node's clock for the frame streams' stamp check."""
         from pathlib import Path
 
         from regconsist_ros.config import ConfigError
@@ -224,7 +256,12 @@ class OnlineLearner:
         self.choice_rng = np.random.default_rng([cfg.seed, 7919])
         self.runs: dict[str, Trainer] = {}
         self.out_sizes: dict[str, tuple | None] = {}
-        self.counts = {"frames": 0, "keyframes": 0, "view_pairs": 0, "view_pairs_unjoined": 0}
+        self.counts = {"frames": 0, "keyframes": 0, "view_pairs": 0, "view_pairs_unjoined": 0, "frames_reset": 0,
+                       "view_pair_points_non_finite": 0, "view_pair_points_outside": 0}
+        self.ingest = DropCounter(log, "learner ingest")  # what the core took in, or dropped and why
+        self.batches_failed = DropCounter(log, "learner batches")  # batches that failed to build, by method
+        self._guards: dict[str, StampGuard] = {}
+        self._clock = clock
         for name, run in self.settings.items():
             seed_everything(run.trainer.seed)
             obj = run.build_objective()
@@ -250,14 +287,31 @@ class OnlineLearner:
 
     def add_frame(self, rgb: np.ndarray, stamp: float, source: str = "") -> None:
         """A colour frame of ``source``'s stream (any size; stored resized; each source has its own
-        buffer capped at ``frame_buffer_mb``). Non-increasing stamps within a source raise BadInput."""
+        buffer capped at ``frame_buffer_mb``). Its stamp passes the source's :class:`StampGuard`
+        first: drops are counted in ``ingest``; a frame after a jump waits for the next one; a
+        timeline that restarts (a looping recording) starts the source's buffer afresh."""
         if not self.uses_frames:
             return
-        buf = self.frame_buffers.get(source)
-        if buf is None:
-            buf = self.frame_buffers[source] = FrameBuffer(int(self.cfg.frame_buffer_mb * 2**20))
-        buf.add(StreamFrame(stamp, resize_rgb(rgb, self.size)))
-        self.counts["frames"] += 1
+        small = resize_rgb(rgb, self.size)
+        with self._lock:
+            guard = self._guards.get(source)
+            if guard is None:
+                guard = self._guards[source] = StampGuard(f"frames {source or '/'}", self.ingest, max_ahead_s=10.0,
+                                                          clock=self._clock)
+            accepted, restarted = guard.add(stamp, small)
+            buf = self.frame_buffers.get(source)
+            if buf is None or restarted:
+                if buf is not None:
+                    self.counts["frames_reset"] += len(buf)
+                buf = self.frame_buffers[source] = FrameBuffer(int(self.cfg.frame_buffer_mb * 2**20))
+        for st, small in accepted:
+            try:
+                buf.add(StreamFrame(st, small))
+            except BadInput as e:  # not expected after the guard; counted all the same
+                self.ingest.drop(e.reason, e.message)
+                continue
+            self.ingest.accept()
+            self.counts["frames"] += 1
 
     def add_keyframe(self, rgb: np.ndarray, stamp: float, source: str = "") -> None:
         """A keyframe from the registration node; its regions are computed here, once."""
@@ -305,6 +359,24 @@ class OnlineLearner:
         if a is None or b is None:
             self.counts["view_pairs_unjoined"] += 1
             return False
+        try:
+            iou = float(iou)
+            uv1, uv2, non_finite, outside = clean_pair_points(uv1, uv2, a[3], b[3])
+        except (BadInput, TypeError, ValueError) as e:
+            self.ingest.drop(getattr(e, "reason", "view_pair_shape"), str(e))
+            return False
+        self.counts["view_pair_points_non_finite"] += non_finite
+        self.counts["view_pair_points_outside"] += outside
+        if not np.isfinite(iou):
+            self.ingest.drop("view_pair_iou", f"pair {src_stamp:.6f} -> {dst_stamp:.6f}: iou {iou}")
+            return False
+        if not len(uv1):
+            self.ingest.drop("view_pair_empty", f"pair {src_stamp:.6f} -> {dst_stamp:.6f}: no finite in-image "
+                                                f"correspondence ({non_finite} non-finite, {outside} outside)")
+            return False
+        if non_finite or outside:
+            log.warning("view pair %.6f -> %.6f: %d non-finite and %d out-of-image correspondences dropped",
+                        src_stamp, dst_stamp, non_finite, outside)
         h, w = self.size
 
         def scale(uv, full):
@@ -317,6 +389,7 @@ class OnlineLearner:
         self.view_pairs.add({"src": round(src_stamp, 6), "dst": round(dst_stamp, 6), "uv1": s1, "uv2": s2, "iou": iou},
                             s1.nbytes + s2.nbytes)
         self.counts["view_pairs"] += 1
+        self.ingest.accept()
         return True
 
     # ---- training --------------------------------------------------------------------------------------
@@ -326,8 +399,19 @@ class OnlineLearner:
         return t.step < run.trainer.steps and run.kind.ready(self.store, run.batch, t.objective)
 
     def _sampler(self, name: str):
+        """Batches of ``name``; one that fails to build is counted (``batches_failed``, by method and
+        error) and another is drawn, up to :data:`BATCH_TRIES` times before the failure is raised."""
         run, obj, size = self.settings[name], self.runs[name].objective, self.out_sizes[name]
-        return lambda step: run.kind.build(self.store, run.batch, self.rng, size, obj)
+
+        def sample(step):
+            for k in range(BATCH_TRIES):
+                try:
+                    return run.kind.build(self.store, run.batch, self.rng, size, obj)
+                except (ValueError, RuntimeError, IndexError, KeyError) as e:
+                    self.batches_failed.drop(f"{name}.{type(e).__name__}", str(e))
+                    if k == BATCH_TRIES - 1:
+                        raise
+        return sample
 
     def train(self, steps: int) -> dict[str, int]:
         """Run up to ``steps`` optimisation steps in slices; returns steps done per method."""
@@ -386,9 +470,12 @@ class OnlineLearner:
         bufs = self.frame_buffers.values()
         st = {"buffers": {"frames": sum(len(b) for b in bufs), "frames_mb": round(sum(b.nbytes for b in bufs) / 2**20, 1),
                           "frames_evicted": sum(b.evicted for b in bufs), "sources": len(self.frame_buffers),
-                          "keyframes": len(self.keyframes),
-                          "view_pairs": len(self.view_pairs)},
-              "received": dict(self.counts)}
+                          "keyframes": len(self.keyframes), "keyframes_mb": round(self.keyframes.nbytes / 2**20, 1),
+                          "keyframes_evicted": self.keyframes.evicted, "view_pairs": len(self.view_pairs),
+                          "view_pairs_mb": round(self.view_pairs.nbytes / 2**20, 1),
+                          "view_pairs_evicted": self.view_pairs.evicted},
+              "received": dict(self.counts), "ingest": self.ingest.snapshot(),
+              "batches_failed": self.batches_failed.snapshot()["dropped"]}
         for name, t in self.runs.items():
             last = self.losses[name][-1][1] if self.losses[name] else None
             st[name] = {"step": t.step, "loss": last, "ready": self.ready(name), "resumed": self.resumed[name],

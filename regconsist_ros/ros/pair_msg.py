@@ -45,7 +45,10 @@ def pair_cloud(uv1: np.ndarray, uv2: np.ndarray, src_stamp: float, dst_stamp: fl
 
 
 def read_pair_cloud(msg) -> dict:
-    """The pair of a PointCloud2 written by :func:`pair_cloud`: uv1, uv2 [M, 2] float32, stamps, iou."""
+    """The pair of a PointCloud2 written by :func:`pair_cloud`: uv1, uv2 [M, 2] float32, stamps, iou.
+
+    BadInput (reason ``encoding``, ``size``, ``view_pair_stamp``, ``view_pair_iou``) for a cloud that
+    is not one; per-point coordinates are left to the learner, which knows the images' sizes."""
     from regconsist_ros.online.errors import BadInput
     from regconsist_ros.ros.convert import stamp_to_sec
 
@@ -55,6 +58,12 @@ def read_pair_cloud(msg) -> dict:
     if len(msg.data) != msg.point_step * msg.width * msg.height or msg.width * msg.height == 0:
         raise BadInput("size", f"view-pair cloud with {len(msg.data)} bytes for {msg.width}x{msg.height} points")
     rows = np.frombuffer(bytes(msg.data), PAIR_DTYPE)
+    src, dst = float(rows["src_stamp"][0]), stamp_to_sec(msg.header.stamp)
+    if not (np.isfinite(src) and np.isfinite(dst) and src < dst):
+        raise BadInput("view_pair_stamp", f"view pair stamps {src} -> {dst} (need finite, src older than dst)")
+    iou = float(rows["iou"][0])
+    if not 0.0 <= iou <= 1.0:  # NaN fails too
+        raise BadInput("view_pair_iou", f"view pair iou {iou} outside [0, 1]")
+    # coordinates are checked against the keyframes' sizes where the pair is joined to them (the learner)
     return {"uv1": np.stack([rows["u1"], rows["v1"]], 1), "uv2": np.stack([rows["u2"], rows["v2"]], 1),
-            "src_stamp": float(rows["src_stamp"][0]), "dst_stamp": stamp_to_sec(msg.header.stamp),
-            "iou": float(rows["iou"][0])}
+            "src_stamp": src, "dst_stamp": dst, "iou": iou}

@@ -4,6 +4,9 @@ Large images between processes need a deliberate choice with the pip Fast DDS: b
 the default UDP transport loses almost every 640x480 frame (fragments of a 900 KB sample are
 dropped), while reliable delivery or Fast DDS's LARGE_DATA builtin transports (TCP + shared
 memory) deliver them. ``regconsist bench transport`` measures each combination (docs/benchmarks.md).
+
+Also here: subscriptions that count what is lost before their callback (:func:`subscribe_counted`)
+and the discovery range of the graph's processes (:func:`discovery_env`: localhost by default).
 """
 from __future__ import annotations
 
@@ -52,4 +55,63 @@ def transport_env(transport: str, base: dict | None = None) -> dict:
     env.pop(FASTDDS_ENV, None)
     if transport != "default":
         env[FASTDDS_ENV] = {"large_data": "LARGE_DATA", "udpv4": "UDPv4", "shm": "SHM"}[transport]
+    return env
+
+
+def subscribe_counted(node, msg_type, topic: str, callback, qos, losses, stream: str | None = None):
+    """``node.create_subscription`` whose messages and losses are counted in ``losses`` (a
+    :class:`~regconsist_ros.online.counters.LossCounter`) under ``stream`` (default: the topic).
+
+    Publication sequence numbers of each publisher reveal the messages that never reached the callback;
+    the RMW's message-lost QoS event is subscribed to where it is supported (rmw_fastrtps_cpp reports
+    it), and a logged note says so where it is not."""
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+
+    stream = stream or topic
+
+    def on_message(msg, info):
+        gid = info.get("publisher_gid") or {}
+        losses.seen(stream, bytes(gid.get("data", b"")), info.get("publication_sequence_number"))
+        callback(msg)
+
+    def on_lost(status):
+        losses.lost(stream, status.total_count_change)
+
+    try:
+        return node.create_subscription(msg_type, topic, on_message, qos,
+                                        event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost))
+    except UnsupportedEventTypeError:
+        node.get_logger().info(f"{topic}: this RMW has no message-lost event; losses are counted from "
+                               "sequence numbers only")
+        losses.unsupported.add(stream)
+        return node.create_subscription(msg_type, topic, on_message, qos)
+
+
+# ---- discovery range ------------------------------------------------------------------------------------
+NETWORKS = ("localhost", "subnet")
+DISCOVERY_VARS = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY")
+OLD_DISTROS = ("foxy", "galactic", "humble")  # before ROS_AUTOMATIC_DISCOVERY_RANGE (Iron)
+
+
+def discovery_env(network: str | None = None, base: dict | None = None) -> dict:
+    """Environment whose ROS 2 processes discover each other on this host only (``localhost``) or on
+    the local network (``subnet``).
+
+    ``network=None`` (the default of ``regconsist up`` and the launch files): localhost, unless the
+    user already set ``ROS_AUTOMATIC_DISCOVERY_RANGE`` or ``ROS_LOCALHOST_ONLY`` (then as set). Sets
+    ``ROS_AUTOMATIC_DISCOVERY_RANGE`` (Iron and later: LOCALHOST / SUBNET) or, where ``ROS_DISTRO``
+    names an older distribution, ``ROS_LOCALHOST_ONLY`` (1 / 0)."""
+    env = dict(os.environ if base is None else base)
+    if network is None:
+        if any(env.get(k) for k in DISCOVERY_VARS):
+            return env
+        network = "localhost"
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+    for k in DISCOVERY_VARS:
+        env.pop(k, None)
+    if env.get("ROS_DISTRO", "").lower() in OLD_DISTROS:
+        env["ROS_LOCALHOST_ONLY"] = "1" if network == "localhost" else "0"
+    else:
+        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = network.upper()
     return env

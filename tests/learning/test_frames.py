@@ -26,7 +26,7 @@ def _pattern(seed: int, h: int = 24, w: int = 32) -> np.ndarray:
 
 @pytest.fixture
 def image_dir(tmp_path):
-    """frame1, frame2, frame10 good; frame3 truncated; frame4 black; frame5 grey; frame6 other size."""
+    """frame1, frame2, frame10 good; frame3 truncated; frame4 black; frame5 grey (not colour); frame6 other size."""
     d = tmp_path / "imgs"
     d.mkdir()
     imgs = {}
@@ -39,7 +39,6 @@ def image_dir(tmp_path):
     Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(d / "frame4.png")
     grey = np.tile(np.arange(32, dtype=np.uint8) * 8, (24, 1))  # [24, 32]
     Image.fromarray(grey, mode="L").save(d / "frame5.png")
-    imgs[5] = np.repeat(grey[:, :, None], 3, axis=2)
     Image.fromarray(_pattern(6, 30, 40)).save(d / "frame6.png")
     (d / "notes.txt").write_text("not an image")
     return d, imgs
@@ -49,42 +48,44 @@ def test_image_folder_natural_order_and_drop_reasons(image_dir, caplog):
     d, imgs = image_dir
     with caplog.at_level(logging.WARNING, logger="regconsist_ros.learning.frame_sources"):
         fr = load_ordered_frames(d, progress=False)
-    assert fr.names == ["frame1.png", "frame2.png", "frame5.png", "frame10.png"]  # 2 < 10: natural order
-    assert fr.dropped == {"unreadable": 1, "blank": 1, "size_mismatch": 1}
-    assert len(fr) == 4 and fr.rgb.shape == (4, 24, 32, 3) and fr.rgb.dtype == np.uint8
-    for k, i in enumerate((1, 2, 5, 10)):
+    assert fr.names == ["frame1.png", "frame2.png", "frame10.png"]  # 2 < 10: natural order
+    assert fr.dropped == {"unreadable": 1, "blank": 1, "not_colour": 1, "size_mismatch": 1}
+    assert len(fr) == 3 and fr.rgb.shape == (3, 24, 32, 3) and fr.rgb.dtype == np.uint8
+    for k, i in enumerate((1, 2, 10)):
         assert np.array_equal(fr.rgb[k], imgs[i])  # no frame replaced by another
     # stamps keep the position in the folder (dropped files leave gaps): index / 30
-    np.testing.assert_allclose(fr.stamps, np.array([0, 1, 4, 6]) / 30)
+    np.testing.assert_allclose(fr.stamps, np.array([0, 1, 6]) / 30)
     assert fr.instance is None and fr.semantic is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "dropped 3 of 7" in warnings[0] and "frame3.png" in warnings[0]
+    assert len(warnings) == 1 and "dropped 4 of 7" in warnings[0] and "frame3.png" in warnings[0]
+    assert "frame5.png (not_colour" in warnings[0]  # a grey image is never a grey colour frame
 
 
 def test_image_folder_resizes_to_size_and_applies_stride_and_max_frames(image_dir):
     d, _ = image_dir
     fr = load_ordered_frames(d, size=(12, 20), progress=False)
-    assert fr.rgb.shape == (5, 12, 20, 3)  # frame6 is resized instead of dropped
-    assert fr.names == ["frame1.png", "frame2.png", "frame5.png", "frame6.png", "frame10.png"]
-    assert fr.dropped == {"unreadable": 1, "blank": 1}
-    # stride picks files 0, 2, 4, 6 of the sorted list; frame3 (index 2) is unreadable
+    assert fr.rgb.shape == (4, 12, 20, 3)  # frame6 is resized instead of dropped
+    assert fr.names == ["frame1.png", "frame2.png", "frame6.png", "frame10.png"]
+    assert fr.dropped == {"unreadable": 1, "blank": 1, "not_colour": 1}
+    # stride picks files 0, 2, 4, 6 of the sorted list; frame3 (index 2) is unreadable, frame5 grey
     fr = load_ordered_frames(d, stride=2, progress=False)
-    assert fr.names == ["frame1.png", "frame5.png", "frame10.png"] and fr.dropped == {"unreadable": 1}
+    assert fr.names == ["frame1.png", "frame10.png"] and fr.dropped == {"unreadable": 1, "not_colour": 1}
     fr = load_ordered_frames(d, max_frames=2, progress=False)
     assert fr.names == ["frame1.png", "frame2.png"] and fr.dropped == {}
 
 
-def test_image_modes_16bit_grey_is_scaled_and_float_is_unsupported(tmp_path):
+def test_image_modes_16bit_and_float_are_not_colour_frames(tmp_path):
+    """A 16-bit PNG (a depth map beside the colour images) is skipped as not_colour, never loaded as a frame."""
     a = (np.arange(24 * 32, dtype=np.uint16).reshape(24, 32) * 80)  # up to 61360
     Image.fromarray(a).save(tmp_path / "deep.png")
     Image.fromarray(_pattern(0)).convert("RGBA").save(tmp_path / "rgba.png")
     fr = load_ordered_frames(tmp_path, progress=False)
-    assert fr.names == ["deep.png", "rgba.png"]
-    assert np.array_equal(fr.rgb[0, :, :, 1], (a >> 8).astype(np.uint8))  # not clipped at 255
-    assert np.array_equal(fr.rgb[1], _pattern(0))
-    with pytest.raises(_Drop) as e:
-        _pil_to_rgb(Image.fromarray(np.random.rand(4, 4).astype(np.float32)))
-    assert e.value.reason == "unsupported_mode"
+    assert fr.names == ["rgba.png"] and fr.dropped == {"not_colour": 1}
+    assert np.array_equal(fr.rgb[0], _pattern(0))  # alpha dropped
+    for img in (Image.fromarray(np.random.rand(4, 4).astype(np.float32)), Image.fromarray(a)):
+        with pytest.raises(_Drop) as e:
+            _pil_to_rgb(img)
+        assert e.value.reason == "not_colour"
 
 
 def test_all_frames_bad_and_unknown_specs_raise(tmp_path):

@@ -67,7 +67,7 @@ def test_a_corrupt_checkpoint_is_reported_not_fatal(tmp_path):
     (root / "model.safetensors").write_bytes(b"garbage")
     ev = Evaluator(_cfg(tmp_path))
     rows = ev.poll()
-    assert "unreadable checkpoint" in rows[0]["error"] and ev.failed == 1
+    assert "corrupt or truncated" in rows[0]["quarantined"] and "quarantined" in rows[0]["error"] and ev.failed == 1
 
 
 def test_config_errors():

@@ -16,7 +16,8 @@ METHODS = sorted(methods())
 CLI = {"sim": [("sim", "render")], "demo": [("demo",)], "correspondence": [("correspond",)],
        "bc": [("eval", "bc")], "policy": [("eval", "bc")]}
 ROS = {"sim": ["sim_camera"], "qos": ["sim_camera", "registration", "learner"], "correspondence": ["registration"],
-       "keyframes": ["registration"], "view_pairs": ["registration"], "regions": ["learner"], "learner": ["learner"]}
+       "keyframes": ["registration"], "view_pairs": ["registration"], "regions": ["learner"], "learner": ["learner"],
+       "odometry": ["registration"]}
 YAML = {"sim": ["sim.yaml"], "demo": ["sim.yaml"]}
 
 

@@ -5,6 +5,8 @@ Publishes one ``diagnostic_msgs/DiagnosticArray`` on ``/diagnostics`` per evalua
 status, and appends every result as one JSON line to ``results`` (default
 ``<watch_dir>/eval_results.jsonl``). Only complete checkpoints are read (the learner renames a
 finished temp directory into place), and a restarted evaluator skips what its results file holds.
+A checkpoint that cannot be read, built or read out is quarantined (one result line with
+``quarantined``: the reason) and the next one is evaluated.
 Readouts run in a worker thread; the ROS executor stays responsive.
 """
 from __future__ import annotations

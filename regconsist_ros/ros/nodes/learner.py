@@ -19,7 +19,10 @@ Callbacks only enqueue into a bounded queue; an ingest worker decodes and fills 
 worker runs :meth:`OnlineLearner.train` in slices (CUDA with bf16 autocast when available, CPU
 otherwise: ``<method>.trainer.device``). Checkpoints are atomic (``<learner.out_dir>/<method>/checkpoints/
 step_*``: safetensors + JSON + optimizer/scheduler/RNG state), every ``<method>.trainer.ckpt_every``
-steps and at shutdown (SIGINT/SIGTERM). A restarted learner resumes each objective at its last checkpoint.
+steps and at shutdown (SIGINT/SIGTERM; the training slice in progress is waited for up to ``shutdown_timeout``
+seconds, a second signal is ignored). ``<method>.trainer.keep_last`` bounds the disk: the newest checkpoints
+stay, plus the one the evaluator is scoring; a checkpoint that cannot be written (full disk) is logged and
+counted (``checkpoint_failures``) and training goes on. A restarted learner resumes each objective at its last checkpoint.
 Scalars go to ``metrics.jsonl`` in each run directory, and to TensorBoard when it is installed.
 """
 from __future__ import annotations
@@ -45,11 +48,29 @@ class LearnerNodeConfig:
     max_steps: int = field(default=0, metadata={"help": "stop training after this many steps in total (0 = never)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard scalars when tensorboard is installed"})
     sources: tuple[str, ...] = field(default=("",), metadata={"help": "namespaces of the robots feeding this learner ('' = the node's own namespace), e.g. [/robot1, /robot2]"})
+    shutdown_timeout: float = field(default=60.0, metadata={"help": "seconds the shutdown waits for the training slice in progress before the final checkpoint (then exit 1 without one)"})
 
     def __post_init__(self):
         if self.ingest_queue < 1 or self.train_slice < 1 or self.max_steps < 0:
             raise ValueError(f"LearnerNodeConfig: ingest_queue, train_slice >= 1 and max_steps >= 0 needed, got "
                              f"{self.ingest_queue}, {self.train_slice}, {self.max_steps}")
+        if not self.shutdown_timeout > 0:
+            raise ValueError(f"LearnerNodeConfig.shutdown_timeout must be > 0 seconds, got {self.shutdown_timeout}")
+
+
+def settings_schema(params: dict) -> list[tuple[str, type]]:
+    """The groups of the learner's parameters for the parameter values ``params`` (``{name: value}``;
+    its ``learner.objectives`` picks the method trees): what :func:`declare_settings` declares, without ROS."""
+    from regconsist_ros.learning.runs import schema
+    from regconsist_ros.registration.regions import RegionConfig
+
+    objectives = params.get("learner.objectives") or ()
+    if isinstance(objectives, str):
+        objectives = [objectives]
+    out = [("", LearnerNodeConfig), ("qos", QosConfig), ("learner", LearnerConfig), ("regions", RegionConfig)]
+    for m in objectives:
+        out += schema(m)
+    return out
 
 
 def declare_settings(node, params_mod):
@@ -94,12 +115,12 @@ def make_node_class():
     from rclpy.node import Node
     from sensor_msgs.msg import Image, PointCloud2
 
-    from regconsist_ros.online.counters import DropCounter
+    from regconsist_ros.online.counters import DropCounter, LossCounter
     from regconsist_ros.online.errors import BadInput
     from regconsist_ros.ros import convert, params
     from regconsist_ros.ros.diagnostics import status_array
     from regconsist_ros.ros.pair_msg import read_pair_cloud
-    from regconsist_ros.ros.qos import make_qos
+    from regconsist_ros.ros.qos import make_qos, subscribe_counted
 
     class LearnerNode(Node):
         def __init__(self, **kwargs):
@@ -127,14 +148,16 @@ def make_node_class():
             self.inbox: queue.Queue = queue.Queue(maxsize=self.cfg.ingest_queue)
             self.stop = threading.Event()
             self.train_error = None
+            self.checkpoint_failures = 0  # checkpoints that could not be written (OSError: disk full, ...)
+            self.checkpoint_error = None
+            self.losses = LossCounter()  # messages lost before the callbacks (lost.<stream>.* on /diagnostics)
             for src in self.cfg.sources or ("",):
                 pre = f"{src.rstrip('/')}/" if src else ""
-                self.create_subscription(Image, f"{pre}camera/color/image_raw",
-                                         lambda m, s=src: self._enqueue("frame", m, s), qos)
-                self.create_subscription(Image, f"{pre}registration/keyframe/image_raw",
-                                         lambda m, s=src: self._enqueue("keyframe", m, s), qos)
-                self.create_subscription(PointCloud2, f"{pre}registration/view_pairs",
-                                         lambda m, s=src: self._enqueue("pair", m, s), qos)
+                for msg_type, topic, kind in ((Image, "camera/color/image_raw", "frame"),
+                                              (Image, "registration/keyframe/image_raw", "keyframe"),
+                                              (PointCloud2, "registration/view_pairs", "pair")):
+                    subscribe_counted(self, msg_type, pre + topic, lambda m, s=src, k=kind: self._enqueue(k, m, s),
+                                      qos, self.losses, f"{pre}{kind}")
             self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
             self.ingest = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
             self.trainer = threading.Thread(target=self._train_loop, name="train", daemon=True)
@@ -188,11 +211,20 @@ def make_node_class():
                     continue
                 try:
                     done = self.learner.train(self.cfg.train_slice)
+                except OSError as e:  # a checkpoint that could not be written (disk full, ...): train on
+                    self.checkpoint_failures += 1
+                    self.checkpoint_error = f"{type(e).__name__}: {e}"
+                    self.get_logger().error(f"checkpoint failed ({self.checkpoint_failures} so far; training goes on, "
+                                            f"the last complete checkpoint stays): {self.checkpoint_error}",
+                                            throttle_duration_sec=10.0)
+                    continue
                 except Exception as e:  # keep the node (and what it learnt) alive; report it
                     self.train_error = f"{type(e).__name__}: {e}"
                     self.get_logger().error(f"training step failed: {self.train_error}", throttle_duration_sec=10.0)
                     time.sleep(1.0)
                     continue
+                if any(done.values()):
+                    self.train_error = None  # training recovered (failed batches stay counted: batches_failed)
                 if not any(done.values()):
                     time.sleep(0.2)  # buffers not ready yet
                 elif self.writer is not None:
@@ -203,15 +235,25 @@ def make_node_class():
         def _diagnostics(self) -> None:
             st = self.learner.status()
             st["messages"] = self.counter.snapshot()
+            st["lost"] = self.losses.snapshot()
             if self.train_error:
                 st["train_error"] = self.train_error
+            if self.checkpoint_failures:
+                st["checkpoint_failures"] = self.checkpoint_failures
+                st["checkpoint_error"] = self.checkpoint_error
             self.pub_diag.publish(status_array(self, f"{NAME}: status", st, level="error" if self.train_error else "ok"))
 
         def shutdown(self) -> None:
-            """Stop the workers and write a final checkpoint of every objective that trained."""
+            """Stop the workers and write a final checkpoint of every objective that trained. The slice in
+            progress is waited for (``shutdown_timeout``); a trainer still busy after that gets no final
+            checkpoint (its state is mid-step) and the error makes the process exit 1."""
             self.stop.set()
-            self.trainer.join(timeout=60.0)
+            self.trainer.join(timeout=self.cfg.shutdown_timeout)
             self.ingest.join(timeout=2.0)
+            if self.trainer.is_alive():
+                last = {n: self.learner._last_ckpt.get(n) for n in self.learner.runs}  # noqa: SLF001
+                raise RuntimeError(f"the training slice did not end within shutdown_timeout="
+                                   f"{self.cfg.shutdown_timeout:g} s: no final checkpoint (last complete: steps {last})")
             paths = self.learner.checkpoint()
             if self.writer is not None:
                 self.writer.close()

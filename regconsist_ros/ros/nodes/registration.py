@@ -7,6 +7,7 @@ Subscribes (remappable; a RealSense driver + any pose source works as is):
 | ``camera/color/image_raw`` | sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) |
 | ``camera/aligned_depth_to_color/image_raw`` | sensor_msgs/Image (16UC1 in ``depth_unit`` metres, or 32FC1 metres) |
 | ``camera/color/camera_info`` | sensor_msgs/CameraInfo (rectified images expected) |
+| ``camera/depth/image_rect_raw``, ``camera/depth/camera_info`` | instead of the aligned depth when ``depth_registered`` is false: registered to colour here (``depth_to_color``) |
 | ``camera/pose`` | geometry_msgs/PoseStamped, T_world_camera of the optical frame |
 
 Publishes:
@@ -21,8 +22,12 @@ Parameters: :class:`~regconsist_ros.online.registrar.RegistrationNodeConfig` (to
 ``keyframes.*`` (KeyframeConfig), ``view_pairs.*`` (PairSelectionConfig), ``correspondence.*``
 (CorrespondenceConfig), ``qos.*``.
 
-Callbacks only match stamps (:class:`regconsist_ros.online.sync.StampSync`) and enqueue matched
-sets into a bounded queue (``work_queue``; a set that finds it full is dropped as ``busy``). Two
+Callbacks only match stamps (:class:`regconsist_ros.online.sync.StampSync`: depth within
+``tolerance``, 0 = half the slower stream's period; the pose interpolated at the colour stamp,
+``pose_match``; stamps far ahead of the node's clock or from the stream are dropped as
+``sync.stamp_jump`` without moving its "now") and enqueue matched sets into a bounded queue
+(``work_queue`` sets and ``work_queue_mb``; when full, the oldest waiting set is dropped as ``busy``).
+Messages lost before the callbacks are counted per stream (``lost.*``, :func:`~regconsist_ros.ros.qos.subscribe_counted`). Two
 worker threads hand the work to the ROS-free :class:`regconsist_ros.online.registrar.Registrar`:
 
 - the *frame worker* looks at every set: decoding, validation, the keyframe decision, and the
@@ -36,15 +41,20 @@ Bad input (encodings, size mismatch, missing or broken camera_info, non-finite o
 stamps going backwards, bursts beyond the queue) is dropped with a throttled warning and a counted
 reason. /diagnostics also reports messages received per stream (``messages.*``), the queues, and
 the workers' times (``frame_ms.*``, ``pair_ms.*``: p50 / p90 / max over the last 4096); the same
-values are logged as one JSON object (``final status: {...}``) when the node stops.
+values are logged as one JSON object (``final status: {...}``) when the node stops. Shutdown waits
+``shutdown_timeout`` for the workers (the pair search stops before its next correspondence), then
+exits 1 if one is still busy. Memory caps: ``sync_queue_mb``, ``work_queue_mb``, ``keyframes.max_mb``.
 When ``tf2_ros`` is importable and ``pose_source=tf``, poses come from TF (``world_frame`` ->
-the colour image's frame) instead of the pose topic.
+the colour image's frame) instead of the pose topic. With ``pose_source=odometry`` there is no pose
+topic: poses come from RGB-D odometry in the core (``odometry.*`` parameters, OdometryConfig; bad
+estimates dropped as ``odometry.<reason>``; see docs/odometry.md).
 """
 from __future__ import annotations
 
 import json
 import logging
-import queue
+import os
+import sys
 import threading
 import time
 
@@ -53,12 +63,13 @@ from regconsist_ros.online.registrar import PairQueue, Registrar, RegistrationNo
 from regconsist_ros.registration.geometry import CorrespondenceConfig
 from regconsist_ros.registration.pairs import PairSelectionConfig
 from regconsist_ros.ros.qos import QosConfig
+from regconsist_ros.sim.odometry import OdometryConfig
 
 NAME = "registration"
 FINAL_STATUS = "final status:"  # logged at shutdown, followed by the /diagnostics values as one JSON object
 # parameter groups: (config dataclass, prefix); `pairs` is reserved for frame pairs, so view pairs are `view_pairs.*`
 PARAMS = ((RegistrationNodeConfig, ""), (KeyframeConfig, "keyframes"), (PairSelectionConfig, "view_pairs"),
-          (CorrespondenceConfig, "correspondence"), (QosConfig, "qos"))
+          (CorrespondenceConfig, "correspondence"), (QosConfig, "qos"), (OdometryConfig, "odometry"))
 __all__ = ["NAME", "PARAMS", "Registrar", "RegistrationNodeConfig", "make_node_class", "main"]
 
 
@@ -68,12 +79,15 @@ def make_node_class():
     from rclpy.node import Node
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    from regconsist_ros.online.counters import DropCounter
+    from regconsist_ros.online.counters import DropCounter, LossCounter
+    from regconsist_ros.online.decode import pose_fields, pose_from_fields
+    from regconsist_ros.online.interpolation import pose_interpolator
+    from regconsist_ros.online.registrar import WorkQueue
     from regconsist_ros.online.sync import StampSync
     from regconsist_ros.ros import convert, params
     from regconsist_ros.ros.diagnostics import status_array
     from regconsist_ros.ros.pair_msg import pair_cloud
-    from regconsist_ros.ros.qos import make_qos
+    from regconsist_ros.ros.qos import make_qos, subscribe_counted
 
     class RegistrationNode(Node):
         def __init__(self, **kwargs):
@@ -81,34 +95,53 @@ def make_node_class():
             for cls, prefix in PARAMS:
                 params.declare(self, cls, prefix)
             params.reject_undeclared(self, NAME)
-            cfg, kf, pairs, corr, qos_cfg = (params.read(self, cls, prefix) for cls, prefix in PARAMS)
+            cfg, kf, pairs, corr, qos_cfg, odom = (params.read(self, cls, prefix) for cls, prefix in PARAMS)
             self.cfg, qos = cfg, make_qos(qos_cfg)
             log = logging.getLogger(f"regconsist.{NAME}")
             self.counter, self.sync_counter = DropCounter(log, NAME), DropCounter(log, f"{NAME} sync")
-            self.registrar = Registrar(cfg, kf, pairs, corr, self.counter)
+            self.registrar = Registrar(cfg, kf, pairs, corr, self.counter, odom=odom)
             set_torch_threads(cfg.threads)
             self.tf = self._make_tf() if cfg.pose_source == "tf" else None
-            slots = ("color", "depth", "info") + (("pose",) if self.tf is None else ())
-            self.sync = StampSync(slots, cfg.tolerance, cfg.sync_queue, self.sync_counter, latched=("info",))
-            self.work: queue.Queue = queue.Queue(maxsize=cfg.work_queue)
+            self.pose_topic = self.tf is None and cfg.pose_source != "odometry"
+            slots = ("color", "depth", "info") + (("pose",) if self.pose_topic else ()) + (
+                () if cfg.depth_registered else ("depth_info",))
+            interp = ("pose",) if "pose" in slots and cfg.pose_match == "interpolate" else ()
+            self.sync = StampSync(slots, cfg.tolerance or None, cfg.sync_queue, self.sync_counter,
+                                  latched=tuple(s for s in ("info", "depth_info") if s in slots),
+                                  interpolated=interp, interpolate=pose_interpolator, max_gap_s=cfg.pose_max_gap,
+                                  max_bytes=int(cfg.sync_queue_mb * 2**20),
+                                  validate={"pose": lambda msg: pose_from_fields(*convert.pose_msg_fields(msg))}
+                                  if "pose" in slots else None,
+                                  guard={"jump_s": cfg.stamp_jump, "max_ahead_s": cfg.stamp_max_ahead,
+                                         "clock": lambda: self.get_clock().now().nanoseconds * 1e-9})
+            self.work = WorkQueue(cfg.work_queue, int(cfg.work_queue_mb * 2**20))
+            self.losses = LossCounter()  # messages lost before the callbacks, per stream
             self.pair_jobs = PairQueue(cfg.pair_queue)
             self.messages = dict.fromkeys(slots, 0)  # messages received per stream
             self._msg_lock = threading.Lock()
             self.pub_kf = self.create_publisher(Image, "registration/keyframe/image_raw", qos)
             self.pub_pairs = self.create_publisher(PointCloud2, "registration/view_pairs", qos)
             self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-            self.create_subscription(Image, "camera/color/image_raw", lambda m: self._on("color", m), qos)
-            self.create_subscription(Image, "camera/aligned_depth_to_color/image_raw", lambda m: self._on("depth", m), qos)
-            self.create_subscription(CameraInfo, "camera/color/camera_info", lambda m: self._on("info", m), qos)
-            if self.tf is None:
-                self.create_subscription(PoseStamped, "camera/pose", lambda m: self._on("pose", m), qos)
+
+            def sub(msg_type, topic, slot):
+                subscribe_counted(self, msg_type, topic, lambda m: self._on(slot, m), qos, self.losses, slot)
+
+            sub(Image, "camera/color/image_raw", "color")
+            depth_topic = "camera/aligned_depth_to_color/image_raw" if cfg.depth_registered else "camera/depth/image_rect_raw"
+            sub(Image, depth_topic, "depth")
+            if not cfg.depth_registered:  # registered to colour in the core (Registrar.frame)
+                sub(CameraInfo, "camera/depth/camera_info", "depth_info")
+            sub(CameraInfo, "camera/color/camera_info", "info")
+            if self.pose_topic:
+                sub(PoseStamped, "camera/pose", "pose")
             self.stop = threading.Event()
             self.workers = [threading.Thread(target=self._work_loop, name="registration frames", daemon=True),
                             threading.Thread(target=self._pair_loop, name="registration pairs", daemon=True)]
             for w in self.workers:
                 w.start()
             self.create_timer(1.0, self._diagnostics)
-            self.get_logger().info("waiting for colour, depth, camera_info and pose")
+            self.get_logger().info("waiting for colour, depth, camera_info" + (" and pose" if self.pose_topic else
+                                   " (poses from RGB-D odometry)" if cfg.pose_source == "odometry" else " and tf"))
 
         def _make_tf(self):
             try:
@@ -124,25 +157,27 @@ def make_node_class():
         def _on(self, slot: str, msg) -> None:
             with self._msg_lock:
                 self.messages[slot] += 1
-            for m in self.sync.add(slot, convert.stamp_to_sec(msg.header.stamp), msg):
-                try:
-                    self.work.put_nowait(m)
-                except queue.Full:
-                    self.counter.drop("busy", "registration worker is behind; frame dropped")
+            data = getattr(msg, "data", None)
+            for m in self.sync.add(slot, convert.stamp_to_sec(msg.header.stamp), msg, len(data) if data is not None else 0):
+                nbytes = sum(len(getattr(m.get(s), "data", None) or ()) for s in ("color", "depth"))
+                for old in self.work.put(m, nbytes):
+                    self.counter.drop("busy", f"registration worker is behind; the oldest waiting set "
+                                              f"(@ {old['stamp']:.6f}) dropped")
 
         # ---- workers: message fields -> Registrar -> publishers ------------------------------------
         def _pose_fields(self, m):
+            if self.cfg.pose_source == "odometry":
+                return None  # estimated in the core (Registrar.frame)
             if self.tf is None:
-                return convert.pose_msg_fields(m["pose"])
+                return pose_fields(m["pose"])  # a checked [4, 4] pose (interpolated at the colour stamp)
             t = self.tf.lookup_transform(self.cfg.world_frame, m["color"].header.frame_id, m["color"].header.stamp)
             tr, q = t.transform.translation, t.transform.rotation
             return (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w)
 
         def _work_loop(self) -> None:
             while not self.stop.is_set():
-                try:
-                    m = self.work.get(timeout=0.2)
-                except queue.Empty:
+                m = self.work.get(timeout=0.2)
+                if m is None:
                     continue
                 t0 = time.perf_counter()
                 try:
@@ -158,8 +193,9 @@ def make_node_class():
                 self.counter.drop("no_pose", str(e))
                 return
             info = convert.camera_info_msg_fields(m["info"]) if m.get("info") is not None else None
+            dinfo = convert.camera_info_msg_fields(m["depth_info"]) if m.get("depth_info") is not None else None
             frame, job = self.registrar.admit(
-                m["stamp"], convert.image_msg_fields(m["color"]), convert.image_msg_fields(m["depth"]), info, pose)
+                m["stamp"], convert.image_msg_fields(m["color"]), convert.image_msg_fields(m["depth"]), info, pose, dinfo)
             if job is None:
                 return
             self.pub_kf.publish(convert.color_msg(frame.rgb, frame.stamp, m["color"].header.frame_id))
@@ -175,7 +211,7 @@ def make_node_class():
                     continue
                 (job, frame_id), t0 = item, time.perf_counter()
                 try:
-                    for p in self.registrar.pairs(job):
+                    for p in self.registrar.pairs(job, self.stop):
                         self.pub_pairs.publish(pair_cloud(p["uv1"], p["uv2"], p["src"].stamp, p["dst"].stamp,
                                                           p["overlap_iou"], frame_id, self.cfg.max_points))
                 except Exception as e:  # a failed search is counted (pair_searches.skipped.error); the worker goes on
@@ -187,6 +223,11 @@ def make_node_class():
             with self._msg_lock:
                 values["messages"] = dict(self.messages)
             values["work_queue"], values["pair_queue"] = self.work.qsize(), len(self.pair_jobs)
+            values["memory_mb"] = {"sync": round(self.sync.nbytes / 2**20, 1), "work_queue": round(self.work.nbytes / 2**20, 1),
+                                   "keyframes": values["keyframes_mb"]}
+            values["sync_tolerance_s"] = self.sync.tolerance()
+            values["sync_pending"] = self.sync.pending()  # messages waiting for their set (queued) or latched
+            values["lost"] = self.losses.snapshot()
             return values, level
 
         def _diagnostics(self) -> None:
@@ -194,11 +235,21 @@ def make_node_class():
             self.pub_diag.publish(status_array(self, f"{NAME}: status", values, level=level))
 
         def shutdown(self) -> None:
+            """Stop the workers: the pair worker ends its search before the next correspondence. Waits up to
+            ``shutdown_timeout``; a worker still inside torch then would abort the process at exit
+            ("terminate called without an active exception"), so the node exits 1 at once instead."""
             self.stop.set()
-            for w in self.workers:  # the pair worker finishes the search it is in (a daemon thread killed inside
-                w.join(timeout=30.0)  # torch at exit aborts the process)
+            deadline = time.monotonic() + self.cfg.shutdown_timeout
+            for w in self.workers:
+                w.join(timeout=max(0.0, deadline - time.monotonic()))
             # the last numbers, for logs of `regconsist up` and for `regconsist bench registration`
             self.get_logger().info(f"{FINAL_STATUS} {json.dumps(self._status()[0])}")
+            busy = [w.name for w in self.workers if w.is_alive()]
+            if busy:
+                self.get_logger().error(f"{', '.join(busy)} still busy after shutdown_timeout="
+                                        f"{self.cfg.shutdown_timeout} s: exiting without waiting (exit 1)")
+                sys.stdout.flush(), sys.stderr.flush()
+                os._exit(1)
 
     return RegistrationNode
 

@@ -90,7 +90,8 @@ def make_node_class():
             cam, cfg = self.cfg.camera_frame, self.cfg
             self.pub_info.publish(convert.camera_info_msg(self.intrinsics, t, cam))
             self.pub_depth_info.publish(convert.camera_info_msg(self.intrinsics, t, cam))
-            self.pub_pose.publish(convert.pose_msg(frame.T_world_cam, t, cfg.world_frame))
+            if frame.T_world_cam is not None:  # a recording without poses: no camera/pose
+                self.pub_pose.publish(convert.pose_msg(frame.T_world_cam, t, cfg.world_frame))
             self.pub_depth.publish(convert.depth_msg(frame.depth, t, cam, cfg.depth_encoding))
             if self.pub_sem is not None and frame.semantic is not None:
                 self.pub_sem.publish(convert.labels_msg(frame.semantic, t, cam))

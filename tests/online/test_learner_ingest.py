@@ -1,0 +1,129 @@
+"""What the online learner takes in is checked as it arrives (issue 18.1, 18.2): view pairs with NaN or
+out-of-image pixels, frame stamps from 2038, batches that fail to build."""
+import numpy as np
+import pytest
+
+from regconsist_ros.online.keyframes import KeyframeConfig, PairBuilder
+from regconsist_ros.online.learner import BATCH_TRIES, LearnerConfig, OnlineLearner, clean_pair_points
+
+from tests.online.test_learner import small_run
+
+Y2038 = float(2**31 - 1)
+
+
+@pytest.fixture(scope="module")
+def stream():
+    from regconsist_ros.sim.source import SimConfig, SimSource
+
+    return list(SimSource(SimConfig(seed=0, frames=40, width=64, height=48, step=0.1)))
+
+
+def _learner(tmp_path, objectives):
+    cfg = LearnerConfig(objectives=objectives, out_dir=str(tmp_path / "online"), store_height=32, store_width=48,
+                        min_frames=8, min_pairs=2, slice_steps=2)
+    return OnlineLearner(cfg, {m: small_run(m, cfg) for m in objectives})
+
+
+def test_clean_pair_points_keeps_finite_in_image_rows():
+    uv1 = np.array([[0, 0], [63, 47], [np.nan, 3], [64.0, 2], [-0.6, 1], [10, 10]], np.float32)
+    uv2 = np.array([[1, 1], [62.4, 47.4], [1, 1], [1, 1], [1, 1], [np.inf, 2]], np.float32)
+    a, b, non_finite, outside = clean_pair_points(uv1, uv2, (48, 64), (48, 64))
+    assert a.tolist() == [[0, 0], [63, 47]] and np.allclose(b, [[1, 1], [62.4, 47.4]])
+    assert (non_finite, outside) == (2, 2)
+
+
+def test_nan_pairs_among_good_ones_are_counted_and_no_batch_fails(stream, tmp_path):
+    """Issue 18.2: three NaN pairs among the good ones made 108 of 200 RegConsist batches fail. Now they are
+    dropped (or stripped of their bad rows) as they arrive, counted, and every batch builds."""
+    learner = _learner(tmp_path, ("regconsist",))
+    builder = PairBuilder(KeyframeConfig(min_translation=0.15))
+    good = bad = nan_rows = 0
+    for f in stream:
+        pairs = builder.add(f)
+        if builder.keyframes and builder.keyframes[-1] is f:
+            learner.add_keyframe(f.rgb, f.stamp)
+        for p in pairs:
+            assert learner.add_view_pair(p["src"].stamp, p["dst"].stamp, p["uv1"], p["uv2"], p["overlap_iou"])
+            good += 1
+            if bad < 3:  # the same pair again, all NaN
+                nan = np.full_like(p["uv1"], np.nan)
+                assert not learner.add_view_pair(p["src"].stamp, p["dst"].stamp, nan, p["uv2"], p["overlap_iou"])
+                bad += 1
+                nan_rows += len(nan)
+    assert good >= 3 and bad == 3, (good, bad)
+    # one more: mostly good, one row NaN and one outside the image
+    src, last = builder.keyframes[-2], builder.keyframes[-1]
+    uv1 = np.array([[1, 1], [2, 2], [np.nan, 1], [5000, 1]], np.float32)
+    uv2 = np.array([[1, 1], [3, 3], [1, 1], [1, 1]], np.float32)
+    assert learner.add_view_pair(src.stamp, last.stamp, uv1, uv2, 0.5)
+    st = learner.status()
+    assert st["ingest"]["dropped"] == {"view_pair_empty": 3}, st["ingest"]
+    assert st["received"]["view_pair_points_non_finite"] == nan_rows + 1
+    assert st["received"]["view_pair_points_outside"] == 1
+    assert st["buffers"]["view_pairs"] == good + 1
+    done = learner.train(12)
+    assert done["regconsist"] == 12
+    assert learner.status()["batches_failed"] == {}
+
+
+def test_nan_rows_are_counted_exactly(tmp_path):
+    learner = _learner(tmp_path, ("regconsist",))
+    rgb = np.full((48, 64, 3), 120, np.uint8)
+    learner.add_keyframe(rgb, 1.0)
+    learner.add_keyframe(rgb, 2.0)
+    uv = np.array([[1, 1], [np.nan, 2], [3, np.inf], [4, 4]], np.float32)
+    assert learner.add_view_pair(1.0, 2.0, uv, uv[::-1].copy(), 0.5)
+    st = learner.status()
+    assert st["received"]["view_pair_points_non_finite"] == 2  # rows 1 and 2 (reversed: 2 and 1)
+    assert not learner.add_view_pair(1.0, 2.0, uv[:2], uv[:2], float("nan"))
+    assert learner.status()["ingest"]["dropped"] == {"view_pair_iou": 1}
+
+
+def test_a_batch_that_fails_to_build_is_counted_and_redrawn(stream, tmp_path, monkeypatch):
+    import dataclasses
+
+    from regconsist_ros.learning.runs import MethodRun
+
+    learner = _learner(tmp_path, ("rsp",))
+    for f in stream:
+        learner.add_frame(f.rgb, f.stamp)
+    kind = learner.settings["rsp"].kind
+    calls = {"n": 0, "broken": False}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["broken"] or calls["n"] % 3 == 1:
+            raise ValueError("uv1 has pixels outside the 48x32 image")
+        return kind.build(*a, **k)
+
+    monkeypatch.setattr(MethodRun, "kind", property(lambda self: dataclasses.replace(kind, build=flaky)))
+    assert learner.train(4)["rsp"] == 4  # every third batch fails: counted, another drawn
+    failed = learner.status()["batches_failed"]
+    assert failed == {"rsp.ValueError": calls["n"] - 4} and calls["n"] > 4, (failed, calls)
+    calls["broken"], before = True, calls["n"]
+    with pytest.raises(ValueError, match="outside"):  # every try fails: the error reaches the caller
+        learner.train(2)
+    assert calls["n"] - before == BATCH_TRIES
+
+
+def test_a_frame_stamped_2038_does_not_wedge_the_frame_buffer(stream, tmp_path):
+    """Issue 18.1: after one frame stamped 2038 the learner took 0 of 40 frames (stamp_backwards)."""
+    learner = _learner(tmp_path, ("rsp",))
+    for f in stream[:10]:
+        learner.add_frame(f.rgb, f.stamp)
+    learner.add_frame(stream[10].rgb, Y2038)
+    for f in stream[10:]:
+        learner.add_frame(f.rgb, f.stamp)
+    st = learner.status()
+    assert st["buffers"]["frames"] == 40, st
+    assert st["ingest"]["dropped"] == {"stamp_jump": 1} and st["ingest"]["accepted"] == 40
+
+
+def test_a_looping_stream_starts_a_new_buffer(stream, tmp_path):
+    learner = _learner(tmp_path, ("rsp",))
+    for lap in range(2):
+        for f in stream[:20]:
+            learner.add_frame(f.rgb, f.stamp)
+    st = learner.status()
+    assert st["received"]["frames_reset"] == 20 and st["buffers"]["frames"] == 20, st
+    assert "stamp_backwards" not in st["ingest"]["dropped"]
