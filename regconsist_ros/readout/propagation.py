@@ -190,7 +190,8 @@ def propagate(feats: torch.Tensor, first_labels: np.ndarray, num_objects: int, c
     labels of frame 0 (0 = background, 1..``num_objects``). Returns predicted labels [T, H, W] int64
     at the label resolution (frame 0 = ``first_labels``). See the module doc for the algorithm.
     ``nearest``: ``neighbours(feats, cfg.queue, cfg.radius, k)`` with ``k >= cfg.topk``, computed once
-    and shared by settings that differ only in ``topk`` / ``temperature`` (the same predictions).
+    and shared by settings that differ only in ``topk`` / ``temperature`` (the same predictions, up to
+    float rounding: the benchmark's validation search table agrees within 1e-8 J&F).
     """
     if not isinstance(feats, torch.Tensor) or feats.ndim != 4 or feats.shape[0] < 1:
         raise ValueError(f"propagate: expected features [T, D, h, w], got {getattr(feats, 'shape', type(feats))}")
