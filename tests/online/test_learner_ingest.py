@@ -119,6 +119,20 @@ def test_a_frame_stamped_2038_does_not_wedge_the_frame_buffer(stream, tmp_path):
     assert st["ingest"]["dropped"] == {"stamp_jump": 1} and st["ingest"]["accepted"] == 40
 
 
+def test_with_the_node_clock_a_frame_from_the_future_is_dropped_even_first(stream, tmp_path):
+    """The learner node passes its clock: a stamp more than 10 s ahead of it is a jump at once, with no
+    earlier stamps to compare against (the stream check alone would have to accept a first stamp)."""
+    cfg = LearnerConfig(objectives=("rsp",), out_dir=str(tmp_path / "online"), store_height=32, store_width=48,
+                        min_frames=8, min_pairs=2, slice_steps=2)
+    now = stream[0].stamp + 1.0
+    learner = OnlineLearner(cfg, {"rsp": small_run("rsp", cfg)}, clock=lambda: now)
+    learner.add_frame(stream[0].rgb, now + 3600.0)  # an hour ahead of the clock, as the first frame
+    for f in stream[:5]:
+        learner.add_frame(f.rgb, f.stamp)
+    st = learner.status()
+    assert st["ingest"]["dropped"] == {"stamp_jump": 1} and st["buffers"]["frames"] == 5, st
+
+
 def test_a_looping_stream_starts_a_new_buffer(stream, tmp_path):
     learner = _learner(tmp_path, ("rsp",))
     for lap in range(2):

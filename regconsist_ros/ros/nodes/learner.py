@@ -107,7 +107,7 @@ def build_learner(node, params_mod):
     from regconsist_ros.online.learner import OnlineLearner
 
     cfg, runs, regions = declare_settings(node, params_mod)
-    return OnlineLearner(cfg, runs, regions=regions)
+    return OnlineLearner(cfg, runs, regions=regions, clock=lambda: node.get_clock().now().nanoseconds * 1e-9)
 
 
 def make_node_class():
