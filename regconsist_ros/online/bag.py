@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from regconsist_ros.sim.frame import Frame
 
@@ -72,46 +71,11 @@ class BagSource:
 
 
 def write_bag(path: str | Path, frames, topics: BagTopics | None = None, depth_encoding: str = "16UC1") -> Path:
-    """Record frames as a rosbag2 (sqlite3) the way the camera source publishes them."""
-    from rosbags.rosbag2 import Writer
-    from rosbags.typesys import Stores, get_typestore
+    """Record frames as a rosbag2 (sqlite3) the way the camera source publishes them (the frame-source
+    layer's writer, :func:`regconsist_ros.sim.recordings.bag_writer.write_rosbag`, on ``topics``)."""
+    from regconsist_ros.sim.recordings.bag_writer import write_rosbag
 
-    from regconsist_ros.online.decode import camera_info_fields, encode_color, encode_depth, pose_fields
-
-    topics = topics or BagTopics()
-    ts = get_typestore(Stores.ROS2_JAZZY)
-    T = ts.types
-    Header, Time = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"]
-    Image, CameraInfo = T["sensor_msgs/msg/Image"], T["sensor_msgs/msg/CameraInfo"]
-    RoI = T["sensor_msgs/msg/RegionOfInterest"]
-    PoseStamped, Pose = T["geometry_msgs/msg/PoseStamped"], T["geometry_msgs/msg/Pose"]
-    Point, Quaternion = T["geometry_msgs/msg/Point"], T["geometry_msgs/msg/Quaternion"]
-    path = Path(path)
-    with Writer(path, version=8) as w:
-        conns = {k: w.add_connection(getattr(topics, k), t.__msgtype__, typestore=ts)
-                 for k, t in (("color", Image), ("depth", Image), ("info", CameraInfo), ("pose", PoseStamped))}
-        for f in frames:
-            sec, nsec = divmod(int(round(f.stamp * 1e9)), 1_000_000_000)
-            ns = sec * 1_000_000_000 + nsec
-
-            def header(frame_id):
-                return Header(stamp=Time(sec=sec, nanosec=nsec), frame_id=frame_id)
-
-            def image(fields, frame_id):
-                return Image(header=header(frame_id), height=fields["height"], width=fields["width"],
-                             encoding=fields["encoding"], is_bigendian=fields["is_bigendian"], step=fields["step"],
-                             data=np.frombuffer(fields["data"], np.uint8))
-
-            ci = camera_info_fields(f.intrinsics)
-            info = CameraInfo(header=header(f.frame_id), height=ci["height"], width=ci["width"],
-                              distortion_model=ci["distortion_model"], d=np.array(ci["d"], np.float64),
-                              k=np.array(ci["k"], np.float64), r=np.array(ci["r"], np.float64),
-                              p=np.array(ci["p"], np.float64), binning_x=0, binning_y=0,
-                              roi=RoI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
-            (x, y, z), (qx, qy, qz, qw) = pose_fields(f.T_world_cam)
-            pose = PoseStamped(header=header("world"), pose=Pose(position=Point(x=x, y=y, z=z),
-                                                                  orientation=Quaternion(x=qx, y=qy, z=qz, w=qw)))
-            for k, msg in (("info", info), ("pose", pose), ("depth", image(encode_depth(f.depth, depth_encoding), f.frame_id)),
-                           ("color", image(encode_color(f.rgb), f.frame_id))):
-                w.write(conns[k], ns, ts.serialize_cdr(msg, msg.__msgtype__))
-    return path
+    t = topics or BagTopics()
+    return write_rosbag(path, frames, storage="sqlite3", depth_encoding=depth_encoding,
+                        topics={"color_topic": t.color, "depth_topic": t.depth, "color_info_topic": t.info,
+                                "pose_topic": t.pose})

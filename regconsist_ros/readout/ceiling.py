@@ -20,25 +20,15 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from regconsist_ros.readout.segmentation import VOID, FinetuneConfig, SegmentationFinetune, photometric, trainer_config
+from regconsist_ros.readout.segmentation import VOID, FinetuneConfig, SegmentationFinetune, finetune_batches, trainer_config
 
 BACKGROUND = 0  # instance id of pixels that belong to no object
 
 
 def ceiling_batches(x: torch.Tensor, y: torch.Tensor, inst: torch.Tensor, cfg: FinetuneConfig) -> Iterator[dict]:
-    """Endless minibatches ``{"x", "y", "inst"}`` of ``cfg.batch`` views drawn with replacement, flipped
-    (image and both labels together) and recoloured as :func:`~.segmentation.finetune_batches` does."""
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    n = x.shape[0]
-    while True:
-        pick = torch.randint(n, (cfg.batch,), generator=gen)
-        xb, yb, ib = x[pick].clone(), y[pick].clone(), inst[pick].clone()
-        if cfg.hflip:
-            flip = torch.rand(cfg.batch, generator=gen) < 0.5
-            xb[flip], yb[flip], ib[flip] = xb[flip].flip(-1), yb[flip].flip(-1), ib[flip].flip(-1)
-        if cfg.jitter > 0:
-            xb = photometric(xb, cfg.jitter, gen)
-        yield {"x": xb, "y": yb, "inst": ib}
+    """Endless minibatches ``{"x", "y", "inst"}`` of :func:`~.segmentation.finetune_batches` (the instance
+    ids flipped with their image)."""
+    return finetune_batches(x, y, cfg, inst=inst)
 
 
 def sample_cells(feats: torch.Tensor, inst: torch.Tensor, per_view: int, gen: torch.Generator | None = None):

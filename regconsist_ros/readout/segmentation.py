@@ -204,21 +204,22 @@ def trainer_config(cfg: FinetuneConfig):
                          log_every=1, ckpt_every=0, seed=cfg.seed, device=cfg.device, amp=False)
 
 
-def finetune_batches(train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneConfig) -> Iterator[dict]:
-    """Endless minibatches ``{"x", "y"}``: ``cfg.batch`` views drawn with replacement, each flipped
-    horizontally with probability 1/2 when ``cfg.hflip`` (image and label together) and recoloured by
-    ``photometric`` when ``cfg.jitter > 0``; seeded by ``cfg.seed``."""
+def finetune_batches(train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneConfig, **labels: torch.Tensor) -> Iterator[dict]:
+    """Endless minibatches ``{"x", "y", **labels}``: ``cfg.batch`` views drawn with replacement, each flipped
+    horizontally with probability 1/2 when ``cfg.hflip`` (image, label and every extra ``labels`` map
+    [N, H, W] together) and recoloured by ``photometric`` when ``cfg.jitter > 0``; seeded by ``cfg.seed``."""
     gen = torch.Generator().manual_seed(int(cfg.seed))
     n = train_x.shape[0]
     while True:
         pick = torch.randint(n, (cfg.batch,), generator=gen)
-        xb, yb = train_x[pick].clone(), train_y[pick].clone()
+        batch = {"x": train_x[pick].clone(), "y": train_y[pick].clone(), **{k: v[pick].clone() for k, v in labels.items()}}
         if cfg.hflip:
             flip = torch.rand(cfg.batch, generator=gen) < 0.5
-            xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
+            for v in batch.values():
+                v[flip] = v[flip].flip(-1)
         if cfg.jitter > 0:
-            xb = photometric(xb, cfg.jitter, gen)
-        yield {"x": xb, "y": yb}
+            batch["x"] = photometric(batch["x"], cfg.jitter, gen)
+        yield batch
 
 
 def photometric(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
