@@ -52,6 +52,7 @@ setup(
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"])
     + [f"{PACKAGE}.{p}" for p in find_packages(include=["sim", "sim.*", "models", "models.*"])],
     package_dir={f"{PACKAGE}.sim": "sim", f"{PACKAGE}.models": "models"},
+    package_data={f"{PACKAGE}.ros": ["*.xml"]},  # the Fast DDS profile of localhost mode (ros/qos.py)
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -72,6 +73,7 @@ setup(
         "open3d",
         "moderngl",
         "trimesh",
+        "rerun-sdk>=0.41,<0.42",  # the live viewer (viewer node, `regconsist up --view/--save`); its .rrd reader API is 0.41's
     ],
     extras_require={
         # torch is installed by the Makefile with a pinned, overridable spec (TORCH_SPEC)

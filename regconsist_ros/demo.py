@@ -6,12 +6,16 @@
 2. The online graph: the ``demo`` graph of config/graph.yaml (the sim graph at CPU sizes: camera source
    -> registration -> learner -> evaluator) for ``online_seconds`` on the same kind of world; the learner trains RSP and RegConsist from
    the stream, the evaluator scores every checkpoint.
-3. A report (``report.md`` + PNGs): loss curves, readouts over training steps, pictures.
+3. A report (``report.md`` + PNGs, and ``report.html``: one self-contained page with the run's settings
+   and timings): loss curves, readouts over training steps beside the floors, pictures. Where Debian's
+   headless Chromium is installed, the page is rendered once (``report_screenshot.png``) and checked:
+   self-contained and not blank.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +53,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    timings, t0 = {}, time.monotonic()
     src = SimSource(SimConfig(seed=cfg.seed, frames=cfg.frames, width=cfg.width, height=cfg.height,
                               trajectory=cfg.trajectory))
     with TumWriter(out / "sequence", src.intrinsics, classes=src.classes, meta=frames_meta(src), overwrite=True) as w:
@@ -56,6 +61,8 @@ def run_demo(cfg: DemoConfig) -> dict:
             w.write(f)
     seq = read_tum(out / "sequence")
     frames = [seq[i] for i in tqdm(range(len(seq)), desc="load", unit="frame")]
+    timings["render, write and read back the sequence"] = time.monotonic() - t0
+    t0 = time.monotonic()
     pairs = select_pairs(frames, PairSelectionConfig(iou_low=cfg.iou_low, iou_high=cfg.iou_high))
     if not pairs:
         raise RuntimeError(f"no view pair with overlap IoU in [{cfg.iou_low}, {cfg.iou_high}] among {len(frames)} frames")
@@ -78,15 +85,38 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary = {"sequence": str(out / "sequence"), "frames": len(frames), "view_pairs": len(pairs),
                "iou_band": [cfg.iou_low, cfg.iou_high], "figure": str(fig), "shown": stats}
     (out / "pairs.json").write_text(json.dumps({"pairs": [p.__dict__ for p in pairs], **summary}, indent=1))
+    timings["view pairs, correspondences, regions and their pictures"] = time.monotonic() - t0
     up_result = None
     if cfg.online_seconds > 0:
+        t0 = time.monotonic()
         up_result = run_online(cfg, out / "online")
+        timings["online graph (started, ran, stopped)"] = up_result["seconds"]
+        timings["readouts of the final checkpoints"] = time.monotonic() - t0 - up_result["seconds"]
         summary["online"] = up_result
+    t0 = time.monotonic()
+    settings = {"demo": asdict(cfg), "registration (offline)": {
+        "frames": len(frames), "view pairs": len(pairs), **{f"pair {s['i']}-{s['j']}": f"IoU {s['overlap_iou']}, "
+                                                              f"{s['pairs']} correspondences" for s in stats}}}
     report = write_report(out, out / "online", up_result, {
         "Correspondences of view pairs (offline)": "correspondences.png",
-        "Felzenszwalb regions and region matching of one view pair": "regions.png"})
+        "Felzenszwalb regions and region matching of one view pair": "regions.png"}, settings, timings)
     summary["report"] = str(report)
+    summary["report_html"] = str(out / "report.html")
+    summary["report_check"] = check_report(out / "report.html", out / "report_screenshot.png")
+    summary["seconds"] = {**{k: round(v, 1) for k, v in timings.items()}, "report": round(time.monotonic() - t0, 1)}
     return summary
+
+
+def check_report(html: Path, png: Path) -> dict:
+    """The page opened in headless Chromium (when installed): a screenshot that is not blank, and no
+    reference outside the page; RuntimeError when either fails."""
+    from regconsist_ros.report_html import check_page, find_chromium
+
+    if find_chromium() is None:
+        return {"skipped": "no headless Chromium (apt-get install chromium-headless-shell)"}
+    result = check_page(html, png)
+    print(f"report.html rendered by headless Chromium: {png} (pixel std {result['pixel_std']})", flush=True)
+    return result
 
 
 def run_online(cfg: DemoConfig, online: Path) -> dict:
@@ -102,6 +132,7 @@ def run_online(cfg: DemoConfig, online: Path) -> dict:
     online.mkdir(parents=True)
     graph = load_graph("demo", overrides=[f"learner.learner.out_dir={online}", f"evaluator.watch_dir={online}",
                                           f"sim_camera.sim.seed={cfg.seed}"])
+    (online / "graph.json").write_text(json.dumps(graph, indent=1, default=str))  # the report's settings
     domain = cfg.domain_id or random.randint(100, 199)
     print(f"running the online graph for {cfg.online_seconds:.0f} s (ROS_DOMAIN_ID {domain}); logs: {online / 'up.log'}",
           flush=True)

@@ -66,12 +66,13 @@ def _share_dir() -> str | None:
 
 def node_actions(graph: str, graph_file: str | None = None, sigterm_timeout: float | str = SIGTERM_TIMEOUT,
                  use_ament: bool | None = None) -> list:
-    """The launch actions of ``graph``: the Fast DDS transport (when the graph sets one) and one action per
+    """The launch actions of ``graph``: the Fast DDS transport (when the graph sets one), the discovery range
+    (localhost unless ``ROS_AUTOMATIC_DISCOVERY_RANGE``/``ROS_LOCALHOST_ONLY`` is set: :func:`discovery_env`) and one action per
     node (``launch_ros`` Node in an install space, ``ExecuteProcess`` on the pip path; ``use_ament`` forces
     one). Every node action gets ``sigterm_timeout``."""
     from launch.actions import SetEnvironmentVariable
 
-    from regconsist_ros.ros.qos import FASTDDS_ENV
+    from regconsist_ros.ros.qos import DISCOVERY_VARS, FASTDDS_ENV, PROFILE_VARS, discovery_env
     from regconsist_ros.up import load_graph, node_command
 
     g = load_graph(graph, graph_file or _graph_file(_share_dir()))
@@ -82,6 +83,14 @@ def node_actions(graph: str, graph_file: str | None = None, sigterm_timeout: flo
     transport = {"large_data": "LARGE_DATA", "udpv4": "UDPv4", "shm": "SHM"}.get(g["transport"])
     if transport:
         actions.append(SetEnvironmentVariable(FASTDDS_ENV, transport))
+    # discovery on this host only unless the environment says otherwise, as `regconsist up` does
+    base = {k: v for k, v in os.environ.items() if k != FASTDDS_ENV}
+    if transport:
+        base[FASTDDS_ENV] = transport
+    env = discovery_env(None, base)
+    for k in (*DISCOVERY_VARS, *PROFILE_VARS):
+        if k in env and env[k] != os.environ.get(k):
+            actions.append(SetEnvironmentVariable(k, env[k]))
     for name, spec in g["nodes"].items():
         if use_ament:
             from launch_ros.actions import Node

@@ -27,9 +27,12 @@ from regconsist_ros.config import ConfigError, config_dir, flatten, read_yaml, y
 DEFAULT_GRAPH = config_dir() / "graph.yaml"
 
 
-def load_graph(name: str, path: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
+def load_graph(name: str, path: str | Path | None = None, overrides: list[str] | tuple = (),
+               viewer: dict | None = None) -> dict:
     """``{"transport", "nodes": {node: {"params", "remap", "namespace"}}}`` of graph ``name``. A node's
-    params may nest groups (``rsp: {trainer: {lr: 0.001}}``) or use dotted names (``rsp.trainer.lr``)."""
+    params may nest groups (``rsp: {trainer: {lr: 0.001}}``) or use dotted names (``rsp.trainer.lr``).
+    ``viewer`` (parameters, e.g. ``{"serve": "web", "save": "run.rrd"}``): add the viewer node
+    (:func:`add_viewer`) before the overrides, so that ``--set viewer.PARAM=VALUE`` applies to it."""
     from regconsist_ros.ros import NODES
 
     path = Path(path or DEFAULT_GRAPH)
@@ -55,6 +58,10 @@ def load_graph(name: str, path: str | Path | None = None, overrides: list[str] |
                        "namespace": spec.get("namespace", "")}
     if not nodes:
         raise ConfigError(f"{path}: graph {name!r} has no nodes")
+    if viewer is not None:
+        add_viewer(nodes, _mapping(doc.get("viewer"), f"{path}: viewer"), viewer, f"{path}: viewer")
+    elif "viewer" in nodes:  # a graph that lists the viewer itself: optional too
+        nodes["viewer"]["optional"] = True
     from_file = {node: set(spec["params"]) for node, spec in nodes.items()}
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -67,6 +74,25 @@ def load_graph(name: str, path: str | Path | None = None, overrides: list[str] |
         _drop_untrained(spec["params"], from_file[node])
     transport = doc.get("transport", "default")
     return {"name": name, "file": str(path), "transport": transport, "nodes": nodes}
+
+
+def add_viewer(nodes: dict, defaults: dict, params: dict, where: str = "viewer") -> None:
+    """Add the viewer node to ``nodes`` (or set ``params`` on the one the graph lists): the graph file's
+    ``viewer: {params: ...}`` first, then ``params``; the registration node's remappings and namespace
+    (the same camera topics). It starts first, and it is *optional*: :func:`up` goes on when it exits."""
+    unknown = set(defaults) - {"params"}
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {sorted(unknown)} (params)")
+    spec = nodes.get("viewer")
+    if spec is None:
+        like = nodes.get("registration") or nodes.get("learner") or {}
+        spec = {"params": flatten(_mapping(defaults.get("params"), f"{where}.params")),
+                "remap": dict(like.get("remap", {})), "namespace": like.get("namespace", "")}
+        rest = dict(nodes)
+        nodes.clear()
+        nodes.update({"viewer": spec, **rest})  # started first: it sees the first frames and keyframes
+    spec["params"].update(params)
+    spec["optional"] = True
 
 
 def _mapping(value, where: str) -> dict:
@@ -123,11 +149,18 @@ def _forward(name: str, stream, out, lock) -> None:
             out.flush()
 
 
+def _sockets(env: dict, profile_vars, ours) -> str:
+    profile = next((env[k] for k in profile_vars if env.get(k)), None)
+    if profile == str(ours):
+        return "sockets on 127.0.0.1 only"
+    return f"Fast DDS profile {profile}" if profile else "sockets on every interface"
+
+
 def up(graph: dict, duration: float = 0.0, grace: float = 120.0, domain_id: int | None = None, out=None,
        network: str | None = None) -> dict:
     """Run the graph until ``duration`` seconds pass (0 = until Ctrl-C/SIGTERM) or a node dies.
     ``network``: ``localhost`` / ``subnet`` discovery, or None (localhost unless the environment says)."""
-    from regconsist_ros.ros.qos import DISCOVERY_VARS, discovery_env, transport_env
+    from regconsist_ros.ros.qos import DISCOVERY_VARS, LOCALHOST_PROFILE, PROFILE_VARS, discovery_env, transport_env
 
     out = out or sys.stdout
     env = discovery_env(network, transport_env(graph["transport"]))
@@ -135,7 +168,8 @@ def up(graph: dict, duration: float = 0.0, grace: float = 120.0, domain_id: int 
         env["ROS_DOMAIN_ID"] = str(domain_id)
     env["PYTHONUNBUFFERED"] = "1"
     lock = threading.Lock()
-    out.write(f"[up] discovery: {', '.join(f'{k}={env[k]}' for k in DISCOVERY_VARS if k in env)}\n")
+    out.write(f"[up] discovery: {', '.join(f'{k}={env[k]}' for k in DISCOVERY_VARS if k in env)}; "
+              + _sockets(env, PROFILE_VARS, LOCALHOST_PROFILE) + "\n")
     procs: dict[str, subprocess.Popen] = {}
     stopping = threading.Event()
     reason = {"why": "duration"}
@@ -147,6 +181,7 @@ def up(graph: dict, duration: float = 0.0, grace: float = 120.0, domain_id: int 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
     died: dict[str, int] = {}
+    gone: dict[str, int] = {}  # optional nodes (the viewer) that exited: the graph goes on
     try:
         for name, spec in graph["nodes"].items():
             cmd = node_command(name, spec)
@@ -160,8 +195,13 @@ def up(graph: dict, duration: float = 0.0, grace: float = 120.0, domain_id: int 
             if duration and time.monotonic() - t0 >= duration:
                 break
             for name, p in procs.items():
-                if p.poll() is not None and name not in died:
-                    died[name] = p.returncode
+                if p.poll() is not None and name not in died and name not in gone:
+                    if graph["nodes"][name].get("optional"):
+                        gone[name] = p.returncode
+                        with lock:
+                            out.write(f"[up] {name} exited (exit {p.returncode}): the graph goes on without it\n")
+                    else:
+                        died[name] = p.returncode
             if died:
                 reason["why"] = f"node died: {', '.join(f'{n} (exit {c})' for n, c in died.items())}"
                 break
@@ -183,4 +223,5 @@ def up(graph: dict, duration: float = 0.0, grace: float = 120.0, domain_id: int 
         for s, h in old.items():
             signal.signal(s, h)
     return {"graph": graph["name"], "stopped_by": reason["why"], "seconds": round(time.monotonic() - t0, 1),
-            "exit_codes": codes, "died": died, "ok": not died and all(c in (0, -2) for c in codes.values())}
+            "exit_codes": codes, "died": died, **({"optional_exited": gone} if gone else {}),
+            "ok": not died and all(c in (0, -2) for n, c in codes.items() if n not in gone)}

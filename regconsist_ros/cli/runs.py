@@ -44,6 +44,11 @@ def cmd_bench(a: argparse.Namespace) -> dict:
 
         return bench_odometry(width=a.width, height=a.height, n=a.n, seed=a.seed, worlds=tuple(a.worlds),
                               cases=tuple(a.paths), methods=tuple(a.methods), gap=a.gap, data=a.data)
+    if a.what == "viewer":
+        from regconsist_ros.bench.viewer import bench_viewer
+
+        return bench_viewer(graph=a.graph, rounds=a.rounds, seconds=a.seconds, warmup=a.warmup, view=a.view,
+                            save=not a.no_save, evaluator=a.evaluator, keep=a.keep)
     if a.what == "sim":
         from regconsist_ros.bench.sim import bench_sim
 
@@ -120,6 +125,17 @@ def _add_bench(sub) -> None:
     q.add_argument("--transport", choices=["default", "large_data"], default=None, help="Fast DDS transport (default: the graph's)")
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="a registration node parameter (repeatable)")
     q.add_argument("--keep", action="store_true", help="keep the recording and the node logs")
+    q = b.add_parser("viewer", help="learner steps/s of a graph with and without the live viewer (--view --save), side by side")
+    q.add_argument("--graph", default="demo", help="graph of config/graph.yaml (its evaluator left out unless --evaluator)")
+    q.add_argument("--rounds", type=int, default=2, help="rounds of one run without and one with the viewer (order flips each round)")
+    q.add_argument("--seconds", type=float, default=40.0, help="measured seconds per run")
+    q.add_argument("--warmup", type=float, default=10.0, help="seconds after the learner's first step of every method before measuring")
+    q.add_argument("--view", choices=("web", "grpc", "native", "auto"), default="web", help="the --view of the runs with the viewer")
+    q.add_argument("--no-save", action="store_true", help="no --save run.rrd in the runs with the viewer")
+    q.add_argument("--evaluator", action="store_true", help="keep the graph's evaluator")
+    q.add_argument("--keep", action="store_true", help="keep the runs' folders (logs, checkpoints, .rrd files)")
+    q.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
+    q.set_defaults(fn=cmd_bench)
     q = b.add_parser("bc", help="ms per MetaWorld frame (fast/full render) and per BC rollout step")
     q.add_argument("--task", default="hammer", help="MetaWorld task")
     q.add_argument("--size", type=int, default=128, help="render size")
@@ -166,7 +182,12 @@ def cmd_up(a: argparse.Namespace) -> dict:
     from regconsist_ros.ros.node_settings import check_params
     from regconsist_ros.up import load_graph, up
 
-    graph = load_graph(a.graph, a.graph_file, a.set or ())
+    viewer = None
+    if a.view or a.save:  # the viewer node (regconsist_ros/ros/nodes/viewer.py) joins the graph
+        from pathlib import Path
+
+        viewer = {"serve": a.view or "none", **({"save": str(Path(a.save).resolve())} if a.save else {})}
+    graph = load_graph(a.graph, a.graph_file, a.set or (), viewer=viewer)
     given: dict[str, set[str]] = {}
     for item in a.set or ():
         node, _, param = item.partition("=")[0].partition(".")
@@ -219,6 +240,11 @@ def add_parsers(sub) -> None:
     u.add_argument("--network", choices=("localhost", "subnet"), default=None,
                    help="DDS discovery range: localhost (the default, unless ROS_AUTOMATIC_DISCOVERY_RANGE or "
                         "ROS_LOCALHOST_ONLY is set) or subnet (nodes on other machines of the network may join)")
+    u.add_argument("--view", nargs="?", const="auto", default=None, choices=("auto", "web", "grpc", "native"),
+                   help="watch the run live in Rerun: web (a browser page served on viewer.web_port, 9090), native "
+                        "(spawn the rerun viewer), grpc (only the server on viewer.grpc_port, 9876), auto (the default: "
+                        "native where a display is, else web); --set viewer.PARAM=VALUE for the rest (README: Live viewer)")
+    u.add_argument("--save", default=None, metavar="RUN.rrd", help="record the viewer's streams to this Rerun file")
     output_flags(u, quiet=False)
     u.set_defaults(fn=cmd_up)
 

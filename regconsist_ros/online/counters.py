@@ -153,3 +153,67 @@ class LossCounter:
         """All sequence gaps counted."""
         with self._lock:
             return sum(v["sequence_gap"] for v in self._streams.values())
+
+
+class ByteBudget:
+    """Bytes held by a queue, capped: :meth:`take` reserves room for an item (False when it would go over
+    the cap; an item into an empty budget is always taken, so one message larger than the cap still
+    passes), :meth:`give` returns it when the item leaves. Thread-safe."""
+
+    def __init__(self, cap_mb: float):
+        if not cap_mb > 0:
+            raise ValueError(f"ByteBudget: cap_mb must be > 0, got {cap_mb}")
+        self.cap = int(cap_mb * 1e6)
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self.held and self.held + n > self.cap:
+                return False
+            self.held += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.held = max(0, self.held - n)
+
+
+class TrainHealth:
+    """What a train loop reports on ``/diagnostics``: the last training error, set when a slice raises
+    and cleared as soon as a slice trains again (``train_errors`` keeps the count), and the checkpoints
+    that could not be written (an ``OSError`` out of the slice: disk full, ...; training goes on)."""
+
+    def __init__(self):
+        self.error: str | None = None
+        self.train_errors = 0
+        self.checkpoint_failures = 0
+        self.checkpoint_error: str | None = None
+
+    def step(self, train: Callable[[], dict], log: Callable[[str], None]) -> dict | None:
+        """``train()`` -> its ``{method: steps done}``; ``{}`` after a failed checkpoint, None after an error."""
+        try:
+            done = train()
+        except OSError as e:
+            self.checkpoint_failures += 1
+            self.checkpoint_error = f"{type(e).__name__}: {e}"
+            log(f"checkpoint failed ({self.checkpoint_failures} so far; training goes on, the last complete "
+                f"checkpoint stays): {self.checkpoint_error}")
+            return {}
+        except Exception as e:  # keep the caller (and what it learnt) alive; report it
+            self.train_errors += 1
+            self.error = f"{type(e).__name__}: {e}"
+            log(f"training step failed: {self.error}")
+            return None
+        if any(done.values()):
+            self.error = None  # recovered (batches that failed inside a slice stay counted: batches_failed)
+        return done
+
+    def status(self) -> dict:
+        st: dict = {"train_error": self.error} if self.error else {}
+        if self.train_errors:
+            st["train_errors"] = self.train_errors
+        if self.checkpoint_failures:
+            st["checkpoint_failures"] = self.checkpoint_failures
+            st["checkpoint_error"] = self.checkpoint_error
+        return st

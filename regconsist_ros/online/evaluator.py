@@ -65,6 +65,7 @@ class EvaluatorConfig:
     bc_tasks: tuple[str, ...] = field(default=("button-press-topdown",), metadata={"help": "tasks of the BC readout"})
     bc_config: str = field(default="", metadata={"help": "YAML with the bc and policy sections of `regconsist eval bc` ('' = quick CPU setting)"})
     floors: bool = field(default=True, metadata={"help": "also read out pixels, colour and random init of each architecture (once, cached) beside the checkpoints"})
+    scalars: bool = field(default=True, metadata={"help": "evaluator node: publish every number of each result (and of the status) as std_msgs/Float64 on evaluator/scalars/<objective>/<readout>/<name> for plotting tools"})
 
     def __post_init__(self):
         bad = [r for r in self.readouts if r not in READOUTS]

@@ -9,4 +9,5 @@ NODES = {
     "registration": "synchronises RGB-D + pose, keeps keyframes, publishes view pairs with correspondences",
     "learner": "trains encoders online (RSP/MAE on frame pairs, RegConsist on view pairs), atomic checkpoints",
     "evaluator": "runs readouts on every new learner checkpoint, publishes and logs the results",
+    "viewer": "logs the graph's streams to the Rerun viewer (browser or native) and/or an .rrd file",
 }

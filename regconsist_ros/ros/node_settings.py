@@ -28,6 +28,10 @@ def node_schema(node: str, params: dict) -> list[tuple[str, type]]:
         from regconsist_ros.ros.nodes.sim_camera import CameraSourceConfig, QosConfig, SimConfig
 
         return [("", CameraSourceConfig), ("sim", SimConfig), ("qos", QosConfig)]
+    if node == "viewer":
+        from regconsist_ros.ros.nodes.viewer import PARAMS as VIEWER
+
+        return [(prefix, cls) for cls, prefix in VIEWER]
     raise ConfigError(f"unknown node {node!r}")
 
 

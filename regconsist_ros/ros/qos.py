@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 TRANSPORTS = ("default", "large_data", "udpv4", "shm")
@@ -91,6 +92,13 @@ def subscribe_counted(node, msg_type, topic: str, callback, qos, losses, stream:
 NETWORKS = ("localhost", "subnet")
 DISCOVERY_VARS = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY")
 OLD_DISTROS = ("foxy", "galactic", "humble")  # before ROS_AUTOMATIC_DISCOVERY_RANGE (Iron)
+PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+LOCALHOST_PROFILE = Path(__file__).with_name("fastdds_localhost.xml")
+
+
+def is_localhost(env: dict) -> bool:
+    """Whether ``env`` asks ROS 2 for discovery on this host only."""
+    return env.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST" or env.get("ROS_LOCALHOST_ONLY") == "1"
 
 
 def discovery_env(network: str | None = None, base: dict | None = None) -> dict:
@@ -100,18 +108,29 @@ def discovery_env(network: str | None = None, base: dict | None = None) -> dict:
     ``network=None`` (the default of ``regconsist up`` and the launch files): localhost, unless the
     user already set ``ROS_AUTOMATIC_DISCOVERY_RANGE`` or ``ROS_LOCALHOST_ONLY`` (then as set). Sets
     ``ROS_AUTOMATIC_DISCOVERY_RANGE`` (Iron and later: LOCALHOST / SUBNET) or, where ``ROS_DISTRO``
-    names an older distribution, ``ROS_LOCALHOST_ONLY`` (1 / 0)."""
+    names an older distribution, ``ROS_LOCALHOST_ONLY`` (1 / 0).
+
+    Localhost also gets the Fast DDS profile :data:`LOCALHOST_PROFILE` (``FASTDDS_DEFAULT_PROFILES_FILE``),
+    which binds every listening socket to 127.0.0.1: the discovery range alone keeps the unicast ports on
+    0.0.0.0, where another host that names this one as a static peer is discovered and can publish
+    (measured, tests/ros/test_network.py). Not set when the user has a profile file of their own or the
+    graph chose Fast DDS builtin transports (``FASTDDS_BUILTIN_TRANSPORTS``, e.g. LARGE_DATA, whose TCP and
+    shared-memory transports a profile would replace): then only the discovery range applies."""
     env = dict(os.environ if base is None else base)
-    if network is None:
-        if any(env.get(k) for k in DISCOVERY_VARS):
-            return env
-        network = "localhost"
-    if network not in NETWORKS:
-        raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
-    for k in DISCOVERY_VARS:
-        env.pop(k, None)
-    if env.get("ROS_DISTRO", "").lower() in OLD_DISTROS:
-        env["ROS_LOCALHOST_ONLY"] = "1" if network == "localhost" else "0"
+    if network is None and any(env.get(k) for k in DISCOVERY_VARS):
+        network = "localhost" if is_localhost(env) else "subnet"
     else:
-        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = network.upper()
+        network = network or "localhost"
+        if network not in NETWORKS:
+            raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+        for k in DISCOVERY_VARS:
+            env.pop(k, None)
+        if env.get("ROS_DISTRO", "").lower() in OLD_DISTROS:
+            env["ROS_LOCALHOST_ONLY"] = "1" if network == "localhost" else "0"
+        else:
+            env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = network.upper()
+    if env.get(PROFILE_VARS[0]) == str(LOCALHOST_PROFILE):  # ours, from an earlier call: decided anew
+        env.pop(PROFILE_VARS[0])
+    if network == "localhost" and not env.get(FASTDDS_ENV) and not any(env.get(k) for k in PROFILE_VARS):
+        env[PROFILE_VARS[0]] = str(LOCALHOST_PROFILE)
     return env

@@ -65,7 +65,12 @@ def _run_launch_file(graph, context):
 
 
 @pytest.mark.parametrize("graph,nodes", [("sim", NODES4), ("robot", NODES4 - {"sim_camera"}), ("eval", {"evaluator"})])
-def test_pip_path_runs_the_node_modules_with_this_python(fake_launch, graph, nodes):
+def test_pip_path_runs_the_node_modules_with_this_python(fake_launch, graph, nodes, monkeypatch):
+    from regconsist_ros.ros.qos import LOCALHOST_PROFILE
+
+    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY", "ROS_DISTRO", "FASTDDS_DEFAULT_PROFILES_FILE",
+              "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS"):
+        monkeypatch.delenv(k, raising=False)
     declared, actions = _run_launch_file(graph, {})
     assert set(declared) == {"graph_file", "sigterm_timeout"}
     procs = [a for a in actions if type(a).__name__ == "ExecuteProcess"]
@@ -78,15 +83,23 @@ def test_pip_path_runs_the_node_modules_with_this_python(fake_launch, graph, nod
     if graph == "robot":
         reg = next(a for a in procs if a.kwargs["name"] == "registration").kwargs["cmd"]
         assert "camera/color/image_raw:=/camera/camera/color/image_raw" in reg
-    assert not [a for a in actions if type(a).__name__ == "SetEnvironmentVariable"]  # default transport
+    # default transport: only the discovery range, with the profile that binds 127.0.0.1 (as `regconsist up`)
+    env = dict(a.args for a in actions if type(a).__name__ == "SetEnvironmentVariable")
+    assert env == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "FASTDDS_DEFAULT_PROFILES_FILE": str(LOCALHOST_PROFILE)}
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET")  # the user's choice: nothing set
+    assert not [a for a in _run_launch_file(graph, {})[1] if type(a).__name__ == "SetEnvironmentVariable"]
 
 
-def test_graph_file_and_sigterm_timeout_are_launch_arguments(fake_launch, tmp_path):
+def test_graph_file_and_sigterm_timeout_are_launch_arguments(fake_launch, tmp_path, monkeypatch):
+    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY", "ROS_DISTRO", "FASTDDS_BUILTIN_TRANSPORTS"):
+        monkeypatch.delenv(k, raising=False)
     g = tmp_path / "graph.yaml"
     g.write_text("transport: large_data\ngraphs:\n  eval:\n    nodes:\n      evaluator: {params: {watch_dir: /x/y}}\n")
     _, actions = _run_launch_file("eval", {"graph_file": str(g), "sigterm_timeout": "33"})
     env = [a for a in actions if type(a).__name__ == "SetEnvironmentVariable"]
     assert env and env[0].args == ("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # LARGE_DATA's TCP and shared-memory transports stay: the discovery range only, no profile
+    assert dict(a.args for a in env[1:]) == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     (proc,) = [a for a in actions if type(a).__name__ == "ExecuteProcess"]
     assert "watch_dir:=/x/y" in proc.kwargs["cmd"] and proc.kwargs["sigterm_timeout"] == "33.0"
     with pytest.raises(ValueError, match="sigterm_timeout"):

@@ -7,6 +7,16 @@ status, and appends every result as one JSON line to ``results`` (default
 finished temp directory into place), and a restarted evaluator skips what its results file holds.
 A checkpoint that cannot be read, built or read out is quarantined (one result line with
 ``quarantined``: the reason) and the next one is evaluated.
+
+With ``scalars`` (on by default) every number is also a std_msgs/Float64 on a topic of its own, for
+plotting tools (rqt_plot, PlotJuggler, Foxglove; :class:`regconsist_ros.ros.viz_msgs.ScalarPublisher`):
+
+| topic | published |
+|---|---|
+| ``evaluator/scalars/<objective>/step``, then ``evaluator/scalars/<objective>/<readout>/<name>`` | per result: e.g. ``rsp/propagation/JF_objects`` (the J&F headline), ``rsp/propagation/JF_mean``, ``rsp/segmentation/probe_miou``, ``regconsist/segmentation/miou``, ``rsp/bc/iqm_success``, ``rsp/seconds`` |
+| ``evaluator/scalars/floors/<kind>/<floor>/<readout>/<name>`` | per floors result: e.g. ``floors/vit/pixels/propagation/JF_objects`` |
+| ``evaluator/scalars/status/{evaluated,skipped,failed}`` | once per second |
+
 Readouts run in a worker thread; the ROS executor stays responsive.
 """
 from __future__ import annotations
@@ -18,6 +28,18 @@ from regconsist_ros.online.evaluator import EvaluatorConfig
 NAME = "evaluator"
 
 
+def result_scalars(row: dict) -> list[tuple[str, float]]:
+    """``[(name, value)]`` of one result row's numbers under its objective, step first (``rsp/step``,
+    ``rsp/propagation/JF_mean``, ...); a floors row's under ``floors/<kind>`` (``floors/vit/pixels/...``)."""
+    from regconsist_ros.ros.viz_msgs import scalar_items, topic_token
+
+    if row.get("objective") == "floors":
+        return scalar_items({"floors": {topic_token(str(row.get("kind", ""))): row.get("floors", {})}})
+    obj = topic_token(str(row.get("objective", "")))
+    items = scalar_items({k: v for k, v in row.items() if k not in ("step", "time")})
+    return [(f"{obj}/step", float(row["step"]))] + [(f"{obj}/{n}", v) for n, v in items]
+
+
 def make_node_class():
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
@@ -25,6 +47,7 @@ def make_node_class():
     from regconsist_ros.online.evaluator import Evaluator
     from regconsist_ros.ros import params
     from regconsist_ros.ros.diagnostics import status_array
+    from regconsist_ros.ros.viz_msgs import ScalarPublisher, scalar_items
 
     class EvaluatorNode(Node):
         def __init__(self, **kwargs):
@@ -35,6 +58,7 @@ def make_node_class():
             self.stop = threading.Event()
             self.evaluator = Evaluator(self.cfg, should_stop=self.stop.is_set)
             self.pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self.scalars = ScalarPublisher(self, "evaluator/scalars") if self.cfg.scalars else None
             self.evaluated = 0
             self.last = None
             self.error = None
@@ -57,14 +81,18 @@ def make_node_class():
             self.last = row
             self.pub.publish(status_array(self, f"{NAME}: {row['objective']}", row,
                                           level="warn" if "error" in row else "ok"))
+            if self.scalars is not None:
+                self.scalars.publish(result_scalars(row))
             self.get_logger().info(f"{row['objective']} step {row['step']}: "
                                    f"{ {k: row[k] for k in ('propagation', 'segmentation', 'error') if k in row} }")
 
         def _status(self) -> None:
+            counts = {"evaluated": self.evaluated, "skipped": self.evaluator.skipped, "failed": self.evaluator.failed}
             self.pub.publish(status_array(self, f"{NAME}: status", {
-                "evaluated": self.evaluated, "skipped": self.evaluator.skipped, "failed": self.evaluator.failed,
-                "results": str(self.cfg.results_path), **({"error": self.error} if self.error else {})},
+                **counts, "results": str(self.cfg.results_path), **({"error": self.error} if self.error else {})},
                 level="error" if self.error else "ok"))
+            if self.scalars is not None:
+                self.scalars.publish(scalar_items({"status": counts}))
 
         def shutdown(self) -> None:
             """Let a readout in progress finish (its result is kept), then stop."""

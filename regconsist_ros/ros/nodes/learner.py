@@ -12,7 +12,15 @@ Parameters: this node's ``LearnerNodeConfig`` at the root, ``qos.*``, ``learner.
 each trained method's settings tree (``rsp.*``, ``rsp.trainer.*``, ``rsp.encoder.*``, ``rsp.batch.*``:
 the names of ``regconsist pretrain rsp``); a parameter of anything else is an error at start-up.
 
-Publishes ``/diagnostics`` (buffers, steps, losses, checkpoints, drops) once per second.
+Publishes ``/diagnostics`` (buffers, steps, losses, checkpoints, drops) once per second, and with
+``scalars`` (on by default) the same numbers as std_msgs/Float64 topics a plotting tool graphs
+(rqt_plot, PlotJuggler, Foxglove; :class:`regconsist_ros.ros.viz_msgs.ScalarPublisher`):
+
+| topic | published |
+|---|---|
+| ``learner/scalars/<method>/step``, ``learner/scalars/<method>/loss`` | after each training slice of the method: its step, then the loss of that step |
+| ``learner/scalars/<method>/steps_per_s`` | once per second: the method's training steps per second since the last second |
+| ``learner/scalars/<key>/...`` | once per second: every other number of the /diagnostics status (``buffers/frames``, ``rsp/last_checkpoint_step``, ``ingest/...``), its keys joined with ``/`` |
 
 Callbacks only enqueue into a bounded queue; an ingest worker decodes and fills the replay buffers
 (memory caps ``learner.frame_buffer_mb`` / ``learner.pair_buffer_mb``, oldest evicted) and a train
@@ -44,16 +52,20 @@ class LearnerNodeConfig:
     """Queues and pacing of the learner node."""
 
     ingest_queue: int = field(default=64, metadata={"help": "messages waiting for the ingest worker (more are dropped as 'busy')"})
+    ingest_queue_mb: float = field(default=512.0, metadata={"help": "MB of message data waiting for the ingest worker (more are dropped as 'busy'; a single larger message is still taken into an empty queue)"})
     train_slice: int = field(default=5, metadata={"help": "steps per train call between status updates"})
     max_steps: int = field(default=0, metadata={"help": "stop training after this many steps in total (0 = never)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard scalars when tensorboard is installed"})
     sources: tuple[str, ...] = field(default=("",), metadata={"help": "namespaces of the robots feeding this learner ('' = the node's own namespace), e.g. [/robot1, /robot2]"})
     shutdown_timeout: float = field(default=60.0, metadata={"help": "seconds the shutdown waits for the training slice in progress before the final checkpoint (then exit 1 without one)"})
+    scalars: bool = field(default=True, metadata={"help": "publish every number of the status as std_msgs/Float64 on learner/scalars/<name> (loss and step after each slice, the rest once per second) for plotting tools"})
 
     def __post_init__(self):
         if self.ingest_queue < 1 or self.train_slice < 1 or self.max_steps < 0:
             raise ValueError(f"LearnerNodeConfig: ingest_queue, train_slice >= 1 and max_steps >= 0 needed, got "
                              f"{self.ingest_queue}, {self.train_slice}, {self.max_steps}")
+        if not self.ingest_queue_mb > 0:
+            raise ValueError(f"LearnerNodeConfig.ingest_queue_mb must be > 0 MB, got {self.ingest_queue_mb}")
         if not self.shutdown_timeout > 0:
             raise ValueError(f"LearnerNodeConfig.shutdown_timeout must be > 0 seconds, got {self.shutdown_timeout}")
 
@@ -115,12 +127,13 @@ def make_node_class():
     from rclpy.node import Node
     from sensor_msgs.msg import Image, PointCloud2
 
-    from regconsist_ros.online.counters import DropCounter, LossCounter
+    from regconsist_ros.online.counters import ByteBudget, DropCounter, LossCounter, TrainHealth
     from regconsist_ros.online.errors import BadInput
     from regconsist_ros.ros import convert, params
     from regconsist_ros.ros.diagnostics import status_array
     from regconsist_ros.ros.pair_msg import read_pair_cloud
     from regconsist_ros.ros.qos import make_qos, subscribe_counted
+    from regconsist_ros.ros.viz_msgs import ScalarPublisher, scalar_items, topic_token
 
     class LearnerNode(Node):
         def __init__(self, **kwargs):
@@ -146,10 +159,9 @@ def make_node_class():
                                        f" on {self.learner.runs[name].device}")
             self.writer = self._tensorboard() if self.cfg.tensorboard and self.rank == 0 else None
             self.inbox: queue.Queue = queue.Queue(maxsize=self.cfg.ingest_queue)
+            self.inbox_bytes = ByteBudget(self.cfg.ingest_queue_mb)  # message data waiting in the inbox
             self.stop = threading.Event()
-            self.train_error = None
-            self.checkpoint_failures = 0  # checkpoints that could not be written (OSError: disk full, ...)
-            self.checkpoint_error = None
+            self.health = TrainHealth()  # train_error (cleared on recovery), checkpoints that could not be written
             self.losses = LossCounter()  # messages lost before the callbacks (lost.<stream>.* on /diagnostics)
             for src in self.cfg.sources or ("",):
                 pre = f"{src.rstrip('/')}/" if src else ""
@@ -159,6 +171,8 @@ def make_node_class():
                     subscribe_counted(self, msg_type, pre + topic, lambda m, s=src, k=kind: self._enqueue(k, m, s),
                                       qos, self.losses, f"{pre}{kind}")
             self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self.scalars = ScalarPublisher(self, "learner/scalars") if self.cfg.scalars and self.rank == 0 else None
+            self._rate_from = None  # (monotonic time, {method: step}) of the last steps_per_s
             self.ingest = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
             self.trainer = threading.Thread(target=self._train_loop, name="train", daemon=True)
             self.ingest.start()
@@ -175,7 +189,15 @@ def make_node_class():
 
         def _enqueue(self, kind: str, msg, source: str = "") -> None:
             try:
-                self.inbox.put_nowait((kind, msg, source))
+                size = len(msg.data)
+                if not self.inbox_bytes.take(size):
+                    self.counter.drop("busy", f"ingest queue over ingest_queue_mb={self.cfg.ingest_queue_mb:g} ({kind} dropped)")
+                    return
+                try:
+                    self.inbox.put_nowait((kind, msg, source))
+                except queue.Full:
+                    self.inbox_bytes.give(size)
+                    raise
             except queue.Full:
                 self.counter.drop("busy", f"ingest queue full ({kind} dropped)")
 
@@ -185,6 +207,7 @@ def make_node_class():
                     kind, msg, source = self.inbox.get(timeout=0.2)
                 except queue.Empty:
                     continue
+                self.inbox_bytes.give(len(msg.data))
                 try:
                     stamp = convert.stamp_to_sec(msg.header.stamp)
                     if kind == "pair":
@@ -209,39 +232,42 @@ def make_node_class():
                 if self.cfg.max_steps and total >= self.cfg.max_steps:
                     time.sleep(0.2)
                     continue
-                try:
-                    done = self.learner.train(self.cfg.train_slice)
-                except OSError as e:  # a checkpoint that could not be written (disk full, ...): train on
-                    self.checkpoint_failures += 1
-                    self.checkpoint_error = f"{type(e).__name__}: {e}"
-                    self.get_logger().error(f"checkpoint failed ({self.checkpoint_failures} so far; training goes on, "
-                                            f"the last complete checkpoint stays): {self.checkpoint_error}",
-                                            throttle_duration_sec=10.0)
-                    continue
-                except Exception as e:  # keep the node (and what it learnt) alive; report it
-                    self.train_error = f"{type(e).__name__}: {e}"
-                    self.get_logger().error(f"training step failed: {self.train_error}", throttle_duration_sec=10.0)
+                done = self.health.step(lambda: self.learner.train(self.cfg.train_slice),
+                                        lambda m: self.get_logger().error(m, throttle_duration_sec=10.0))
+                if done is None:  # the slice raised: reported, tried again
                     time.sleep(1.0)
                     continue
-                if any(done.values()):
-                    self.train_error = None  # training recovered (failed batches stay counted: batches_failed)
                 if not any(done.values()):
                     time.sleep(0.2)  # buffers not ready yet
-                elif self.writer is not None:
+                    continue
+                if self.writer is not None:
                     for name, rows in self.learner.losses.items():
                         for step, loss in rows[-done.get(name, 0):] if done.get(name) else []:
                             self.writer.add_scalar(f"{name}/loss", loss, step)
+                if self.scalars is not None:
+                    for name, rows in self.learner.losses.items():
+                        if done.get(name) and rows:
+                            step, loss = rows[-1]
+                            self.scalars.publish([(f"{topic_token(name)}/step", step), (f"{topic_token(name)}/loss", loss)])
 
         def _diagnostics(self) -> None:
             st = self.learner.status()
             st["messages"] = self.counter.snapshot()
             st["lost"] = self.losses.snapshot()
-            if self.train_error:
-                st["train_error"] = self.train_error
-            if self.checkpoint_failures:
-                st["checkpoint_failures"] = self.checkpoint_failures
-                st["checkpoint_error"] = self.checkpoint_error
-            self.pub_diag.publish(status_array(self, f"{NAME}: status", st, level="error" if self.train_error else "ok"))
+            st.update(self.health.status())
+            st["inbox_mb"] = round(self.inbox_bytes.held / 1e6, 3)
+            self.pub_diag.publish(status_array(self, f"{NAME}: status", st, level="error" if self.health.error else "ok"))
+            if self.scalars is not None:
+                self.scalars.publish(scalar_items(st, skip=tuple(f"{topic_token(m)}/{k}" for m in self.learner.runs for k in ("step", "loss")))
+                                     + self._steps_per_s())
+
+        def _steps_per_s(self) -> list[tuple[str, float]]:
+            """``[(<method>/steps_per_s, rate)]`` since the previous call (none at the first)."""
+            now, steps = time.monotonic(), {m: t.step for m, t in self.learner.runs.items()}
+            last, self._rate_from = self._rate_from, (now, steps)
+            if last is None or now <= last[0]:
+                return []
+            return [(f"{topic_token(m)}/steps_per_s", (steps[m] - last[1].get(m, steps[m])) / (now - last[0])) for m in steps]
 
         def shutdown(self) -> None:
             """Stop the workers and write a final checkpoint of every objective that trained. The slice in

@@ -17,10 +17,19 @@ Publishes:
 | ``registration/keyframe/image_raw`` | sensor_msgs/Image rgb8 of every keyframe, with its sensor stamp |
 | ``registration/view_pairs`` | sensor_msgs/PointCloud2, one view pair per message (fields in ``regconsist_ros/ros/pair_msg.py``) |
 | ``/diagnostics`` | diagnostic_msgs/DiagnosticArray: received, dropped by reason, keyframes, pairs, pairs/s |
+| ``registration/viz/correspondences`` | sensor_msgs/Image rgb8: a view pair's matches drawn on its two images (``viz.correspondences``) |
+| ``registration/viz/keyframe_path`` | nav_msgs/Path: the keyframe trajectory in the world frame (``viz.path``) |
+| ``registration/viz/keyframe_cloud`` | sensor_msgs/PointCloud2 x, y, z, rgb: recent keyframes' points in the world frame (``viz.cloud``) |
 
 Parameters: :class:`~regconsist_ros.online.registrar.RegistrationNodeConfig` (top level),
 ``keyframes.*`` (KeyframeConfig), ``view_pairs.*`` (PairSelectionConfig), ``correspondence.*``
-(CorrespondenceConfig), ``qos.*``.
+(CorrespondenceConfig), ``qos.*``, ``viz.*`` (:class:`~regconsist_ros.online.keyframe_viz.VizConfig`).
+
+The ``registration/viz/*`` topics (messages in :mod:`regconsist_ros.ros.viz_msgs`) are all off by
+default; off, they have no publisher, no thread and no work. The correspondence picture is drawn by
+the pair worker right after its pair is published (from the published correspondences); the path and
+the cloud by a third thread, the *viz worker*, woken by each new keyframe (the frame worker only
+appends the keyframe to a :class:`~regconsist_ros.online.keyframe_viz.KeyframeView`).
 
 Callbacks only match stamps (:class:`regconsist_ros.online.sync.StampSync`: depth within
 ``tolerance``, 0 = half the slower stream's period; the pose interpolated at the colour stamp,
@@ -58,6 +67,7 @@ import sys
 import threading
 import time
 
+from regconsist_ros.online.keyframe_viz import VizConfig
 from regconsist_ros.online.keyframes import KeyframeConfig
 from regconsist_ros.online.registrar import PairQueue, Registrar, RegistrationNodeConfig, set_torch_threads
 from regconsist_ros.registration.geometry import CorrespondenceConfig
@@ -69,7 +79,8 @@ NAME = "registration"
 FINAL_STATUS = "final status:"  # logged at shutdown, followed by the /diagnostics values as one JSON object
 # parameter groups: (config dataclass, prefix); `pairs` is reserved for frame pairs, so view pairs are `view_pairs.*`
 PARAMS = ((RegistrationNodeConfig, ""), (KeyframeConfig, "keyframes"), (PairSelectionConfig, "view_pairs"),
-          (CorrespondenceConfig, "correspondence"), (QosConfig, "qos"), (OdometryConfig, "odometry"))
+          (CorrespondenceConfig, "correspondence"), (QosConfig, "qos"), (OdometryConfig, "odometry"),
+          (VizConfig, "viz"))
 __all__ = ["NAME", "PARAMS", "Registrar", "RegistrationNodeConfig", "make_node_class", "main"]
 
 
@@ -88,6 +99,7 @@ def make_node_class():
     from regconsist_ros.ros.diagnostics import status_array
     from regconsist_ros.ros.pair_msg import pair_cloud
     from regconsist_ros.ros.qos import make_qos, subscribe_counted
+    from regconsist_ros.ros.viz_msgs import RegistrationViz
 
     class RegistrationNode(Node):
         def __init__(self, **kwargs):
@@ -95,7 +107,7 @@ def make_node_class():
             for cls, prefix in PARAMS:
                 params.declare(self, cls, prefix)
             params.reject_undeclared(self, NAME)
-            cfg, kf, pairs, corr, qos_cfg, odom = (params.read(self, cls, prefix) for cls, prefix in PARAMS)
+            cfg, kf, pairs, corr, qos_cfg, odom, viz = (params.read(self, cls, prefix) for cls, prefix in PARAMS)
             self.cfg, qos = cfg, make_qos(qos_cfg)
             log = logging.getLogger(f"regconsist.{NAME}")
             self.counter, self.sync_counter = DropCounter(log, NAME), DropCounter(log, f"{NAME} sync")
@@ -122,6 +134,7 @@ def make_node_class():
             self.pub_kf = self.create_publisher(Image, "registration/keyframe/image_raw", qos)
             self.pub_pairs = self.create_publisher(PointCloud2, "registration/view_pairs", qos)
             self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self.viz = RegistrationViz(self, viz, qos, cfg.world_frame, self.pose_topic) if viz.any else None
 
             def sub(msg_type, topic, slot):
                 subscribe_counted(self, msg_type, topic, lambda m: self._on(slot, m), qos, self.losses, slot)
@@ -137,6 +150,9 @@ def make_node_class():
             self.stop = threading.Event()
             self.workers = [threading.Thread(target=self._work_loop, name="registration frames", daemon=True),
                             threading.Thread(target=self._pair_loop, name="registration pairs", daemon=True)]
+            if self.viz is not None and self.viz.thread:
+                self.workers.append(threading.Thread(target=self.viz.run, args=(self.stop,), name="registration viz",
+                                                     daemon=True))
             for w in self.workers:
                 w.start()
             self.create_timer(1.0, self._diagnostics)
@@ -157,6 +173,8 @@ def make_node_class():
         def _on(self, slot: str, msg) -> None:
             with self._msg_lock:
                 self.messages[slot] += 1
+            if slot == "pose" and self.viz is not None:
+                self.viz.pose_frame = msg.header.frame_id  # the world frame of the path and cloud
             data = getattr(msg, "data", None)
             for m in self.sync.add(slot, convert.stamp_to_sec(msg.header.stamp), msg, len(data) if data is not None else 0):
                 nbytes = sum(len(getattr(m.get(s), "data", None) or ()) for s in ("color", "depth"))
@@ -199,6 +217,8 @@ def make_node_class():
             if job is None:
                 return
             self.pub_kf.publish(convert.color_msg(frame.rgb, frame.stamp, m["color"].header.frame_id))
+            if self.viz is not None:  # a new odometry segment has a new builder: its poses are in a new frame
+                self.viz.keyframe(frame, segment=self.registrar.builder)
             if job.candidates:
                 evicted = self.pair_jobs.put((job, m["color"].header.frame_id))
                 if evicted is not None:
@@ -212,11 +232,20 @@ def make_node_class():
                 (job, frame_id), t0 = item, time.perf_counter()
                 try:
                     for p in self.registrar.pairs(job, self.stop):
-                        self.pub_pairs.publish(pair_cloud(p["uv1"], p["uv2"], p["src"].stamp, p["dst"].stamp,
-                                                          p["overlap_iou"], frame_id, self.cfg.max_points))
+                        msg = pair_cloud(p["uv1"], p["uv2"], p["src"].stamp, p["dst"].stamp, p["overlap_iou"], frame_id,
+                                         self.cfg.max_points)
+                        self.pub_pairs.publish(msg)
+                        if self.viz is not None:
+                            self._picture(p, msg)
                 except Exception as e:  # a failed search is counted (pair_searches.skipped.error); the worker goes on
                     self.get_logger().warning(f"pair search failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
                 self.registrar.pair_time.add(time.perf_counter() - t0)
+
+        def _picture(self, p: dict, msg) -> None:
+            try:
+                self.viz.pair(p, msg)
+            except Exception as e:  # a picture must never stop the pair search
+                self.get_logger().warning(f"correspondence picture failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
 
         def _status(self) -> tuple[dict, str]:
             values, level = self.registrar.status(self.sync_counter)
