@@ -61,15 +61,7 @@ def test_path_poses_are_made_once_per_keyframe():
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------
-def _diag(probe, name):
-    from regconsist_ros.ros.diagnostics import values_of
-
-    out = {}
-    for arr in probe.msgs.get("/diagnostics", []):
-        for st in arr.status:
-            if st.name.startswith(name):
-                out = values_of(st)
-    return out
+from tests.ros.test_registration import _diag  # noqa: E402  (the last status of a node on /diagnostics)
 
 
 def _feed(probe, frames, world="map", rate=10.0):
