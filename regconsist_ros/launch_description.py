@@ -72,7 +72,7 @@ def node_actions(graph: str, graph_file: str | None = None, sigterm_timeout: flo
     one). Every node action gets ``sigterm_timeout``."""
     from launch.actions import SetEnvironmentVariable
 
-    from regconsist_ros.ros.qos import DISCOVERY_VARS, FASTDDS_ENV, PROFILE_VARS, discovery_env
+    from regconsist_ros.ros.qos import DISCOVERY_VARS, FASTDDS_ENV, PROFILE_VARS, discovery_env, transport_env
     from regconsist_ros.up import load_graph, node_command
 
     g = load_graph(graph, graph_file or _graph_file(_share_dir()))
@@ -84,10 +84,7 @@ def node_actions(graph: str, graph_file: str | None = None, sigterm_timeout: flo
     if transport:
         actions.append(SetEnvironmentVariable(FASTDDS_ENV, transport))
     # discovery on this host only unless the environment says otherwise, as `regconsist up` does
-    base = {k: v for k, v in os.environ.items() if k != FASTDDS_ENV}
-    if transport:
-        base[FASTDDS_ENV] = transport
-    env = discovery_env(None, base)
+    env = discovery_env(None, transport_env(g["transport"]))
     for k in (*DISCOVERY_VARS, *PROFILE_VARS):
         if k in env and env[k] != os.environ.get(k):
             actions.append(SetEnvironmentVariable(k, env[k]))

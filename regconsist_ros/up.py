@@ -149,18 +149,11 @@ def _forward(name: str, stream, out, lock) -> None:
             out.flush()
 
 
-def _sockets(env: dict, profile_vars, ours) -> str:
-    profile = next((env[k] for k in profile_vars if env.get(k)), None)
-    if profile == str(ours):
-        return "sockets on 127.0.0.1 only"
-    return f"Fast DDS profile {profile}" if profile else "sockets on every interface"
-
-
 def up(graph: dict, duration: float = 0.0, grace: float = 120.0, domain_id: int | None = None, out=None,
        network: str | None = None) -> dict:
     """Run the graph until ``duration`` seconds pass (0 = until Ctrl-C/SIGTERM) or a node dies.
     ``network``: ``localhost`` / ``subnet`` discovery, or None (localhost unless the environment says)."""
-    from regconsist_ros.ros.qos import DISCOVERY_VARS, LOCALHOST_PROFILE, PROFILE_VARS, discovery_env, transport_env
+    from regconsist_ros.ros.qos import DISCOVERY_VARS, discovery_env, socket_scope, transport_env
 
     out = out or sys.stdout
     env = discovery_env(network, transport_env(graph["transport"]))
@@ -169,7 +162,7 @@ def up(graph: dict, duration: float = 0.0, grace: float = 120.0, domain_id: int 
     env["PYTHONUNBUFFERED"] = "1"
     lock = threading.Lock()
     out.write(f"[up] discovery: {', '.join(f'{k}={env[k]}' for k in DISCOVERY_VARS if k in env)}; "
-              + _sockets(env, PROFILE_VARS, LOCALHOST_PROFILE) + "\n")
+              + socket_scope(env) + "\n")
     procs: dict[str, subprocess.Popen] = {}
     stopping = threading.Event()
     reason = {"why": "duration"}

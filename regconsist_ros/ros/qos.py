@@ -101,6 +101,14 @@ def is_localhost(env: dict) -> bool:
     return env.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST" or env.get("ROS_LOCALHOST_ONLY") == "1"
 
 
+def socket_scope(env: dict) -> str:
+    """Where the Fast DDS sockets of a process started with ``env`` listen, in words (``regconsist up`` prints it)."""
+    profile = next((env[k] for k in PROFILE_VARS if env.get(k)), None)
+    if profile == str(LOCALHOST_PROFILE):
+        return "sockets on 127.0.0.1 only"
+    return f"Fast DDS profile {profile}" if profile else "sockets on every interface"
+
+
 def discovery_env(network: str | None = None, base: dict | None = None) -> dict:
     """Environment whose ROS 2 processes discover each other on this host only (``localhost``) or on
     the local network (``subnet``).

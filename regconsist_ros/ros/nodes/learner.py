@@ -188,17 +188,14 @@ def make_node_class():
             return SummaryWriter(str(self.learner.out / "tensorboard"))
 
         def _enqueue(self, kind: str, msg, source: str = "") -> None:
+            size = len(msg.data)
+            if not self.inbox_bytes.take(size):
+                self.counter.drop("busy", f"ingest queue over ingest_queue_mb={self.cfg.ingest_queue_mb:g} ({kind} dropped)")
+                return
             try:
-                size = len(msg.data)
-                if not self.inbox_bytes.take(size):
-                    self.counter.drop("busy", f"ingest queue over ingest_queue_mb={self.cfg.ingest_queue_mb:g} ({kind} dropped)")
-                    return
-                try:
-                    self.inbox.put_nowait((kind, msg, source))
-                except queue.Full:
-                    self.inbox_bytes.give(size)
-                    raise
+                self.inbox.put_nowait((kind, msg, source))
             except queue.Full:
+                self.inbox_bytes.give(size)
                 self.counter.drop("busy", f"ingest queue full ({kind} dropped)")
 
         def _ingest_loop(self) -> None:
