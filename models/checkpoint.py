@@ -174,7 +174,8 @@ def read_info(ckpt_dir: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(ckpt_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model from ``config.json`` via the registry and load its weights strictly.
+    """Rebuild the model from ``config.json`` via the registry and load its weights strictly (names,
+    shapes, floating-point types, finite values: anything else is a CheckpointError).
 
     Returns ``(model, info)``: the model on ``map_location`` in eval mode, and ``info`` =
     ``{"kind", "config" (the config dataclass), "step", "meta", "path"}``.
@@ -210,10 +211,23 @@ def load_checkpoint(ckpt_dir: str | Path, map_location: str | torch.device = "cp
             parts.append(f"shape mismatches (file vs config): {_listed(shapes)}")
         raise CheckpointError(f"{path}: weights do not match the {info['kind']!r} config in {CONFIG_FILE}: "
                               + "; ".join(parts))
+    _check_values(path, expected, state)
     model.load_state_dict(state, strict=True)
     model.to(map_location)
     model.eval()
     return model, info
+
+
+def _check_values(path: Path, expected: dict, state: dict) -> None:
+    """Weights that load without error but mean nothing: integer tensors for floating parameters (a
+    quantised or mislabelled file; half precision is fine) or NaN / inf (a run that diverged)."""
+    ints = [f"{k} ({state[k].dtype})" for k, v in expected.items()
+            if v.is_floating_point() and not (state[k].is_floating_point() or state[k].is_complex())]
+    if ints:
+        raise CheckpointError(f"{path}: integer weights for floating-point parameters: {_listed(ints)}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: weights with NaN or inf (a diverged run?): {_listed(bad)}")
 
 
 def _check_shapes_before_building(path: Path, info: dict, state: dict) -> None:

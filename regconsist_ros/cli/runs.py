@@ -49,6 +49,17 @@ def cmd_bench(a: argparse.Namespace) -> dict:
 
         return bench_viewer(graph=a.graph, rounds=a.rounds, seconds=a.seconds, warmup=a.warmup, view=a.view,
                             save=not a.no_save, evaluator=a.evaluator, keep=a.keep)
+    if a.what == "fuzz":
+        from regconsist_ros.bench.fuzz import bench_fuzz, markdown
+
+        result = bench_fuzz(sections=tuple(a.sections), kills=a.kills, limit=a.limit, jobs=a.jobs, seed=a.seed,
+                            quiet=a.quiet)
+        if a.markdown:
+            from pathlib import Path
+
+            Path(a.markdown).write_text(markdown(result))
+            result["markdown"] = a.markdown
+        return result
     if a.what == "sim":
         from regconsist_ros.bench.sim import bench_sim
 
@@ -136,6 +147,18 @@ def _add_bench(sub) -> None:
     q.add_argument("--keep", action="store_true", help="keep the runs' folders (logs, checkpoints, .rrd files)")
     q.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
     q.set_defaults(fn=cmd_bench)
+    q = b.add_parser("fuzz", help="hostile input: bad messages to the nodes, bad command lines, bad checkpoints, "
+                     "SIGKILLs of the learner; crashes, uncounted drops, tracebacks, corrupt checkpoints (docs/reliability.md)")
+    q.add_argument("--sections", nargs="+", choices=["messages", "cli", "checkpoints", "kills"],
+                   default=["messages", "cli", "checkpoints", "kills"], help="sections to run")
+    q.add_argument("--kills", type=int, default=10, help="SIGKILLs of the learner in the kills section")
+    q.add_argument("--limit", type=int, default=0, help="only the first N inputs of each section (per node for messages; 0 = all)")
+    q.add_argument("--jobs", type=int, default=2, help="command lines run at once in the cli section")
+    q.add_argument("--seed", type=int, default=0, help="seed of the kill times and of the images")
+    q.add_argument("--markdown", default=None, metavar="FILE", help="also write the table as Markdown to FILE")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.add_argument("--json", action="store_true", default=True, help=argparse.SUPPRESS)
+    q.set_defaults(fn=cmd_bench)
     q = b.add_parser("bc", help="ms per MetaWorld frame (fast/full render) and per BC rollout step")
     q.add_argument("--task", default="hammer", help="MetaWorld task")
     q.add_argument("--size", type=int, default=128, help="render size")
@@ -179,9 +202,19 @@ def _add_bench(sub) -> None:
 
 # ---- up ------------------------------------------------------------------------------------------------
 def cmd_up(a: argparse.Namespace) -> dict:
+    import math
+
+    from regconsist_ros.config import ConfigError
     from regconsist_ros.ros.node_settings import check_params
     from regconsist_ros.up import load_graph, up
 
+    if not math.isfinite(a.duration) or a.duration < 0:
+        raise ConfigError(f"--duration {a.duration:g}: expected seconds >= 0 (0 = until Ctrl-C)")
+    if not math.isfinite(a.grace) or a.grace < 0:
+        raise ConfigError(f"--grace {a.grace:g}: expected seconds >= 0")
+    if a.domain_id is not None and not 0 <= a.domain_id <= 232:
+        raise ConfigError(f"--domain-id {a.domain_id}: ROS 2 domain ids are 0-232 (0-101 stay clear of the "
+                          "ephemeral ports on Linux)")
     viewer = None
     if a.view or a.save:  # the viewer node (regconsist_ros/ros/nodes/viewer.py) joins the graph
         from pathlib import Path

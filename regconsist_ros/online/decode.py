@@ -24,6 +24,9 @@ COLOR_ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, 
 DEPTH_ENCODINGS = {"16UC1": "u2", "mono16": "u2", "32FC1": "f4"}
 DISTORTION_MODELS = ("", "plumb_bob", "rational_polynomial")
 QUAT_TOL = 1e-3  # |‖q‖ - 1| beyond this is a broken pose source, not rounding
+MAX_DEPTH_M = 1000.0  # depth beyond any depth camera's range: no return (0)
+MAX_POSITION_M = 1e8  # a position coordinate beyond this (beyond the Earth; UTM stays below 1e7) is a broken pose
+FOV_DEG = (0.5, 179.5)  # the pinhole field of view a camera_info's focal lengths may give, per axis
 
 
 def _size(width, height) -> tuple[int, int]:
@@ -100,7 +103,8 @@ def decode_depth(width, height, encoding, step, data, is_bigendian=False, depth_
     """Depth image fields -> [H, W] float32 metres, 0 = invalid. Always a new array.
 
     16UC1 / mono16: integer ``depth_unit`` steps (millimetres by default), 0 = no return.
-    32FC1: metres (``depth_unit`` unused); NaN, inf and negative values become 0.
+    32FC1: metres (``depth_unit`` unused); NaN, inf and negative values become 0. Either way, depth
+    beyond :data:`MAX_DEPTH_M` (1 km) becomes 0.
     Big-endian data (``is_bigendian`` true) is honoured. Fewer than ``min_valid_fraction`` valid
     (> 0) pixels -> BadInput("depth_invalid").
     """
@@ -116,10 +120,11 @@ def decode_depth(width, height, encoding, step, data, is_bigendian=False, depth_
     raw = np.ascontiguousarray(rows).view(dt).reshape(h, w)  # copy only when rows are padded
     if kind == "u2":
         depth = raw.astype(np.float32) * np.float32(depth_unit)
+        depth[depth > MAX_DEPTH_M] = 0.0
     else:
         depth = raw.astype(np.float32)  # new native-endian array
         with np.errstate(invalid="ignore"):
-            depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+            depth[~np.isfinite(depth) | (depth < 0) | (depth > MAX_DEPTH_M)] = 0.0
     frac = float(np.count_nonzero(depth > 0)) / depth.size
     if frac < min_valid_fraction:
         raise BadInput("depth_invalid", f"only {frac:.2%} of the depth pixels are valid (< {min_valid_fraction:.2%})")
@@ -168,7 +173,8 @@ def intrinsics_from_camera_info(width, height, k: Sequence[float], distortion_mo
     """CameraInfo fields -> :class:`regconsist_ros.sim.frame.Intrinsics`; BadInput("camera_info") when unusable.
 
     Rejects: zero/negative size, ``k`` not 9 finite numbers, non-positive focal lengths (an
-    all-zero K is ROS's "uncalibrated"), skew or a last row other than [0, 0, 1], non-finite
+    all-zero K is ROS's "uncalibrated") or ones whose pinhole field of view on the image is outside
+    :data:`FOV_DEG` (focal lengths in other units, or for another image size), skew or a last row other than [0, 0, 1], non-finite
     distortion, and non-zero distortion under a model other than plumb_bob / rational_polynomial.
     Distortion is otherwise ignored: images must already be rectified.
     """
@@ -190,6 +196,11 @@ def intrinsics_from_camera_info(width, height, k: Sequence[float], distortion_mo
     fx, fy, cx, cy = K[0], K[4], K[2], K[5]
     if fx <= 0 or fy <= 0:
         raise BadInput("camera_info", f"focal lengths must be > 0 (camera uncalibrated?), got fx={fx}, fy={fy}")
+    for axis, f, n in (("horizontal", fx, w), ("vertical", fy, h)):
+        fov = math.degrees(2 * math.atan(n / (2 * f)))
+        if not FOV_DEG[0] <= fov <= FOV_DEG[1]:
+            raise BadInput("camera_info", f"focal length {f:g} px gives a {axis} field of view of {fov:.3g} deg on "
+                                          f"{n} px (outside {FOV_DEG[0]}-{FOV_DEG[1]} deg): wrong units or size?")
     if abs(K[1]) > 1e-9 * fx or abs(K[3]) > 1e-9 * fy or not np.allclose(K[6:], [0, 0, 1], atol=1e-9):
         raise BadInput("camera_info", f"k must be [fx 0 cx; 0 fy cy; 0 0 1] (no skew), got {K.tolist()}")
     if np.any(D != 0) and str(distortion_model) not in DISTORTION_MODELS:
@@ -225,11 +236,15 @@ def _vec(v, n: int, name: str) -> np.ndarray:
 def pose_from_fields(position, orientation) -> np.ndarray:
     """Position (x, y, z) and orientation quaternion (x, y, z, w) -> T [4, 4] float64.
 
+    A position coordinate beyond :data:`MAX_POSITION_M` is rejected (BadInput("pose_out_of_range")).
     A quaternion whose norm is off by more than 1e-3 is rejected (BadInput("pose_non_rigid")): it
     means a broken pose source, so it is not silently renormalised; smaller deviations (rounding
     in serialisation) are renormalised.
     """
     t = _vec(position, 3, "position")
+    if np.max(np.abs(t)) > MAX_POSITION_M:
+        raise BadInput("pose_out_of_range", f"position {t.tolist()} is more than {MAX_POSITION_M:g} m from the origin "
+                                            "on an axis")
     q = _vec(orientation, 4, "orientation")
     n = float(np.linalg.norm(q))
     if abs(n - 1.0) > QUAT_TOL:

@@ -23,8 +23,11 @@ What it takes is checked as it arrives and counted in ``ingest`` (a
 :class:`~regconsist_ros.online.counters.DropCounter`, reported by :meth:`OnlineLearner.status`):
 each stream's frame stamps pass a :class:`~regconsist_ros.online.stamps.StampGuard` (a stamp far
 from the stream is dropped as ``stamp_jump`` without moving its notion of now; a timeline that
-restarts starts a new frame buffer), and view-pair correspondences with non-finite or out-of-image
-coordinates are dropped (``view_pair_points``), a pair left with none as ``view_pair_empty``. A
+restarts starts a new frame buffer); keyframe stamps pass one too (a 5 s jump bound: keyframes come
+when the camera moves); view-pair correspondences with non-finite or out-of-image coordinates are
+dropped (``view_pair_points``), a pair left with none as ``view_pair_empty``, a pair delivered twice
+as ``view_pair_duplicate``, and a pair whose keyframe has not come after two more keyframes counts
+as unjoined. A view pair names its keyframes by stamp within :data:`STAMP_TOL`. A
 batch that still fails to build is dropped and counted (``batches_failed``) and another is drawn.
 """
 from __future__ import annotations
@@ -54,6 +57,11 @@ log = logging.getLogger(__name__)
 ONLINE_TRAINER = {"steps": 1_000_000, "warmup": 50, "log_every": 1, "ckpt_every": 50}
 LOSS_HISTORY = 1000  # (step, loss) rows kept per method for status and TensorBoard
 BATCH_TRIES = 5  # batches drawn per step before a failure is raised
+STAMP_TOL = 1.5e-6  # seconds: a view pair's stamp names the keyframe within this
+
+
+def _microseconds(stamp: float) -> int:
+    return int(round(float(stamp) * 1e6))
 
 
 def clean_pair_points(uv1: np.ndarray, uv2: np.ndarray, size1: tuple[int, int], size2: tuple[int, int]):
@@ -213,6 +221,9 @@ class OnlineLearner:
     settings of the keyframes' regions."""
 
     PENDING = 32  # view pairs kept while their keyframe is still on its way
+    PENDING_KEYFRAMES = 2  # keyframe arrivals a waiting pair waits through before it counts as unjoined
+    RECENT_PAIRS = 256  # (src, dst, content hashes) of the last pairs taken per source: a repeat is a duplicate
+    KEYFRAME_JUMP_S = 5.0  # keyframes come when the camera moves: a stamp this far from the stream's is a jump
 
     def __init__(self, cfg: LearnerConfig, runs: dict[str, MethodRun] | None = None, regions=None, clock=None):
         """``clock`` (seconds, or None): the node's clock for the frame streams' stamp check."""
@@ -245,9 +256,11 @@ class OnlineLearner:
         self.frame_buffers: dict[str, FrameBuffer] = {}  # one ordered stream per source (robot namespace)
         self.keyframes = ReplayBuffer(int(cfg.pair_buffer_mb * 2**20) // 2)  # items: (stamp, rgb, regions, (H, W))
         self.view_pairs = ReplayBuffer(int(cfg.pair_buffer_mb * 2**20) // 2)  # items: dict
-        self._kf_index: dict[float, tuple] = {}
+        self._kf_index: dict[int, tuple] = {}  # keyframe stamp in whole microseconds -> keyframe
         self._pending: list[tuple] = []
         self._newest_kf: dict[str, float] = {}
+        self._kf_guards: dict[str, StampGuard] = {}
+        self._recent_pairs: dict[str, dict[tuple[float, float], None]] = {}
         self._lock = threading.Lock()
         self.store = ReplayStore(self)
         # batches differ per rank under torch.distributed; the method chosen for a slice must not
@@ -314,47 +327,79 @@ class OnlineLearner:
             self.counts["frames"] += 1
 
     def add_keyframe(self, rgb: np.ndarray, stamp: float, source: str = "") -> None:
-        """A keyframe from the registration node; its regions are computed here, once."""
+        """A keyframe from the registration node; its regions are computed here, once. Its stamp passes
+        the source's keyframe :class:`StampGuard` first (a stamp ahead of the clock or far from the
+        stream's dropped as ``stamp_jump``, a repeat as ``stamp_backwards``; the first keyframe after a
+        pause waits for the next one); the view pairs waiting for it are joined once it is taken."""
         if not self.uses_keyframes:
             return
         from regconsist_ros.registration.regions import felzenszwalb_regions
 
         H, W = rgb.shape[:2]
         small = resize_rgb(rgb, self.size)
-        regions = (felzenszwalb_regions(small, self.regions_cfg) if self.needs_regions
-                   else np.zeros(small.shape[:2], np.int32))
-        item = (stamp, small, regions, (H, W))
-        self.keyframes.add(item, small.nbytes + regions.nbytes)
         with self._lock:
-            self._kf_index[round(stamp, 6)] = item
-            self._newest_kf[source] = max(self._newest_kf.get(source, -float("inf")), stamp)
+            guard = self._kf_guards.get(source)
+            if guard is None:
+                guard = self._kf_guards[source] = StampGuard(f"keyframes {source or '/'}", self.ingest,
+                                                             jump_s=self.KEYFRAME_JUMP_S, max_ahead_s=10.0,
+                                                             clock=self._clock)
+            accepted, _ = guard.add(stamp, small)
+        if not accepted:
+            return
+        for st, small in accepted:
+            regions = (felzenszwalb_regions(small, self.regions_cfg) if self.needs_regions
+                       else np.zeros(small.shape[:2], np.int32))
+            item = (st, small, regions, (H, W))
+            self.keyframes.add(item, small.nbytes + regions.nbytes)
+            with self._lock:
+                self._kf_index[_microseconds(st)] = item
+                self._newest_kf[source] = max(self._newest_kf.get(source, -float("inf")), st)
+                if len(self._kf_index) > 4 * max(1, len(self.keyframes)):  # forget evicted keyframes
+                    live = {_microseconds(s) for s, *_ in self.keyframes.items()}
+                    self._kf_index = {k: v for k, v in self._kf_index.items() if k in live}
+            self.counts["keyframes"] += 1
+        with self._lock:
             pending, self._pending = self._pending, []
-            if len(self._kf_index) > 4 * max(1, len(self.keyframes)):  # forget evicted keyframes
-                live = {round(s, 6) for s, *_ in self.keyframes.items()}
-                self._kf_index = {k: v for k, v in self._kf_index.items() if k in live}
-        self.counts["keyframes"] += 1
-        for args in pending:  # pairs that arrived before this keyframe (topics are not ordered with each other)
-            self.add_view_pair(*args)
+        for args, waited in pending:  # pairs that arrived before this keyframe (topics are not ordered with each other)
+            self._join_view_pair(*args, waited=waited + 1)
 
     def keyframe(self, stamp: float):
         """The buffered keyframe ``(stamp, rgb, regions, (H, W))`` at ``stamp`` (rounded to 1 us), or None."""
         with self._lock:
-            return self._kf_index.get(round(stamp, 6))
+            return self._find_keyframe(stamp)
+
+    def _find_keyframe(self, stamp: float):
+        """The keyframe within :data:`STAMP_TOL` of ``stamp`` (caller holds the lock): a stamp that went
+        through a message header (seconds and nanoseconds) and a float64 field can differ in the last
+        bit, and so fall on either side of a microsecond."""
+        us = _microseconds(stamp)
+        for key in (us, us - 1, us + 1):
+            item = self._kf_index.get(key)
+            if item is not None and abs(item[0] - float(stamp)) <= STAMP_TOL:
+                return item
+        return None
 
     def add_view_pair(self, src_stamp: float, dst_stamp: float, uv1: np.ndarray, uv2: np.ndarray, iou: float,
                       source: str = "") -> bool:
         """Correspondences (full-resolution pixels) between two published keyframes. False when either
         keyframe is unknown. A pair whose missing keyframe is newer than every keyframe received waits
-        (up to ``PENDING`` pairs) for it; otherwise it counts as unjoined."""
+        for it (up to ``PENDING`` pairs, and through at most ``PENDING_KEYFRAMES`` keyframe arrivals:
+        registration publishes a keyframe next to its pairs); otherwise it counts as unjoined
+        (``view_pairs_unjoined``). A pair already taken (the same two keyframes and correspondences, among
+        the last ``RECENT_PAIRS`` of its source: a message delivered twice) is dropped as
+        ``view_pair_duplicate``."""
         if not self.uses_keyframes:
             return False
+        return self._join_view_pair(src_stamp, dst_stamp, uv1, uv2, iou, source, waited=0)
+
+    def _join_view_pair(self, src_stamp, dst_stamp, uv1, uv2, iou, source, waited: int) -> bool:
         with self._lock:
-            a = self._kf_index.get(round(src_stamp, 6))
-            b = self._kf_index.get(round(dst_stamp, 6))
+            a, b = self._find_keyframe(src_stamp), self._find_keyframe(dst_stamp)
             missing = [s for s, kf in ((src_stamp, a), (dst_stamp, b)) if kf is None]
             newest = self._newest_kf.get(source, -float("inf"))
-            if missing and min(missing) > newest and len(self._pending) < self.PENDING:
-                self._pending.append((src_stamp, dst_stamp, uv1, uv2, iou, source))
+            if (missing and min(missing) > newest and len(self._pending) < self.PENDING
+                    and waited < self.PENDING_KEYFRAMES):
+                self._pending.append(((src_stamp, dst_stamp, uv1, uv2, iou, source), waited))
                 return False
         if a is None or b is None:
             self.counts["view_pairs_unjoined"] += 1
@@ -386,8 +431,19 @@ class OnlineLearner:
             return np.stack([x, y], 1).astype(np.int64)
 
         s1, s2 = scale(uv1, a[3]), scale(uv2, b[3])
-        self.view_pairs.add({"src": round(src_stamp, 6), "dst": round(dst_stamp, 6), "uv1": s1, "uv2": s2, "iou": iou},
+        key = (a[0], b[0], hash(s1.tobytes()), hash(s2.tobytes()))  # the keyframes' own stamps
+        with self._lock:
+            recent = self._recent_pairs.setdefault(source, {})
+            if key in recent:
+                self.ingest.drop("view_pair_duplicate", f"pair {key[0]:.6f} -> {key[1]:.6f}: the same "
+                                                        "correspondences were taken already")
+                return False
+        self.view_pairs.add({"src": a[0], "dst": b[0], "uv1": s1, "uv2": s2, "iou": iou},
                             s1.nbytes + s2.nbytes)
+        with self._lock:
+            recent[key] = None
+            while len(recent) > self.RECENT_PAIRS:
+                del recent[next(iter(recent))]  # the oldest (dicts keep insertion order)
         self.counts["view_pairs"] += 1
         self.ingest.accept()
         return True

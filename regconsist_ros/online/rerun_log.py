@@ -362,11 +362,14 @@ class RerunLog:
             if not self.cfg.cloud_keyframes:
                 continue
             depth = self._nearest(self._depths, stamp, tol)
-            if depth is None or self._intrinsics is None:
+            if depth is None:
                 if newest_depth > stamp + tol:
                     self.skipped["keyframe_without_depth"] += 1
                 else:
                     keep.append(kf)
+                continue
+            if self._intrinsics is None:  # camera_info not here yet: wait (up to PENDING keyframes)
+                keep.append(kf)
                 continue
             self._points(stamp, kf["rgb"], depth, T)
         self._pending = keep

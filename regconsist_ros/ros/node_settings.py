@@ -1,11 +1,12 @@
 """The parameters each node takes, without starting ROS: so that `regconsist up` rejects an unknown
 ``--set NODE.PARAM`` (or a graph file's unknown parameter) before any process starts, listing the valid
-names. The groups are the ones the node files declare (tests/ros/test_node_settings.py compares them
+names, and a value its settings class refuses (a type, a range: the checks the node would make at
+start-up) with that class's message. The groups are the ones the node files declare (tests/ros/test_node_settings.py compares them
 with the parameters of real nodes).
 """
 from __future__ import annotations
 
-from regconsist_ros.config import ConfigError, setting_names, unknown_setting
+from regconsist_ros.config import ConfigError, build_groups, setting_names, unknown_setting
 
 ALWAYS = ("use_sim_time", "start_type_description_service")  # rclpy declares these on every node
 
@@ -61,3 +62,39 @@ def check_params(graph: dict, given: dict[str, set[str]] | None = None) -> None:
             err = unknown_setting(name, names - set(ALWAYS), f"the {node} node", hint if node == "learner" else None)
             where = f"--set {node}.{name}" if name in given.get(node, ()) else f"{graph['file']}: graph {graph['name']!r}, node {node}"
             raise ConfigError(f"{where}: {err}")
+        _check_values(node, params, graph, given)
+
+
+def _node_base(node: str, params: dict) -> dict:
+    """``{prefix: instance}``: the defaults a node starts from where they are not the dataclasses' (the
+    learner's online recipe of each method)."""
+    if node != "learner":
+        return {}
+    from regconsist_ros.online.learner import LearnerConfig, online_recipe
+
+    cfg = build_groups([("learner", LearnerConfig)], {k: v for k, v in params.items() if k.startswith("learner.")})["learner"]
+    out = {}
+    for m in cfg.objectives:
+        out.update(online_recipe(m, cfg).groups())
+    return out
+
+
+def _check_values(node: str, params: dict, graph: dict, given: dict) -> None:
+    """Build the node's settings from ``params`` as the node will: a value it refuses is a ConfigError
+    naming where it was given (the ``--set``, tried one at a time over the file's values, or the graph file)."""
+    def refused(values: dict) -> ConfigError | None:
+        try:
+            build_groups(node_schema(node, values), values, _node_base(node, values), where=f"the {node} node")
+        except (ConfigError, KeyError, ValueError) as e:
+            return e if isinstance(e, ConfigError) else ConfigError(str(e))
+        return None
+
+    values = {k: v for k, v in params.items() if k not in ALWAYS}
+    err = refused(values)
+    if err is None:
+        return
+    mine = set(given.get(node, ())) & set(values)
+    for name in sorted(mine):
+        if refused({k: v for k, v in values.items() if k not in mine or k == name}) is not None:
+            raise ConfigError(f"--set {node}.{name}: {err}")
+    raise ConfigError(f"{graph['file']}: graph {graph['name']!r}, node {node}: {err}")

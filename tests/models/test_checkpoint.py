@@ -200,6 +200,26 @@ def test_weights_not_matching_config_name_keys(tmp_path):
         load_checkpoint(path)
 
 
+def test_weights_that_load_but_mean_nothing_are_checkpoint_errors(tmp_path):
+    """NaN weights (a diverged run) and integer weights (a quantised file) under a float model; half precision loads."""
+    from safetensors.torch import load_file, save_file
+
+    m = tiny_model()
+    path = save_checkpoint(tmp_path / "ck", m, "deeplabv3plus", m.cfg)
+    state = load_file(str(path / "model.safetensors"))
+    name = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(path / "model.safetensors"))
+    half, _ = load_checkpoint(path)
+    assert half.state_dict()[name].dtype == torch.float32
+    torch.testing.assert_close(half.state_dict()[name], state[name], atol=1e-2, rtol=1e-2)
+    save_file({**state, name: torch.full_like(state[name], float("nan"))}, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"NaN or inf.*{name}"):
+        load_checkpoint(path)
+    save_file({**state, name: state[name].to(torch.int8)}, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"integer weights.*{name} \(torch.int8\)"):
+        load_checkpoint(path)
+
+
 def test_save_rejects_config_that_differs_from_model(tmp_path):
     m = tiny_model()
     m.reset_classifier(6)

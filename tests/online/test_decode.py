@@ -134,6 +134,22 @@ def test_depth_32f_round_trip_and_invalid_values():
     np.testing.assert_array_equal(out[keep], d[keep])
 
 
+def test_depth_beyond_a_kilometre_is_no_return():
+    from regconsist_ros.online.decode import MAX_DEPTH_M
+
+    d = DEPTH.copy()
+    d[0, :3] = (MAX_DEPTH_M * 0.999, MAX_DEPTH_M * 1.01, 1e30)
+    out = decode_depth(W, H, "32FC1", 4 * W, d.astype("<f4").tobytes())
+    assert out[0, 0] == np.float32(MAX_DEPTH_M * 0.999) and out[0, 1] == out[0, 2] == 0.0
+    with pytest.raises(BadInput) as e:  # all of it beyond: no valid pixel
+        decode_depth(W, H, "32FC1", 4 * W, np.full((H, W), 1e30, "<f4").tobytes())
+    assert e.value.reason == "depth_invalid"
+    raw = np.full((H, W), 2000, "<u2")  # 16-bit steps of 1 m: 2 km
+    raw[0, 0] = 900
+    out = decode_depth(W, H, "16UC1", 2 * W, raw.tobytes(), depth_unit=1.0, min_valid_fraction=0.0)
+    assert out[0, 0] == 900.0 and np.count_nonzero(out) == 1
+
+
 @pytest.mark.parametrize("enc,dt,scale", [("16UC1", "u2", 1000.0), ("32FC1", "f4", 1.0)])
 @pytest.mark.parametrize("pad", [0, 6])
 def test_depth_big_endian_and_padding(enc, dt, scale, pad):
@@ -200,7 +216,8 @@ def test_camera_info_distortion_models():
     assert _reason(intrinsics_from_camera_info, 640, 480, k, "plumb_bob", [np.nan] * 5) == "camera_info"
 
 
-@pytest.mark.parametrize("case", ["zero_fx", "neg_fy", "nan", "inf", "len8", "zero_width", "skew", "row3", "all_zero"])
+@pytest.mark.parametrize("case", ["zero_fx", "neg_fy", "nan", "inf", "len8", "zero_width", "skew", "row3", "all_zero",
+                                  "fx_1e-12", "fy_1e12"])
 def test_camera_info_rejected(case):
     k = list(camera_info_fields(INTR)["k"])
     w, h = 640, 480
@@ -222,7 +239,26 @@ def test_camera_info_rejected(case):
         k[8] = 0.0
     elif case == "all_zero":
         k = [0.0] * 9  # ROS: uncalibrated camera
+    elif case == "fx_1e-12":
+        k[0] = 1e-12  # a 180-degree pinhole: focal lengths in metres, not pixels
+    elif case == "fy_1e12":
+        k[4] = 1e12  # a 0-degree field of view
     assert _reason(intrinsics_from_camera_info, w, h, k) == "camera_info"
+
+
+def test_camera_info_field_of_view_bounds():
+    """Focal lengths are taken while their pinhole field of view lies in FOV_DEG (0.5-179.5 deg) per axis."""
+    import math
+
+    from regconsist_ros.online.decode import FOV_DEG
+
+    for fov in (FOV_DEG[0] + 0.01, 30.0, 150.0, FOV_DEG[1] - 0.01):
+        f = 640 / (2 * math.tan(math.radians(fov) / 2))
+        assert intrinsics_from_camera_info(640, 480, [f, 0, 320, 0, 400, 240, 0, 0, 1]).fx == f
+    for fov in (FOV_DEG[0] - 0.01, FOV_DEG[1] + 0.01):
+        f = 640 / (2 * math.tan(math.radians(fov) / 2))
+        with pytest.raises(BadInput, match="field of view"):
+            intrinsics_from_camera_info(640, 480, [f, 0, 320, 0, 400, 240, 0, 0, 1])
 
 
 def _random_pose(rng) -> np.ndarray:
@@ -257,6 +293,9 @@ def test_pose_bad_values():
     assert _reason(pose_from_fields, [np.nan, 0, 0], q) == "pose_non_finite"
     assert _reason(pose_from_fields, [0, 0, 0], [0, 0, np.inf, 1]) == "pose_non_finite"
     assert _reason(pose_from_fields, [0, 0], q) == "pose_shape"
+    assert _reason(pose_from_fields, [1e30, 0, 0], q) == "pose_out_of_range"  # finite, but not on this planet
+    assert _reason(pose_from_fields, [0, 0, -2e8], q) == "pose_out_of_range"
+    np.testing.assert_allclose(pose_from_fields([4.5e5, 5.4e6, 30.0], q)[:3, 3], [4.5e5, 5.4e6, 30.0])  # UTM is fine
     T = np.eye(4)
     T[:3, :3] *= 1.1
     assert _reason(pose_fields, T) == "pose_non_rigid"

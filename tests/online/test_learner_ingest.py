@@ -141,3 +141,70 @@ def test_a_looping_stream_starts_a_new_buffer(stream, tmp_path):
     st = learner.status()
     assert st["received"]["frames_reset"] == 20 and st["buffers"]["frames"] == 20, st
     assert "stamp_backwards" not in st["ingest"]["dropped"]
+
+
+def _kf_learner(tmp_path, clock=None):
+    cfg = LearnerConfig(objectives=("regconsist",), out_dir=str(tmp_path / "online"), store_height=32, store_width=48,
+                        min_frames=8, min_pairs=2, slice_steps=2)
+    return OnlineLearner(cfg, {"regconsist": small_run("regconsist", cfg)}, clock=clock)
+
+
+def test_keyframe_stamps_pass_a_guard(stream, tmp_path):
+    """Issue 18 fuzz: a keyframe stamped in 2038 or 1970 or repeated was buffered (and the 2038 one
+    then made every later view pair wait for keyframes that could never come). Now: counted drops,
+    and the good keyframes and pairs after them are taken."""
+    now = 1000.0
+    learner = _kf_learner(tmp_path, clock=lambda: now)
+    rgb = stream[0].rgb
+    t = [now - 30 + 0.1 * i for i in range(6)]
+    for s in t[:3]:
+        learner.add_keyframe(rgb, s)
+    learner.add_keyframe(rgb, Y2038)  # ahead of the clock: dropped at once
+    learner.add_keyframe(rgb, 0.0)  # 1970: a jump, held, then dropped when the stream continues
+    learner.add_keyframe(rgb, t[2])  # a repeat
+    for s in t[3:]:
+        learner.add_keyframe(rgb, s)
+    st = learner.status()
+    assert st["ingest"]["dropped"] == {"stamp_jump": 2, "stamp_backwards": 1}, st["ingest"]
+    assert st["received"]["keyframes"] == 6 and learner.keyframe(Y2038) is None and learner.keyframe(0.0) is None
+    uv = np.array([[1.0, 1.0], [5.0, 5.0]], np.float32)
+    assert learner.add_view_pair(t[4], t[5], uv, uv + 1, 0.5)
+
+
+def test_a_pair_waiting_for_a_keyframe_that_never_comes_is_counted(stream, tmp_path):
+    learner = _kf_learner(tmp_path)
+    rgb, uv = stream[0].rgb, np.array([[1.0, 1.0], [5.0, 5.0]], np.float32)
+    learner.add_keyframe(rgb, 10.0)
+    assert not learner.add_view_pair(10.0, 15.0123, uv, uv, 0.5)  # its keyframe might still come: waits
+    assert not learner.add_view_pair(10.1, 10.2, uv, uv, 0.5)  # the usual order: the pair before its keyframe
+    assert len(learner._pending) == 2 and learner.counts["view_pairs_unjoined"] == 0
+    learner.add_keyframe(rgb, 10.1)
+    learner.add_keyframe(rgb, 10.2)  # the second pair joins; the first has waited through 2 keyframes
+    assert learner.counts["view_pairs"] == 1 and learner.counts["view_pairs_unjoined"] == 1 and not learner._pending
+
+
+def test_a_pair_delivered_twice_is_taken_once(stream, tmp_path):
+    learner = _kf_learner(tmp_path)
+    rgb, uv = stream[0].rgb, np.array([[1.0, 1.0], [5.0, 5.0]], np.float32)
+    learner.add_keyframe(rgb, 1.0)
+    learner.add_keyframe(rgb, 1.1)
+    assert learner.add_view_pair(1.0, 1.1, uv, uv + 1, 0.5)
+    assert not learner.add_view_pair(1.0, 1.1, uv, uv + 1, 0.5)
+    assert learner.add_view_pair(1.0, 1.1, uv, uv + 2, 0.5)  # the same keyframes, other correspondences: taken
+    st = learner.status()
+    assert st["ingest"]["dropped"] == {"view_pair_duplicate": 1} and st["received"]["view_pairs"] == 2, st
+
+
+def test_a_pair_names_its_keyframe_across_a_microsecond_boundary(stream, tmp_path):
+    """The fuzz bench found pairs unjoined when a stamp sat on a half microsecond: the keyframe's stamp
+    (header seconds + nanoseconds) and the pair's float64 src_stamp rounded to different microseconds."""
+    learner = _kf_learner(tmp_path)
+    rgb, uv = stream[0].rgb, np.array([[1.0, 1.0], [5.0, 5.0]], np.float32)
+    a, b = 1796292313.3075135, 1796292313.4075135
+    learner.add_keyframe(rgb, np.nextafter(a, np.inf))  # one ulp (2.4e-7 s) apart: another microsecond when rounded
+    learner.add_keyframe(rgb, np.nextafter(b, -np.inf))
+    assert round(a, 6) != round(float(np.nextafter(a, np.inf)), 6) or round(b, 6) != round(float(np.nextafter(b, -np.inf)), 6)
+    assert learner.add_view_pair(a, b, uv, uv + 1, 0.5) and learner.counts["view_pairs_unjoined"] == 0
+    assert learner.keyframe(a) is not None and learner.keyframe(a + 5e-6) is None  # within 1.5 us only
+    vp = learner.view_pairs.items()[-1]
+    assert learner.keyframe(vp["src"])[0] == np.nextafter(a, np.inf)  # stored under the keyframes' own stamps

@@ -119,6 +119,22 @@ def test_a_keyframe_that_arrives_before_its_pose_and_depth_waits_for_them(tmp_pa
     assert rrd_rows(path)[KF_POINTS] == {"Points3D": 1}
 
 
+def test_keyframes_before_the_first_camera_info_get_their_points_when_it_comes(tmp_path):
+    """The viewer may join after the camera's camera_info: keyframes whose pose and depth are here wait
+    for the intrinsics, even once the depth stream has gone past them (in a real run 3 of 21 keyframes
+    were counted as without depth that way)."""
+    core, path = _log(tmp_path, image_rate=0.0, cloud_stride=4)
+    frames = [_frame(i) for i in range(4)]
+    for f in frames:
+        core.handle("pose", f.stamp, f.T_world_cam)
+        core.handle("depth", f.stamp, encode_depth(f.depth))
+    core.handle("keyframe", frames[0].stamp, encode_color(frames[0].rgb))  # its depth stream is 0.3 s past it
+    assert core.logged[KF_PATH] == 1 and core.logged[KF_POINTS] == 0 and not core.status()["skipped"]
+    core.handle("camera_info", frames[3].stamp, {**camera_info_fields(INTR), "d": [], "distortion_model": ""})
+    assert core.logged[KF_POINTS] == 1 and not core.status()["skipped"]
+    core.close()
+
+
 def test_pair_lines_join_the_correspondences_across_the_side_by_side_image(tmp_path):
     core, path = _log(tmp_path, image_rate=0.0, pair_lines=7)
     frames = [_frame(i) for i in range(3)]

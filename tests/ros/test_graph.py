@@ -124,13 +124,15 @@ def test_learner_killed_with_sigkill_resumes_at_its_last_checkpoint(tmp_path, do
 
 
 def test_up_reports_a_node_that_dies(tmp_path, domain_id):
+    """A value of one of our settings is refused before any node starts (tests/test_cli_errors.py); rclpy's own
+    use_sim_time is checked by rclpy in the node, which exits 2 with a configuration error."""
     cmd = [sys.executable, "-m", "regconsist_ros.cli", "up", "eval", "--duration", "30", "--domain-id", str(domain_id),
-           "--json", "--set", "evaluator.poll_s=-1"]
+           "--json", "--set", "evaluator.use_sim_time=5"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     assert r.returncode == 1, r.stdout[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["died"] == {"evaluator": 2} and "node died" in result["stopped_by"]
-    assert "poll_s" in r.stdout
+    assert "configuration error" in r.stdout and "use_sim_time" in r.stdout
 
 
 def test_graph_definition_errors_are_clear(tmp_path):

@@ -204,7 +204,9 @@ def test_learner_scalars_follow_training_and_mirror_its_diagnostics(probe, nodes
                             "learner.store_height": 32, "learner.store_width": 48, "learner.min_frames": 8,
                             "learner.slice_steps": 1, "train_slice": 2, "rsp.trainer.ckpt_every": 1000, **RSP_TINY})
     ok = probe.spin_until(lambda: len(probe.msgs["learner/scalars/rsp/loss"]) >= 3
-                          and len(probe.msgs["learner/scalars/rsp/steps_per_s"]) >= 2, timeout=120)
+                          and len(probe.msgs["learner/scalars/rsp/steps_per_s"]) >= 2
+                          and max((m.data for m in probe.msgs["learner/scalars/buffers/frames"]), default=0) >= 8,
+                          timeout=120)  # the buffer's size comes once a second: it may lag the first steps
     assert ok, nodes.log("learner")
     steps = [m.data for m in probe.msgs["learner/scalars/rsp/step"]]
     losses = [m.data for m in probe.msgs["learner/scalars/rsp/loss"]]
