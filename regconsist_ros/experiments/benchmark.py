@@ -337,12 +337,15 @@ def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
     from regconsist_ros.readout.dense_probe import finetune_curve
     from regconsist_ros.readout.segmentation import FinetuneConfig
 
+    from tqdm import tqdm
+
     cfg, out = ctx["cfg"], ctx["out"]
     views = load_views(ctx["dirs"]["test"][0], (cfg.height, cfg.width))
     curves: dict[str, list] = {}
-    for row, arm, kind, seed in todo:
-        if role(arm) == "floor":
-            continue
+    trained = [t for t in todo if role(t[1]) != "floor"]
+    bar = tqdm(trained, desc="fine-tuning curves", unit="curve")
+    for row, arm, kind, seed in bar:
+        bar.set_postfix_str(f"{row} seed {seed}")
         f = out / "curves" / f"{row}_s{seed}.json"
         if not f.exists():
             model, _ = make_encoder(ctx, row, arm, kind, seed)
@@ -350,8 +353,11 @@ def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
                                 warmup=10, seed=seed)
             c = finetune_curve(model, views["rgb"], views["semantic"], ctx["num_classes"], ft, cfg.curve_steps)
             f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_text(json.dumps({"row": row, "seed": seed, **c}, indent=1))
+            tmp = f.with_suffix(".json.tmp")  # a kill while writing leaves no half file to resume from
+            tmp.write_text(json.dumps({"row": row, "seed": seed, **c}, indent=1))
+            tmp.replace(f)
         curves.setdefault(row, []).append(json.loads(f.read_text()))
+    bar.close()
     return curves
 
 
