@@ -189,10 +189,16 @@ def bench_viewer(graph: str = "demo", rounds: int = 2, seconds: float = 40.0, wa
         if not methods:
             raise ValueError(f"graph {graph!r}: its learner names no learner.objectives")
         runs = []
+        from tqdm import tqdm
+
+        bar = tqdm(total=2 * rounds, desc="bench viewer", unit="run", file=sys.stderr, dynamic_ncols=True)
         for r in range(rounds):
             for arm in (("without", "with") if r % 2 == 0 else ("with", "without")):
+                bar.set_postfix_str(f"round {r + 1}/{rounds}, {arm} the viewer")
                 runs.append({"round": r, **_run(arm, graph, gf, tmp / f"round{r}_{arm}", methods, seconds, warmup,
                                                 view, save, startup_timeout)})
+                bar.update(1)
+        bar.close()
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)

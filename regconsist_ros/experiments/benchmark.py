@@ -79,6 +79,8 @@ class BenchmarkConfig:
     ceiling_lr: float = field(default=1e-3, metadata={"help": "peak lr of the supervised ceiling"})
     ceiling_instance: float = field(default=0.0, metadata={"help": "weight of the ceiling's instance loss (supervised contrastive on its dense features, readout.ceiling): 0 = semantic labels only"})
     ceiling_jitter: float = field(default=0.0, metadata={"help": "photometric augmentation of the supervised ceiling's views (FinetuneConfig.jitter)"})
+    ceiling_zoom: bool = field(default=False, metadata={"help": "zoom the ceiling's views in by up to its readout size / input size (a ViT read at 256x192 after training at 128x96: 2x; DeepLabV3+, read at its input size: never), so that it trains at the object scale it is read out at"})
+    report: str = field(default="test", metadata={"help": "apartments the table is scored on: test, or val to choose settings (the ceiling's recipe) on the validation apartments without looking at the test ones"})
     probe_labels: float = field(default=0.1, metadata={"help": "fraction of a test apartment's labelled views the linear probe trains on"})
     curve_steps: tuple[int, ...] = field(default=(), metadata={"help": "fine-tuning curve: mIoU after each of these steps of one full fine-tuning run (poly, weight decay 5e-4) of every trained encoder on the first test apartment (empty = off)"})
     curve_labels: float = field(default=0.1, metadata={"help": "fraction of that apartment's labelled views the curve fine-tunes on"})
@@ -94,6 +96,8 @@ class BenchmarkConfig:
         if groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2]:
             raise ValueError(f"BenchmarkConfig: train {self.train_seeds}, val {self.val_seeds} and test {self.test_seeds} "
                              f"apartments must be disjoint")
+        if self.report not in ("test", "val"):
+            raise ValueError(f"BenchmarkConfig.report must be 'test' or 'val', got {self.report!r}")
         if self.world not in ("default", "hard"):
             raise ValueError(f"BenchmarkConfig.world must be 'default' or 'hard', got {self.world!r}")
         for name in ("seeds", "steps", "batch", "dense_steps", "ceiling_steps"):
@@ -192,8 +196,8 @@ def ceiling(kind: str, model_cfg, cfg: BenchmarkConfig, seed: int, train: dict, 
             steps: int | None = None):
     """The supervised ceiling: the architecture trained from random init on every labelled view of the
     training apartments (AdamW, poly decay, focal loss ignoring void, plus ``cfg.ceiling_instance`` x the
-    instance loss of :mod:`regconsist_ros.readout.ceiling`, photometric jitter ``cfg.ceiling_jitter``) for
-    ``steps`` (default ``cfg.ceiling_steps``). ``train``: rgb, semantic and instance (ids unique across
+    instance loss of :mod:`regconsist_ros.readout.ceiling`, photometric jitter ``cfg.ceiling_jitter``, zoom
+    up to ``ceiling_zoom(cfg, kind)``) for ``steps`` (default ``cfg.ceiling_steps``). ``train``: rgb, semantic and instance (ids unique across
     apartments). Saved at ``path``; reused."""
     import torch
 
@@ -212,12 +216,20 @@ def ceiling(kind: str, model_cfg, cfg: BenchmarkConfig, seed: int, train: dict, 
     steps = int(steps or cfg.ceiling_steps)
     ft = FinetuneConfig(labels=0.5, steps=steps, batch=8, lr=cfg.ceiling_lr, optimizer="adamw",
                         weight_decay=5e-4, schedule="poly", warmup=max(1, steps // 20), seed=seed,
-                        jitter=cfg.ceiling_jitter)
+                        jitter=cfg.ceiling_jitter, zoom=ceiling_zoom(cfg, kind))
     net = train_ceiling(net, x, y, inst, ft, num_classes, instance_weight=cfg.ceiling_instance, progress=True)
     enc = inner_encoder(net).eval()
     save_checkpoint(path, enc, kind, model_cfg, step=steps,
                     meta={"benchmark": "supervised ceiling", "seed": seed, "train_views": int(x.shape[0])})
     return enc
+
+
+def ceiling_zoom(cfg: BenchmarkConfig, kind: str) -> float:
+    """The ceiling's largest zoom: readout size / input size when ``cfg.ceiling_zoom`` (else 1)."""
+    if not cfg.ceiling_zoom:
+        return 1.0
+    h, w = eval_size(cfg, kind)
+    return max(1.0, min(h / cfg.height, w / cfg.width))
 
 
 # ------------------------------------------------------------------------------------ worlds
@@ -340,7 +352,7 @@ def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
     from tqdm import tqdm
 
     cfg, out = ctx["cfg"], ctx["out"]
-    views = load_views(ctx["dirs"]["test"][0], (cfg.height, cfg.width))
+    views = load_views(ctx["dirs"][cfg.report][0], (cfg.height, cfg.width))
     curves: dict[str, list] = {}
     trained = [t for t in todo if role(t[1]) != "floor"]
     bar = tqdm(trained, desc="fine-tuning curves", unit="curve")
@@ -424,7 +436,7 @@ def run(cfg: BenchmarkConfig, exp) -> dict:
     out, t0 = start_run(cfg)
     dirs = render_world(cfg, out)
     vals = [load_views(d) for d in dirs["val"]]
-    tests = [load_views(d) for d in dirs["test"]]
+    tests = [load_views(d) for d in dirs[cfg.report]]  # report val: settings chosen and scored on validation
     classes = tests[0]["classes"]
     num_classes = len(classes)
     clips = lambda views: [c for v in views for c in clips_from_frames(v["rgb"], v["instance"], cfg.clip_len, v["name"])]
@@ -440,6 +452,7 @@ def run(cfg: BenchmarkConfig, exp) -> dict:
         f = out / "readouts" / f"{row}_s{seed}.json"
         if f.exists():
             records.append(json.loads(f.read_text()))
+            timings["readouts_reused"] = timings.get("readouts_reused", 0) + 1
             continue
         t1 = time.perf_counter()
         model, info = make_encoder(ctx, row, arm, kind, seed)

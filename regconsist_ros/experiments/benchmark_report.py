@@ -77,11 +77,14 @@ def markdown(summary: dict, cfg, timings: dict, test_clips: int, val_clips: int)
     t = summary["table"]
     lines = [
         f"Embedded world `{cfg.world}`; pretraining and ceiling on apartments {list(cfg.train_seeds)}, settings chosen on "
-        f"{list(cfg.val_seeds)} ({val_clips} clips), scores on {list(cfg.test_seeds)} ({test_clips} clips of "
+        f"{list(cfg.val_seeds)} ({val_clips} clips), scores on "
+        f"{'the validation apartments themselves (choosing settings, not a result) ' if cfg.report == 'val' else ''}"
+        f"{list(cfg.val_seeds if cfg.report == 'val' else cfg.test_seeds)} ({test_clips} clips of "
         f"{cfg.clip_len} frames at {cfg.eval_width}x{cfg.eval_height}; encoders trained at {cfg.width}x{cfg.height}, ViTs read out "
         f"at {cfg.eval_width}x{cfg.eval_height} with interpolated positions). Trained rows: {cfg.seeds} seeds; floors have none. "
         f"Values in %, 95% bootstrap intervals in brackets (seeds, then objects / views). "
-        f"Wall time {timings.get('total_s', 0) / 60:.1f} min.", "",
+        f"Wall time {timings.get('total_s', 0) / 60:.1f} min"
+        f"{f' (this invocation; {r} readouts reused from earlier runs of the directory)' if (r := timings.get('readouts_reused')) else ''}.", "",
         "| encoder | arch | role | seeds | J&F | J&F 95% CI | J&F − best floor | J&F − random | probe mIoU | view mIoU 95% CI | mIoU − best floor | mIoU − random |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {"floor": 0, "random": 1, "method": 2, "ceiling": 3}

@@ -47,6 +47,7 @@ class FinetuneConfig:
     eval_views: int = field(default=0, metadata={"help": "test views to evaluate on (0 = all remaining labelled views)"})
     hflip: bool = field(default=True, metadata={"help": "random horizontal flips of image and label while fine-tuning"})
     jitter: float = field(default=0.0, metadata={"help": "photometric augmentation strength j while fine-tuning: brightness and contrast x U(1-j, 1+j), per-channel gain x U(1-j/2, 1+j/2) per view (0 = off; lighting that changes between views)"})
+    zoom: float = field(default=1.0, metadata={"help": "random zoom-in of each view by a factor in [1, zoom] (a crop at a random place, resized back; labels nearest) while fine-tuning, so that a network read out on larger frames than it trains on sees objects at that scale too (1 = off)"})
     device: str = field(default="cpu", metadata={"help": "torch device for fine-tuning and evaluation"})
 
     def __post_init__(self):
@@ -82,6 +83,8 @@ class FinetuneConfig:
             raise ValueError(f"FinetuneConfig.jitter must be in [0, 1), got {self.jitter}")
         if not isinstance(self.hflip, bool):
             raise ValueError(f"FinetuneConfig.hflip must be a bool, got {self.hflip!r}")
+        if not 1.0 <= number("zoom") <= 8.0:
+            raise ValueError(f"FinetuneConfig.zoom must be in [1, 8], got {self.zoom}")
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError) as e:
@@ -207,7 +210,8 @@ def trainer_config(cfg: FinetuneConfig):
 def finetune_batches(train_x: torch.Tensor, train_y: torch.Tensor, cfg: FinetuneConfig, **labels: torch.Tensor) -> Iterator[dict]:
     """Endless minibatches ``{"x", "y", **labels}``: ``cfg.batch`` views drawn with replacement, each flipped
     horizontally with probability 1/2 when ``cfg.hflip`` (image, label and every extra ``labels`` map
-    [N, H, W] together) and recoloured by ``photometric`` when ``cfg.jitter > 0``; seeded by ``cfg.seed``."""
+    [N, H, W] together), zoomed by ``zoom`` when ``cfg.zoom > 1`` and recoloured by ``photometric`` when
+    ``cfg.jitter > 0``; seeded by ``cfg.seed``."""
     gen = torch.Generator().manual_seed(int(cfg.seed))
     n = train_x.shape[0]
     while True:
@@ -217,9 +221,31 @@ def finetune_batches(train_x: torch.Tensor, train_y: torch.Tensor, cfg: Finetune
             flip = torch.rand(cfg.batch, generator=gen) < 0.5
             for v in batch.values():
                 v[flip] = v[flip].flip(-1)
+        if cfg.zoom > 1:
+            batch = zoom(batch, cfg.zoom, gen)
         if cfg.jitter > 0:
             batch["x"] = photometric(batch["x"], cfg.jitter, gen)
         yield batch
+
+
+def zoom(batch: dict, most: float, gen: torch.Generator) -> dict:
+    """Each view of ``batch`` ("x" [B, 3, H, W] and label maps [B, H, W]) zoomed in by s ~ U(1, ``most``): the
+    window of (H/s, W/s) at a uniformly random place, resized back to (H, W), bilinear for "x" and nearest for
+    the labels (so they stay valid ids); s = 1 gives the view unchanged."""
+    x = batch["x"]
+    B = x.shape[0]
+    s = 1.0 + (most - 1.0) * torch.rand(B, generator=gen)  # [B]
+    half = 1.0 - 1.0 / s  # how far the window's centre may move, in [-1, 1] coordinates
+    t = half[:, None] * (2.0 * torch.rand(B, 2, generator=gen) - 1.0)  # [B, 2] window centre (x, y)
+    theta = torch.zeros(B, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / s
+    theta[:, :, 2] = t
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)  # [B, H, W, 2]
+    out = {k: (F.grid_sample(v, grid, mode="bilinear", padding_mode="border", align_corners=False) if k == "x" else
+               F.grid_sample(v[:, None].to(grid.dtype), grid, mode="nearest", padding_mode="border",
+                             align_corners=False)[:, 0].round().to(v.dtype))
+           for k, v in batch.items()}
+    return out
 
 
 def photometric(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:

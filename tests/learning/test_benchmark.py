@@ -79,6 +79,18 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     again = run(cfg, _exp())  # every readout is reused
     assert [f.stat().st_mtime_ns for f in files] == stamps
     assert again["table"]["colour"]["JF"] == table["colour"]["JF"]
+    assert f"{len(files)} readouts reused" in (out / "results.md").read_text()  # its wall time is this invocation's
+    # the records a results doc commits (experiment.json, readouts/, curves/), without the worlds,
+    # checkpoints or ceilings, resume in a fresh directory: nothing is read out or trained again
+    import shutil
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    shutil.copy(out / "experiment.json", kept)
+    for d in ("readouts", "curves"):
+        shutil.copytree(out / d, kept / d)
+    moved = run(BenchmarkConfig(**{**asdict(cfg), "out": str(kept)}), _exp())
+    assert moved["table"]["supervised"]["JF"] == table["supervised"]["JF"] and not (kept / "ceiling").exists()
     saved = json.loads((out / "results.json").read_text())
     assert saved["records"][0]["eval_size"] == [48, 64]
     assert [c["steps"] for c in saved["curves"]["random"]] == [[1, 2]]  # trained rows only: floors have no curve
@@ -115,3 +127,24 @@ def test_a_run_directory_is_resumed_only_with_its_own_settings(tmp_path):
     check_same_settings(BenchmarkConfig(out=str(tmp_path / "new")))  # a fresh directory is fine
     (tmp_path / "experiment.json").write_text(json.dumps(json.loads(json.dumps(asdict(cfg)))))
     check_same_settings(BenchmarkConfig(out=str(tmp_path), methods=("pixels",), curve_steps=(10,)))  # free settings
+
+
+def test_the_ceiling_zooms_to_the_scale_it_is_read_out_at():
+    from regconsist_ros.experiments.benchmark import ceiling_zoom
+
+    on = BenchmarkConfig(ceiling_zoom=True)  # ViTs read at 256x192 after training at 128x96
+    assert ceiling_zoom(on, "vit") == 2.0 and ceiling_zoom(on, "deeplabv3plus") == 1.0
+    assert ceiling_zoom(BenchmarkConfig(), "vit") == 1.0  # off by default
+    with pytest.raises(ValueError, match="report"):
+        BenchmarkConfig(report="train")
+
+
+def test_report_val_scores_the_validation_apartments_and_says_so(tmp_path):
+    cfg = BenchmarkConfig(out=str(tmp_path / "v"), methods=("pixels",), world="default", report="val",
+                          train_seeds=(1,), val_seeds=(50, 51), test_seeds=(100,), train_frames=12, eval_frames=20,
+                          eval_width=64, eval_height=48, width=64, height=48, clip_len=10, seeds=1,
+                          vit_depth=1, search=False, train_width=64, train_height=48, ceiling_steps=2, ceiling_zoom=True)
+    run(cfg, _exp())
+    rec = json.loads((tmp_path / "v" / "readouts" / "supervised_s0.json").read_text())
+    assert len(rec["probe"]["per_apartment"]) == 2  # both validation apartments, not the one test apartment
+    assert "validation apartments themselves" in (tmp_path / "v" / "results.md").read_text()

@@ -435,3 +435,30 @@ def test_segmentation_objective_checkpoints_a_deeplab(tmp_path):
     assert info["kind"] == "deeplabv3plus" and back.num_classes == len(CLASSES)
 
 
+
+
+def test_zoom_crops_and_resizes_each_view_and_keeps_labels_valid():
+    from regconsist_ros.readout.segmentation import finetune_batches, zoom
+
+    B, H, W = 16, 24, 32
+    cols = torch.arange(W).expand(B, H, W).clone()  # label = column index
+    x = torch.rand(B, 3, H, W)
+    same = zoom({"x": x, "y": cols}, 1.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(same["x"], x, atol=1e-5) and torch.equal(same["y"], cols)  # s = 1: unchanged
+    out = zoom({"x": x, "y": cols}, 2.0, torch.Generator().manual_seed(0))
+    assert out["x"].shape == x.shape and out["y"].shape == cols.shape and out["y"].dtype == cols.dtype
+    assert float(out["x"].min()) >= float(x.min()) - 1e-6 and float(out["x"].max()) <= float(x.max()) + 1e-6
+    spans = []
+    for b in range(B):
+        row = out["y"][b, H // 2]
+        assert bool((row[1:] >= row[:-1]).all())  # a crop: columns stay in order
+        spans.append(int(row.max() - row.min()) + 1)  # how many original columns the view now covers
+    assert all(W // 2 - 1 <= s <= W for s in spans) and min(spans) < W - 4  # zoomed by 1-2x, some by much
+    assert torch.equal(zoom({"x": x, "y": cols}, 2.0, torch.Generator().manual_seed(0))["y"], out["y"])  # seeded
+    rgb, sem = toy_views(4, seed=5)
+    xs = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255
+    ys = torch.from_numpy(sem.astype(np.int64))
+    zoomed = next(finetune_batches(xs, ys, FinetuneConfig(hflip=False, batch=6, zoom=2.0)))
+    assert set(zoomed["y"].unique().tolist()) <= set(ys.unique().tolist())
+    with pytest.raises(ValueError, match="zoom"):
+        FinetuneConfig(zoom=0.5)

@@ -232,7 +232,11 @@ def test_up_save_records_a_real_graph_run(tmp_path, domain_id, probe):
     assert rows["world/camera"] == {"Transform3D": got["pose"]["received"], "Pinhole": 1}
     kf, pairs = got["keyframe"]["received"], got["view_pair"]["received"]
     assert 3 <= kf <= registration["keyframes"] and 1 <= pairs <= registration["view_pairs"], (got, registration)
-    assert rows["keyframes/image"] == {"Image": kf} and rows["world/keyframes/points"] == {"Points3D": kf}, viewer["skipped"]
+    # every keyframe is drawn; each is placed in 3D, or counted when its pose or depth came before the
+    # viewer joined those topics (discovery of each topic takes its own time under load; none lost after)
+    unplaced = sum(viewer["skipped"].get(k, 0) for k in ("keyframe_without_pose", "keyframe_without_depth"))
+    assert rows["keyframes/image"] == {"Image": kf}, viewer["skipped"]
+    assert rows["world/keyframes/points"] == {"Points3D": kf - unplaced} and kf - unplaced >= 1, viewer["skipped"]
     unmatched = viewer["skipped"].get("pair_without_keyframe_image", 0)  # pairs with a keyframe from before it joined
     assert rows["metrics/registration/pair_iou"] == {"Scalars": pairs}
     assert rows["pairs/lines"] == {"LineStrips2D": pairs - unmatched} and rows["pairs/image"] == {"Image": pairs - unmatched}
