@@ -392,7 +392,9 @@ def jobs(cfg: BenchmarkConfig, exp) -> list[tuple]:
     for arm in arms:
         kinds = [arm_kind(arm)] if arm.method is not None else list(archs)
         for kind in kinds:
-            row = arm.name if arm.method is not None or len(archs) == 1 else f"{arm.name}@{kind}"
+            # references are named by architecture whatever the pick, so that a later pick of one
+            # architecture (``--methods simclr``) reuses the rows an earlier run of both read out
+            row = arm.name if arm.method is not None else f"{arm.name}@{kind}"
             seeds = [0] if role(arm) == "floor" else range(cfg.seeds)
             out += [(row, arm, kind, s) for s in seeds]
     return out

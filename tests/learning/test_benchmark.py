@@ -1,6 +1,7 @@
 """`regconsist experiment benchmark`: encoders beside floors and a ceiling, intervals, resumable."""
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     res = run(cfg, _exp())
     table = res["table"]
     # the references (floors, random init, the ceiling) come with any pick; one architecture (no method arm): ViT only
-    assert set(table) == {"pixels", "colour", "random", "supervised"}
+    assert set(table) == {"pixels@vit", "colour@vit", "random@vit", "supervised@vit"}
     for row in table.values():
         assert 0 <= row["JF"] <= 1 and 0 <= row["miou"] <= 1
     out = tmp_path / "b"
@@ -78,7 +79,7 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     stamps = [f.stat().st_mtime_ns for f in files]
     again = run(cfg, _exp())  # every readout is reused
     assert [f.stat().st_mtime_ns for f in files] == stamps
-    assert again["table"]["colour"]["JF"] == table["colour"]["JF"]
+    assert again["table"]["colour@vit"]["JF"] == table["colour@vit"]["JF"]
     assert f"{len(files)} readouts reused" in (out / "results.md").read_text()  # its wall time is this invocation's
     # the records a results doc commits (experiment.json, readouts/, curves/), without the worlds,
     # checkpoints or ceilings, resume in a fresh directory: nothing is read out or trained again
@@ -90,17 +91,17 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     for d in ("readouts", "curves"):
         shutil.copytree(out / d, kept / d)
     moved = run(BenchmarkConfig(**{**asdict(cfg), "out": str(kept)}), _exp())
-    assert moved["table"]["supervised"]["JF"] == table["supervised"]["JF"] and not (kept / "ceiling").exists()
+    assert moved["table"]["supervised@vit"]["JF"] == table["supervised@vit"]["JF"] and not (kept / "ceiling").exists()
     saved = json.loads((out / "results.json").read_text())
     assert saved["records"][0]["eval_size"] == [48, 64]
-    assert [c["steps"] for c in saved["curves"]["random"]] == [[1, 2]]  # trained rows only: floors have no curve
-    assert set(saved["curves"]) == {"random", "supervised"} and (out / "finetune_curves.png").exists()
+    assert [c["steps"] for c in saved["curves"]["random@vit"]] == [[1, 2]]  # trained rows only: floors have no curve
+    assert set(saved["curves"]) == {"random@vit", "supervised@vit"} and (out / "finetune_curves.png").exists()
     # a row read out by an earlier run of this directory stays in the report of a later, narrower run
-    (out / "readouts" / "pixels_s0.json").rename(out / "readouts" / "kept.json")
+    (out / "readouts" / "pixels@vit_s0.json").rename(out / "readouts" / "kept.json")
     rec = json.loads((out / "readouts" / "kept.json").read_text())
     (out / "readouts" / "kept.json").write_text(json.dumps({**rec, "row": "earlier", "label": "earlier"}))
     later = run(BenchmarkConfig(**{**asdict(cfg), "methods": ("colour",)}), _exp())
-    assert "earlier" in later["table"] and "pixels" in later["table"]  # pixels: a reference, read out again
+    assert "earlier" in later["table"] and "pixels@vit" in later["table"]  # pixels: a reference, read out again
 
 
 def test_the_default_pick_fits_the_hour_and_any_pick_brings_the_references():
@@ -113,6 +114,12 @@ def test_the_default_pick_fits_the_hour_and_any_pick_brings_the_references():
     assert set(names(("all",))) == set(exp.arms)
     kinds = {kind for _, _, kind, _ in jobs(BenchmarkConfig(methods=("simclr",)), exp)}
     assert kinds == {"deeplabv3plus"}  # the references on the picked method's architecture only
+    # ... named as in a run of both architectures, so that the committed records are reused
+    rows = {row for row, _, _, _ in jobs(BenchmarkConfig(methods=("simclr",)), exp)}
+    both = {row for row, _, _, _ in jobs(BenchmarkConfig(), exp)}
+    assert {"random@deeplabv3plus", "supervised@deeplabv3plus", "pixels@deeplabv3plus"} <= rows & both
+    committed = Path(__file__).resolve().parents[2] / "docs" / "results" / "benchmark" / "run" / "readouts"
+    assert {f"{r}_s0.json" for r in both} <= {f.name for f in committed.glob("*.json")}
 
 
 def test_a_run_directory_is_resumed_only_with_its_own_settings(tmp_path):
@@ -145,6 +152,6 @@ def test_report_val_scores_the_validation_apartments_and_says_so(tmp_path):
                           eval_width=64, eval_height=48, width=64, height=48, clip_len=10, seeds=1,
                           vit_depth=1, search=False, train_width=64, train_height=48, ceiling_steps=2, ceiling_zoom=True)
     run(cfg, _exp())
-    rec = json.loads((tmp_path / "v" / "readouts" / "supervised_s0.json").read_text())
+    rec = json.loads((tmp_path / "v" / "readouts" / "supervised@vit_s0.json").read_text())
     assert len(rec["probe"]["per_apartment"]) == 2  # both validation apartments, not the one test apartment
     assert "validation apartments themselves" in (tmp_path / "v" / "results.md").read_text()

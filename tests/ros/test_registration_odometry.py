@@ -35,6 +35,11 @@ def test_view_pairs_from_a_poseless_recording_with_odometry_poses(probe, nodes, 
     probe.subscribe(DiagnosticArray, "/diagnostics")
     nodes.start("registration", {"pose_source": "odometry", "keyframes.min_translation": 0.1,
                                  "view_pairs.iou_high": 0.95})
+    # start the 6 s recording only once the node listens (under a loaded suite it came up after the
+    # camera had finished: "waiting for colour ..." logged after "end of the sequence")
+    topics = ("camera/color/image_raw", "camera/aligned_depth_to_color/image_raw", "camera/color/camera_info")
+    assert probe.spin_until(lambda: all(probe.node.count_subscribers(t) >= 1 for t in topics), timeout=90), \
+        nodes.log("registration")
     nodes.start("sim_camera", {"source": "recording", "path": str(seq), "rate": 5.0, "loop": False})
     ok = probe.spin_until(lambda: len(probe.msgs["registration/view_pairs"]) >= 2, timeout=120)
     assert ok, nodes.log("registration") + nodes.log("sim_camera")
