@@ -126,4 +126,17 @@ def load_encoder(spec: str | Path, kind: str = "vit", config=None, seed: int = 0
     if ckpt is None:
         raise CheckpointError(f"{spec}: neither a checkpoint (model.safetensors) nor a run with checkpoints/step_*")
     model, info = load_checkpoint(ckpt)
-    return model, {"init": str(ckpt), "kind": info["kind"], "step": info["step"]}
+    return model, {"init": str(ckpt), "kind": info["kind"], "step": info["step"], "weights": weights_digest(ckpt)}
+
+
+def weights_digest(ckpt: str | Path) -> str:
+    """The first 16 hex digits of the SHA-1 of a checkpoint's ``model.safetensors``: what tells two
+    trainings written to the same path apart (cached readouts keyed by the path alone would be reused for
+    retrained weights)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    with open(Path(ckpt) / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]

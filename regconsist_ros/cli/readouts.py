@@ -1,4 +1,4 @@
-"""`regconsist embed` and `regconsist eval propagate|retrieve|bc`: readouts of any encoder checkpoint."""
+"""`regconsist embed` and `regconsist eval propagate|retrieve|rank|bc`: readouts of any encoder checkpoint."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +87,23 @@ def cmd_eval_retrieve(a: argparse.Namespace) -> dict:
         labels += lab
     r = nn_retrieval(torch.cat(feats), torch.tensor(labels), k=tuple(a.k))
     return {**r, "samples": len(labels), "label": a.label, "classes": len(set(labels)), **info}
+
+
+def cmd_eval_rank(a: argparse.Namespace) -> dict:
+    """Effective rank of the frozen dense features over the frames of --data (a dimensional-collapse check)."""
+    import torch
+
+    from regconsist_ros.learning.frame_sources import load_ordered_frames
+    from regconsist_ros.models.encoder import encode
+    from regconsist_ros.readout.feature_rank import effective_rank
+
+    model, info = encoder_from(a, "vit", _vit())
+    maps = []
+    for spec in a.data:
+        fr = load_ordered_frames(spec, max_frames=a.max_frames, stride=a.stride, progress=not a.quiet)
+        maps.append(encode(model, torch.from_numpy(fr.rgb), size=size_arg(a))["patches"])
+    patches = torch.cat(maps)  # [N, D, h, w]
+    return {**effective_rank(patches), "frames": int(patches.shape[0]), "grid": list(patches.shape[2:]), **info}
 
 
 def bc_schema():
@@ -183,6 +200,14 @@ def add_parsers(sub) -> None:
     rt.add_argument("--stride", type=int, default=1, help="take every stride-th frame")
     encoder_flags(rt, vit)
     rt.set_defaults(fn=cmd_eval_retrieve)
+
+    rk = ev.add_parser("rank", help="effective rank of frozen dense features (does an encoder's feature map collapse "
+                       "onto a few directions?)")
+    rk.add_argument("--data", required=True, nargs="+", help="ordered-frame sources (TUM dirs, folders, videos, 'sim:...')")
+    rk.add_argument("--max-frames", type=int, default=16, help="frames read per source (0 = all)")
+    rk.add_argument("--stride", type=int, default=1, help="take every stride-th frame")
+    encoder_flags(rk, vit)
+    rk.set_defaults(fn=cmd_eval_rank)
 
     bcp = ev.add_parser("bc", help="behaviour-cloning readout (CortexBench protocol) in MetaWorld and other suites",
                         description=BC_PROTOCOL, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -73,7 +73,8 @@ class BenchmarkConfig:
     decoder_width: int = field(default=128, metadata={"help": "RSP/MAE decoder width"})
     decoder_depth: int = field(default=2, metadata={"help": "RSP/MAE decoder blocks"})
     dense_steps: int = field(default=200, metadata={"help": "pretraining steps of the DeepLabV3+ methods"})
-    dense_lr: float = field(default=0.02, metadata={"help": "DeepLabV3+ pretraining peak lr (SGD)"})
+    dense_lr: float = field(default=0.02, metadata={"help": "DeepLabV3+ pretraining peak lr of the methods that train with SGD (RegConsist)"})
+    dense_adamw_lr: float = field(default=1e-3, metadata={"help": "DeepLabV3+ pretraining peak lr of the methods that train with AdamW (rotation, SimCLR, BYOL, TCN, shuffling, FlowE: the lr of `experiment objectives`)"})
     width_mult: float = field(default=0.5, metadata={"help": "ResNet-18 channel multiplier of DeepLabV3+"})
     ceiling_steps: int = field(default=1000, metadata={"help": "steps of the supervised ceiling (AdamW on every training apartment's labels; 1000 chosen on the validation apartments, docs/results/benchmark.md)"})
     ceiling_lr: float = field(default=1e-3, metadata={"help": "peak lr of the supervised ceiling"})
@@ -169,12 +170,31 @@ def pretrain_budget(cfg: BenchmarkConfig, kind: str, seed: int) -> dict:
             **{f"encoder.{k}": v for k, v in asdict(dense_config(cfg)).items()}}
 
 
-def _done(run_dir: Path, steps: int) -> Path | None:
+def method_run(arm, cfg: BenchmarkConfig, kind: str, seed: int):
+    """The arm's pretraining run: its method's recipe under the shared budget, then the arm's own settings. A
+    DeepLabV3+ method keeps its recipe's optimizer at that optimizer's lr (``dense_lr`` for SGD,
+    ``dense_adamw_lr`` for AdamW): one lr for both gave AdamW 20x the lr it was chosen at, and the dense
+    features of every AdamW objective collapsed (docs/results/benchmark.md)."""
+    run = arm.run(pretrain_budget(cfg, kind, seed))
+    if kind != "vit" and run.trainer.optimizer == "adamw":  # (an lr among the arm's own settings still wins)
+        run = arm.run({**pretrain_budget(cfg, kind, seed), "trainer.lr": cfg.dense_adamw_lr})
+    return run
+
+
+def _done(run_dir: Path, run) -> Path | None:
+    """The finished checkpoint of ``run`` in ``run_dir``: its steps reached and its settings those of ``run``
+    (a run made with other settings, e.g. another lr, is not reused: it is trained again)."""
     from regconsist_ros.models.checkpoint import latest_checkpoint
 
     ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None and json.loads((ckpt / "config.json").read_text())["step"] >= steps:
+    if ckpt is None:
+        return None
+    saved = json.loads((ckpt / "config.json").read_text())
+    same = saved.get("meta", {}).get("settings") == json.loads(json.dumps(run.tree(), default=str))
+    if saved["step"] >= run.trainer.steps and same:
         return ckpt
+    if not same:
+        log.warning("%s: pretrained with other settings than this benchmark's; training it again", run_dir)
     return None
 
 
@@ -182,8 +202,8 @@ def pretrained(arm, cfg: BenchmarkConfig, kind: str, seed: int, train_dirs: list
     """The arm's checkpoint for ``seed`` (pretrained now unless a finished run is there)."""
     from regconsist_ros.learning.pretrain import pretrain
 
-    run = arm.run(pretrain_budget(cfg, kind, seed))
-    ckpt = _done(run_dir, run.trainer.steps)
+    run = method_run(arm, cfg, kind, seed)
+    ckpt = _done(run_dir, run)
     if ckpt is not None:
         return ckpt
     data = [str(d) for d in train_dirs]
@@ -290,6 +310,14 @@ INSTANCE_OFFSET = 1 << 20
 # ------------------------------------------------------------------------------------ readouts
 
 
+def write_json_atomic(f: Path, obj) -> None:
+    """``obj`` as JSON at ``f``: a kill while writing leaves no half file for a resumed run to fail on."""
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(f)
+
+
 def read_out(model, cfg: BenchmarkConfig, val_clips: list, test_clips: list, tests: list[dict], num_classes: int,
              size: tuple[int, int]) -> dict:
     """Propagation (settings searched on ``val_clips``) and the linear probe of one frozen encoder, its
@@ -307,6 +335,7 @@ def read_out(model, cfg: BenchmarkConfig, val_clips: list, test_clips: list, tes
     prop = run_propagation(None, test_clips, chosen, progress=False, features=feats)
     objects = [(o["J"] + o["F"]) / 2 for c in prop["clips"] for o in c["per_object"]]
     t1 = time.perf_counter()
+    rank = feature_rank(model, tests, size)
     probes = [run_linear_probe(model, v["rgb"], v["semantic"], num_classes, ProbeConfig(labels=cfg.probe_labels), size=size)
               for v in tests]
     return {"propagation": {"JF": prop["JF_objects"], "J": prop["J_objects"], "F": prop["F_objects"],
@@ -316,7 +345,37 @@ def read_out(model, cfg: BenchmarkConfig, val_clips: list, test_clips: list, tes
                       "per_apartment": [p["miou"] for p in probes],
                       "per_view_miou": [m for p in probes for m in p["per_view_miou"]],
                       "weight_decay": [p["weight_decay"] for p in probes],
-                      "seconds": round(time.perf_counter() - t1, 1)}}
+                      "seconds": round(time.perf_counter() - t1, 1)},
+            "features": rank}
+
+
+RANK_VIEWS = 16  # views of the first test apartment whose dense features the effective rank is taken over
+
+
+def feature_rank(model, tests: list[dict], size: tuple[int, int]) -> dict:
+    """Effective rank of the frozen dense features (``readout.feature_rank``) over the first ``RANK_VIEWS``
+    views of the first test apartment at the readout ``size``: near 1 when the features have collapsed."""
+    import torch
+
+    from regconsist_ros.models.encoder import encode
+    from regconsist_ros.readout.feature_rank import effective_rank
+
+    rgb = torch.from_numpy(np.ascontiguousarray(tests[0]["rgb"][:RANK_VIEWS]))  # [V, H, W, 3] uint8
+    with torch.no_grad():
+        patches = encode(model.eval(), rgb, size=size)["patches"]  # [V, D, h, w]
+    return {**effective_rank(patches), "views": int(patches.shape[0]), "apartment": tests[0]["name"]}
+
+
+def encoder_at_hand(ctx: dict, row: str, arm, kind: str, seed: int) -> bool:
+    """Whether :func:`make_encoder` can build this row's encoder without training anything (floors, random
+    init, a saved ceiling, a finished pretraining run): a record resumed from committed files alone has none."""
+    cfg, out = ctx["cfg"], ctx["out"]
+    r = role(arm)
+    if r in ("floor", "random"):
+        return True
+    if r == "ceiling":
+        return (out / "ceiling" / f"{row}_s{seed}" / "model.safetensors").exists()
+    return _done(out / "pretrain" / f"{row}_s{seed}", method_run(arm, cfg, kind, seed)) is not None
 
 
 def make_encoder(ctx: dict, row: str, arm, kind: str, seed: int):
@@ -364,10 +423,7 @@ def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
             ft = FinetuneConfig(labels=cfg.curve_labels, steps=1, batch=8, lr=0.01, weight_decay=5e-4, schedule="poly",
                                 warmup=10, seed=seed)
             c = finetune_curve(model, views["rgb"], views["semantic"], ctx["num_classes"], ft, cfg.curve_steps)
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(".json.tmp")  # a kill while writing leaves no half file to resume from
-            tmp.write_text(json.dumps({"row": row, "seed": seed, **c}, indent=1))
-            tmp.replace(f)
+            write_json_atomic(f, {"row": row, "seed": seed, **c})
         curves.setdefault(row, []).append(json.loads(f.read_text()))
     bar.close()
     return curves
@@ -447,25 +503,33 @@ def run(cfg: BenchmarkConfig, exp) -> dict:
     todo = jobs(cfg, exp)
     archs = architectures(cfg, chosen_arms(cfg, exp))
     records: list[dict] = []
-    bar = tqdm(todo, desc="benchmark", unit="encoder")
+    # updated by hand: iterating tqdm over the jobs shows a stale count while reused rows skip past
+    bar = tqdm(total=len(todo), desc="benchmark", unit="encoder")
     ctx = {"cfg": cfg, "archs": archs, "dirs": dirs, "out": out, "num_classes": num_classes, "train_views": None}
-    for row, arm, kind, seed in bar:
-        bar.set_postfix_str(f"{row} seed {seed}")
+    for row, arm, kind, seed in todo:
         f = out / "readouts" / f"{row}_s{seed}.json"
         if f.exists():
-            records.append(json.loads(f.read_text()))
+            rec = json.loads(f.read_text())
+            if "features" not in rec and encoder_at_hand(ctx, row, arm, kind, seed):  # records older than the rank
+                bar.set_postfix_str(f"{row} seed {seed}: feature rank")
+                rec["features"] = feature_rank(make_encoder(ctx, row, arm, kind, seed)[0], tests, eval_size(cfg, kind))
+                write_json_atomic(f, rec)
+            records.append(rec)
             timings["readouts_reused"] = timings.get("readouts_reused", 0) + 1
+            bar.update(1)
             continue
+        bar.set_postfix_str(f"{row} seed {seed}")
         t1 = time.perf_counter()
         model, info = make_encoder(ctx, row, arm, kind, seed)
         made_s = round(time.perf_counter() - t1, 1)
         res = read_out(model.eval(), cfg, val_clips, test_clips, tests, num_classes, eval_size(cfg, kind))
         rec = {"row": row, "arm": arm.name, "label": arm.label, "role": role(arm), "kind": kind, "seed": seed, **info,
                "eval_size": list(eval_size(cfg, kind)), "make_s": made_s, **res}
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps(rec, indent=1))
+        write_json_atomic(f, rec)
         records.append(rec)
         log.info("%s seed %d: J&F %.1f, probe mIoU %.1f", row, seed, 100 * res["propagation"]["JF"], 100 * res["probe"]["miou"])
+        bar.update(1)
+    bar.close()
     done = {(r["row"], r["seed"]) for r in records}  # rows of earlier runs in this directory (same settings)
     for f in sorted((out / "readouts").glob("*.json")):
         rec = json.loads(f.read_text())

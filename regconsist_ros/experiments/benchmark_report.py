@@ -10,6 +10,9 @@ Per row (an encoder of one architecture) and readout:
   (resampling seeds, then views), since a dataset-level mIoU has no per-item score.
 - **differences**: each trained row minus the best floor of its architecture (the higher of pixels
   and colour for that readout) and minus random init, paired on the same objects / views.
+- **feature eff. rank**: the effective rank of the frozen dense features on 16 test views
+  (:mod:`regconsist_ros.readout.feature_rank`), mean over seeds; near 1 when the features have collapsed
+  onto one direction (then every dense readout falls below the floors). "-" for records from before it.
 """
 from __future__ import annotations
 
@@ -47,6 +50,8 @@ def summarise(records: list[dict]) -> dict:
             t[f"{short}_items_mean"] = ci["diff"]
             t[f"{short}_low"], t[f"{short}_high"] = ci["low"], ci["high"]
             t[f"{short}_per_seed"] = [float(h) for h in head]
+        ranks = [r["features"]["effective_rank"] for r in recs if "features" in r]
+        t["rank"] = float(np.mean(ranks)) if ranks else None  # mean over the seeds that have it
         table[name] = t
     for name, t in table.items():
         if t["role"] == "floor":
@@ -67,6 +72,10 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
 
 
+def _rank(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def _diff(d) -> str:
     if not d:
         return "-"
@@ -85,14 +94,15 @@ def markdown(summary: dict, cfg, timings: dict, test_clips: int, val_clips: int)
         f"Values in %, 95% bootstrap intervals in brackets (seeds, then objects / views). "
         f"Wall time {timings.get('total_s', 0) / 60:.1f} min"
         f"{f' (this invocation; {r} readouts reused from earlier runs of the directory)' if (r := timings.get('readouts_reused')) else ''}.", "",
-        "| encoder | arch | role | seeds | J&F | J&F 95% CI | J&F − best floor | J&F − random | probe mIoU | view mIoU 95% CI | mIoU − best floor | mIoU − random |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "| encoder | arch | role | seeds | J&F | J&F 95% CI | J&F − best floor | J&F − random | probe mIoU | view mIoU 95% CI | mIoU − best floor | mIoU − random | feature eff. rank |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {"floor": 0, "random": 1, "method": 2, "ceiling": 3}
     for name, r in sorted(t.items(), key=lambda kv: (kv[1]["kind"], order[kv[1]["role"]], kv[0])):
         lines.append(f"| {r['label']} | {r['kind']} | {r['role']} | {r['seeds']} | {_pct(r['JF'])} | "
                      f"[{_pct(r['JF_low'])}, {_pct(r['JF_high'])}] | {_diff(r.get('JF_vs_best_floor'))} | "
                      f"{_diff(r.get('JF_vs_random'))} | {_pct(r['miou'])} | [{_pct(r['miou_low'])}, {_pct(r['miou_high'])}] | "
-                     f"{_diff(r.get('miou_vs_best_floor'))} | {_diff(r.get('miou_vs_random'))} |")
+                     f"{_diff(r.get('miou_vs_best_floor'))} | {_diff(r.get('miou_vs_random'))} | "
+                     f"{_rank(r.get('rank'))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -81,6 +81,10 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     assert [f.stat().st_mtime_ns for f in files] == stamps
     assert again["table"]["colour@vit"]["JF"] == table["colour@vit"]["JF"]
     assert f"{len(files)} readouts reused" in (out / "results.md").read_text()  # its wall time is this invocation's
+    assert all(r["rank"] > 0 for r in table.values()) and "feature eff. rank" in (out / "results.md").read_text()
+    sup = out / "readouts" / "supervised@vit_s0.json"
+    rank = json.loads(sup.read_text())["features"]["effective_rank"]
+    sup.write_text(json.dumps({k: v for k, v in json.loads(sup.read_text()).items() if k != "features"}))  # as before the rank
     # the records a results doc commits (experiment.json, readouts/, curves/), without the worlds,
     # checkpoints or ceilings, resume in a fresh directory: nothing is read out or trained again
     import shutil
@@ -92,6 +96,8 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
         shutil.copytree(out / d, kept / d)
     moved = run(BenchmarkConfig(**{**asdict(cfg), "out": str(kept)}), _exp())
     assert moved["table"]["supervised@vit"]["JF"] == table["supervised@vit"]["JF"] and not (kept / "ceiling").exists()
+    # a resumed record from before the rank keeps none where its encoder would have to be trained again
+    assert moved["table"]["supervised@vit"]["rank"] is None and "-" in (kept / "results.md").read_text()
     saved = json.loads((out / "results.json").read_text())
     assert saved["records"][0]["eval_size"] == [48, 64]
     assert [c["steps"] for c in saved["curves"]["random@vit"]] == [[1, 2]]  # trained rows only: floors have no curve
@@ -102,6 +108,9 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     (out / "readouts" / "kept.json").write_text(json.dumps({**rec, "row": "earlier", "label": "earlier"}))
     later = run(BenchmarkConfig(**{**asdict(cfg), "methods": ("colour",)}), _exp())
     assert "earlier" in later["table"] and "pixels@vit" in later["table"]  # pixels: a reference, read out again
+    # where the saved ceiling is at hand, its old record gets the rank, the same as it had
+    assert json.loads(sup.read_text())["features"]["effective_rank"] == pytest.approx(rank)
+    assert later["table"]["supervised@vit"]["rank"] == pytest.approx(rank)
 
 
 def test_the_default_pick_fits_the_hour_and_any_pick_brings_the_references():
@@ -155,3 +164,30 @@ def test_report_val_scores_the_validation_apartments_and_says_so(tmp_path):
     rec = json.loads((tmp_path / "v" / "readouts" / "supervised@vit_s0.json").read_text())
     assert len(rec["probe"]["per_apartment"]) == 2  # both validation apartments, not the one test apartment
     assert "validation apartments themselves" in (tmp_path / "v" / "results.md").read_text()
+
+
+def test_each_deeplab_method_trains_at_its_own_optimizers_lr_and_other_settings_are_not_reused(tmp_path):
+    from regconsist_ros.experiments.benchmark import _done, method_run
+    from regconsist_ros.models.checkpoint import save_checkpoint
+    from regconsist_ros.models.encoder import random_encoder
+
+    exp, cfg = _exp(), BenchmarkConfig(dense_lr=0.02, dense_adamw_lr=1e-3)
+    sgd, adamw = (method_run(exp.arms[m], cfg, "deeplabv3plus", 0) for m in ("regconsist", "simclr"))
+    assert (sgd.trainer.optimizer, sgd.trainer.lr) == ("sgd", 0.02)  # one lr for both gave AdamW 20x its own
+    assert (adamw.trainer.optimizer, adamw.trainer.lr) == ("adamw", 1e-3)
+    assert method_run(exp.arms["mae"], cfg, "vit", 0).trainer.lr == cfg.lr
+    # a finished pretraining run is reused only when it was made with the same settings
+    run_dir = tmp_path / "simclr_s0"
+    model = random_encoder("vit", {"size": "tiny", "depth": 1, "img_size": (32, 32)})
+    from regconsist_ros.models.vit import ViTConfig
+
+    def saved(tree):
+        save_checkpoint(run_dir / "checkpoints" / f"step_{adamw.trainer.steps:08d}", model, "vit",
+                        ViTConfig(size="tiny", depth=1, img_size=(32, 32)), step=adamw.trainer.steps,
+                        meta={"settings": tree})
+        return _done(run_dir, adamw)
+
+    tree = json.loads(json.dumps(adamw.tree(), default=str))
+    assert saved(tree) is not None
+    tree["simclr"]["trainer"]["lr"] = 0.02
+    assert saved(tree) is None

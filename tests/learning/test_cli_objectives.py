@@ -91,3 +91,20 @@ def test_retrieval_readout_over_sources(seq, tmp_path, capsys):
     assert main(["eval", "retrieve", "--ckpt", str(run), "--data", str(seq), "--label", "semantic", "--k", "1",
                  "--size", "0", "0", "--quiet", "--json"]) == 0
     assert last_json(capsys)["label"] == "semantic"
+
+
+def test_rank_readout_of_a_checkpoint_and_of_the_floors(seq, tmp_path, capsys):
+    run = tmp_path / "tcn"
+    assert main(["pretrain", "tcn", "--data", str(seq), "--out", str(run), *tiny("tcn")]) == 0
+    capsys.readouterr()
+    assert main(["eval", "rank", "--ckpt", str(run), "--data", str(seq), "--max-frames", "4", "--size", "0", "0",
+                 "--quiet", "--json"]) == 0
+    r = last_json(capsys)
+    assert r["frames"] == 4 and r["kind"] == "deeplabv3plus" and 0 < r["effective_rank"] <= r["dims"]
+    # the colour floor's features are a few colour statistics per cell: far fewer directions than a random ViT's
+    ranks = {}
+    for spec in ("colour", "random"):
+        assert main(["eval", "rank", "--ckpt", spec, "--data", str(seq), "--max-frames", "4", "--encoder.size", "tiny",
+                     "--encoder.depth", "1", "--encoder.img_size", "48", "64", "--quiet", "--json"]) == 0
+        ranks[spec] = last_json(capsys)["effective_rank"]
+    assert 0 < ranks["colour"] < ranks["random"]

@@ -49,10 +49,16 @@ def test_load_encoder_from_checkpoint_run_dir_or_random(tmp_path):
     vit = random_encoder("vit", VIT, seed=3)
     ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000005", vit, "vit", ViTConfig(**{**VIT, "img_size": (32, 48)}), step=5)
     x = torch.rand(1, 3, 32, 48)
+    digests = set()
     for spec in (ckpt, tmp_path / "run"):
         m, info = load_encoder(spec)
         assert info["step"] == 5 and info["kind"] == "vit"
         assert torch.equal(encode(m, x)["cls"], encode(vit, x)["cls"])
+        digests.add(info["weights"])
+    assert len(digests) == 1  # the same file, however it is named
+    other = random_encoder("vit", VIT, seed=4)  # retrained weights written to the same path: a new digest
+    save_checkpoint(ckpt, other, "vit", ViTConfig(**{**VIT, "img_size": (32, 48)}), step=5)
+    assert load_encoder(ckpt)[1]["weights"] not in digests
     r1, info = load_encoder("random", "vit", VIT, seed=3)
     assert info["init"] == "random" and torch.equal(encode(r1, x)["cls"], encode(vit, x)["cls"])  # same seed, same init
     dl, info = load_encoder("random", "deeplabv3plus", DeepLabConfig.small(num_classes=0))
