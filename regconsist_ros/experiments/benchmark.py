@@ -173,8 +173,8 @@ def pretrain_budget(cfg: BenchmarkConfig, kind: str, seed: int) -> dict:
 def method_run(arm, cfg: BenchmarkConfig, kind: str, seed: int):
     """The arm's pretraining run: its method's recipe under the shared budget, then the arm's own settings. A
     DeepLabV3+ method keeps its recipe's optimizer at that optimizer's lr (``dense_lr`` for SGD,
-    ``dense_adamw_lr`` for AdamW): one lr for both gave AdamW 20x the lr it was chosen at, and the dense
-    features of every AdamW objective collapsed (docs/results/benchmark.md)."""
+    ``dense_adamw_lr`` for AdamW): one lr for both gave AdamW 20x the lr it was chosen at, and every AdamW
+    objective fell below the floors (docs/results/benchmark.md, "The budget bug")."""
     run = arm.run(pretrain_budget(cfg, kind, seed))
     if kind != "vit" and run.trainer.optimizer == "adamw":  # (an lr among the arm's own settings still wins)
         run = arm.run({**pretrain_budget(cfg, kind, seed), "trainer.lr": cfg.dense_adamw_lr})
@@ -335,7 +335,6 @@ def read_out(model, cfg: BenchmarkConfig, val_clips: list, test_clips: list, tes
     prop = run_propagation(None, test_clips, chosen, progress=False, features=feats)
     objects = [(o["J"] + o["F"]) / 2 for c in prop["clips"] for o in c["per_object"]]
     t1 = time.perf_counter()
-    rank = feature_rank(model, tests, size)
     probes = [run_linear_probe(model, v["rgb"], v["semantic"], num_classes, ProbeConfig(labels=cfg.probe_labels), size=size)
               for v in tests]
     return {"propagation": {"JF": prop["JF_objects"], "J": prop["J_objects"], "F": prop["F_objects"],
@@ -346,7 +345,7 @@ def read_out(model, cfg: BenchmarkConfig, val_clips: list, test_clips: list, tes
                       "per_view_miou": [m for p in probes for m in p["per_view_miou"]],
                       "weight_decay": [p["weight_decay"] for p in probes],
                       "seconds": round(time.perf_counter() - t1, 1)},
-            "features": rank}
+            "features": feature_rank(model, tests, size)}  # (after the timings: neither readout's seconds include it)
 
 
 RANK_VIEWS = 16  # views of the first test apartment whose dense features the effective rank is taken over
