@@ -11,8 +11,9 @@ Per row (an encoder of one architecture) and readout:
 - **differences**: each trained row minus the best floor of its architecture (the higher of pixels
   and colour for that readout) and minus random init, paired on the same objects / views.
 - **feature eff. rank**: the effective rank of the frozen dense features on 16 test views
-  (:mod:`regconsist_ros.readout.feature_rank`), mean over seeds; near 1 when the features have collapsed
-  onto one direction (then every dense readout falls below the floors). "-" for records from before it.
+  (:mod:`regconsist_ros.readout.feature_rank`), mean over seeds; near 1 when one direction carries the
+  features' variance. A warning to read beside the scores, not a score: the floors' ranks are low too
+  (docs/results/benchmark.md). "-" for records from before it.
 """
 from __future__ import annotations
 
