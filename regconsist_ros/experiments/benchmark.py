@@ -401,9 +401,17 @@ def make_encoder(ctx: dict, row: str, arm, kind: str, seed: int):
     return load_checkpoint(ckpt)[0], {"checkpoint": str(ckpt)}
 
 
+def curve_dir(out: Path, cfg: BenchmarkConfig) -> Path:
+    """Where the curves of these curve settings live: one folder per (steps, labels), since a poly schedule
+    to 1600 steps passes 800 at another lr than one that ends there, so no curve stands for another."""
+    steps = "-".join(str(s) for s in cfg.curve_steps)
+    return out / "curves" / f"steps{steps}_labels{cfg.curve_labels:g}"
+
+
 def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
     """{row: [curve per seed]}: ``finetune_curve`` of every trained encoder (floors have nothing to
-    fine-tune) on the first test apartment at the encoders' input size; one file per (row, seed), reused."""
+    fine-tune) on the first test apartment at the encoders' input size; one file per (row, seed) in
+    ``curve_dir``, reused by a run with the same curve settings only."""
     from regconsist_ros.readout.dense_probe import finetune_curve
     from regconsist_ros.readout.segmentation import FinetuneConfig
 
@@ -416,7 +424,7 @@ def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
     bar = tqdm(trained, desc="fine-tuning curves", unit="curve")
     for row, arm, kind, seed in bar:
         bar.set_postfix_str(f"{row} seed {seed}")
-        f = out / "curves" / f"{row}_s{seed}.json"
+        f = curve_dir(out, cfg) / f"{row}_s{seed}.json"
         if not f.exists():
             model, _ = make_encoder(ctx, row, arm, kind, seed)
             ft = FinetuneConfig(labels=cfg.curve_labels, steps=1, batch=8, lr=0.01, weight_decay=5e-4, schedule="poly",

@@ -163,25 +163,34 @@ def html_page(md: str, images: list[Path], title: str) -> str:
 
 
 def curve_figure(curves: dict, table: dict, path: Path) -> Path:
-    """mIoU against fine-tuning steps, mean over seeds (band: min-max), one line per trained row."""
+    """mIoU against fine-tuning steps, mean over seeds (band: min-max): one panel per architecture, one
+    colour per row, random init dotted and the ceiling dashed, the legend beside each panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for row, cs in sorted(curves.items()):
-        steps = cs[0]["steps"]
-        m = np.array([c["miou"] for c in cs], np.float64) * 100  # [seeds, points]
-        label = f"{table[row]['label']} ({table[row]['kind']})" if row in table else row
-        ax.plot(steps, m.mean(0), "o-", label=label)
-        if len(cs) > 1:
-            ax.fill_between(steps, m.min(0), m.max(0), alpha=0.15)
-    ax.set_xscale("log")
-    ax.set_xlabel("fine-tuning steps (one poly-schedule run, weight decay 5e-4)")
-    ax.set_ylabel("mIoU (%)")
-    ax.set_title("full fine-tuning on the first test apartment", fontsize=9)
-    ax.legend(fontsize=7)
+    info = lambda row: table.get(row, {"label": row, "kind": "?", "role": "method"})
+    kinds = sorted({info(r)["kind"] for r in curves})
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(8, 3.6 * len(kinds)), squeeze=False)
+    style = {"random": ":", "ceiling": "--"}
+    for ax, kind in zip(axes[:, 0], kinds):
+        rows = sorted((r for r in curves if info(r)["kind"] == kind), key=lambda r: (info(r)["role"] != "random",
+                                                                                       info(r)["role"] == "ceiling", r))
+        colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
+        for k, row in enumerate(rows):
+            cs = curves[row]
+            steps = cs[0]["steps"]
+            m = np.array([c["miou"] for c in cs], np.float64) * 100  # [seeds, points]
+            line, = ax.plot(steps, m.mean(0), marker="o", ls=style.get(info(row)["role"], "-"), color=colours(k),
+                            label=info(row)["label"])
+            if len(cs) > 1:
+                ax.fill_between(steps, m.min(0), m.max(0), color=line.get_color(), alpha=0.12)
+        ax.set_xscale("log")
+        ax.set_xlabel("fine-tuning steps (one poly-schedule run, weight decay 5e-4)")
+        ax.set_ylabel("mIoU (%)")
+        ax.set_title(f"{kind}: full fine-tuning on the first test apartment (band: min-max over seeds)", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -85,7 +85,7 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     sup = out / "readouts" / "supervised@vit_s0.json"
     rank = json.loads(sup.read_text())["features"]["effective_rank"]
     sup.write_text(json.dumps({k: v for k, v in json.loads(sup.read_text()).items() if k != "features"}))  # as before the rank
-    # the records a results doc commits (experiment.json, readouts/, curves/), without the worlds,
+    # the records a results doc commits (experiment.json, readouts/, curves/<settings>/), without the worlds,
     # checkpoints or ceilings, resume in a fresh directory: nothing is read out or trained again
     import shutil
 
@@ -111,6 +111,12 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     # where the saved ceiling is at hand, its old record gets the rank, the same as it had
     assert json.loads(sup.read_text())["features"]["effective_rank"] == pytest.approx(rank)
     assert later["table"]["supervised@vit"]["rank"] == pytest.approx(rank)
+    # curves of other curve settings are computed beside the first ones, which are neither reused nor touched
+    stamps = {f: f.stat().st_mtime_ns for f in (out / "curves").rglob("*.json")}
+    run(BenchmarkConfig(**{**asdict(cfg), "curve_steps": (1, 3)}), _exp())
+    assert stamps and all(f.stat().st_mtime_ns == t for f, t in stamps.items())
+    assert json.loads((out / "results.json").read_text())["curves"]["random@vit"][0]["steps"] == [1, 3]
+    assert sorted(d.name for d in (out / "curves").iterdir()) == ["steps1-2_labels0.1", "steps1-3_labels0.1"]
 
 
 def test_the_default_pick_fits_the_hour_and_any_pick_brings_the_references():
