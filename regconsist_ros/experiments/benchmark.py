@@ -417,14 +417,15 @@ def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
 
     from tqdm import tqdm
 
-    cfg, out = ctx["cfg"], ctx["out"]
+    cfg = ctx["cfg"]
+    folder = curve_dir(ctx["out"], cfg)
     views = load_views(ctx["dirs"][cfg.report][0], (cfg.height, cfg.width))
     curves: dict[str, list] = {}
     trained = [t for t in todo if role(t[1]) != "floor"]
     bar = tqdm(trained, desc="fine-tuning curves", unit="curve")
     for row, arm, kind, seed in bar:
         bar.set_postfix_str(f"{row} seed {seed}")
-        f = curve_dir(out, cfg) / f"{row}_s{seed}.json"
+        f = folder / f"{row}_s{seed}.json"
         if not f.exists():
             model, _ = make_encoder(ctx, row, arm, kind, seed)
             ft = FinetuneConfig(labels=cfg.curve_labels, steps=1, batch=8, lr=0.01, weight_decay=5e-4, schedule="poly",
