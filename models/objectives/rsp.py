@@ -218,6 +218,37 @@ class RSP(nn.Module):
         return loss, logs
 
     @torch.no_grad()
+    def diagnostics(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Is the latent used? (the trainer calls this on each logged step; the official code logs the same
+        pair). On one batch, without gradient: the future-frame prediction loss with z from the posterior
+        (``pred_post``, as trained) and with z sampled from the prior (``pred_prior``, as at generation);
+        ``latent_gain = pred_prior - pred_post`` (> 0 when the posterior's z tells the decoder something about
+        the future that the current frame does not; about 0 when the latent is ignored or the future is
+        predictable); the KL(post || prior) in nats; for categorical latents the posterior's mean entropy per
+        variable (nats; log C is uniform, 0 a one-hot). The deterministic ablation has only ``pred_post``."""
+        cfg = self.cfg
+        x_t = normalize_images(batch["x_t"])  # [B, 3, H, W]
+        x_k = normalize_images(batch["x_k"])
+        target = patch_targets(self.encoder.patchify(x_k), cfg.norm_pix_loss)  # [B, L, p*p*3]
+        if cfg.latent == "none":
+            h_t, _, _ = self.encoder.forward_encoder(x_t)
+            return {"pred_post": self.forward_loss(target, self.forward_predict(h_t, None))}
+        noisy = x_k + cfg.noise_std * torch.randn_like(x_k)
+        h, _, _ = self.encoder.forward_encoder(torch.cat([x_t, noisy]))  # [2B, 1 + L, D]
+        h_t, h_k = h.chunk(2)
+        z_post, post, prior = self.forward_latent(h_t[:, 0], h_k[:, 0])
+        z_prior, _, _ = self.forward_latent(h_t[:, 0], None)
+        pred_post = self.forward_loss(target, self.forward_predict(h_t, z_post))
+        pred_prior = self.forward_loss(target, self.forward_predict(h_t, z_prior))
+        kl_fn = categorical_kl if cfg.latent == "categorical" else gaussian_kl
+        out = {"pred_post": pred_post, "pred_prior": pred_prior, "latent_gain": pred_prior - pred_post,
+               "kl": kl_fn(post, prior).mean()}
+        if cfg.latent == "categorical":
+            logp = F.log_softmax(post.float(), -1)  # [B, N, C]
+            out["post_entropy"] = -(logp.exp() * logp).sum(-1).mean()
+        return out
+
+    @torch.no_grad()
     def predict_future(self, x_t: torch.Tensor, x_k: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted future frame [B, 3, H, W] in normalised-pixel space per patch (for figures): with
         ``x_k`` from the posterior, without it from the prior."""

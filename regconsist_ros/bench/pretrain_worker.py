@@ -54,7 +54,11 @@ def measure(spec: dict) -> dict:
     cfg = replace(run.trainer_config(), steps=warmup + steps, device=str(dev), log_every=1, ckpt_every=0,
                   warmup=max(1, warmup + steps))
     t0 = time.perf_counter()
-    trainer = Trainer(obj, cfg, None, distributed=False)
+    import inspect
+
+    # log_every=1: time the step alone, without an objective's diagnostics (revisions before them have no switch)
+    quiet = {"diagnostics": False} if "diagnostics" in inspect.signature(Trainer).parameters else {}
+    trainer = Trainer(obj, cfg, None, distributed=False, **quiet)
     build_s = time.perf_counter() - t0
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     marks, losses = [time.perf_counter()], []

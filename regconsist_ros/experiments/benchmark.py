@@ -85,6 +85,7 @@ class BenchmarkConfig:
     probe_labels: float = field(default=0.1, metadata={"help": "fraction of a test apartment's labelled views the linear probe trains on"})
     curve_steps: tuple[int, ...] = field(default=(), metadata={"help": "fine-tuning curve: mIoU after each of these steps of one full fine-tuning run (poly, weight decay 5e-4) of every trained encoder on the first test apartment (empty = off)"})
     curve_labels: float = field(default=0.1, metadata={"help": "fraction of that apartment's labelled views the curve fine-tunes on"})
+    curve_lrs: tuple[float, ...] = field(default=(), metadata={"help": "fine-tuning lrs each row chooses from (its seed-0 encoder fine-tuned for the curve's full schedule on the first validation apartment; the best final mIoU wins) before its test curves; empty = 0.01 for every row"})
     search: bool = field(default=True, metadata={"help": "search the propagation settings per encoder on the validation clips (else the paper's)"})
     threads: int = field(default=0, metadata={"help": "torch threads (0 = default)"})
 
@@ -181,9 +182,27 @@ def method_run(arm, cfg: BenchmarkConfig, kind: str, seed: int):
     return run
 
 
-def _done(run_dir: Path, run) -> Path | None:
+def arm_prep(arm, run) -> dict:
+    """The data preparation of the arm's pretraining: the defaults, with the arm's ``prep:`` settings (dotted
+    root-level names such as ``regions.scale``, e.g. the Felzenszwalb settings `experiment regions` chose)."""
+    from regconsist_ros.learning.pretrain import make_prep
+
+    return make_prep(run, dict(arm.extra.get("prep") or {}), where=f"benchmark arm {arm.name} (prep)")
+
+
+def _prep_tree(prep: dict) -> dict:
+    from regconsist_ros.config import group_values, nest
+
+    values = {}
+    for name, c in prep.items():
+        values.update(group_values(c, name))
+    return json.loads(json.dumps(nest(values), default=list))
+
+
+def _done(run_dir: Path, run, prep: dict | None = None) -> Path | None:
     """The finished checkpoint of ``run`` in ``run_dir``: its steps reached and its settings those of ``run``
-    (a run made with other settings, e.g. another lr, is not reused: it is trained again)."""
+    (a run made with other settings, e.g. another lr, is not reused: it is trained again), its data prepared
+    as ``prep`` says (when given; the run's ``run.json`` records it)."""
     from regconsist_ros.models.checkpoint import latest_checkpoint
 
     ckpt = latest_checkpoint(run_dir)
@@ -191,6 +210,8 @@ def _done(run_dir: Path, run) -> Path | None:
         return None
     saved = json.loads((ckpt / "config.json").read_text())
     same = saved.get("meta", {}).get("settings") == json.loads(json.dumps(run.tree(), default=str))
+    if same and prep is not None and (run_dir / "run.json").exists():
+        same = json.loads((run_dir / "run.json").read_text()).get("data_settings") == _prep_tree(prep)
     if saved["step"] >= run.trainer.steps and same:
         return ckpt
     if not same:
@@ -203,13 +224,14 @@ def pretrained(arm, cfg: BenchmarkConfig, kind: str, seed: int, train_dirs: list
     from regconsist_ros.learning.pretrain import pretrain
 
     run = method_run(arm, cfg, kind, seed)
-    ckpt = _done(run_dir, run)
+    prep = arm_prep(arm, run)
+    ckpt = _done(run_dir, run, prep)
     if ckpt is not None:
         return ckpt
     data = [str(d) for d in train_dirs]
     if run.spec.batch in ("view_pairs", "flow_pairs"):  # these kinds read one registered sequence
         data = data[:1]
-    return Path(pretrain(run, data, run_dir)["checkpoint"])
+    return Path(pretrain(run, data, run_dir, prep=prep)["checkpoint"])
 
 
 def ceiling(kind: str, model_cfg, cfg: BenchmarkConfig, seed: int, train: dict, num_classes: int, path: Path,
@@ -374,12 +396,15 @@ def encoder_at_hand(ctx: dict, row: str, arm, kind: str, seed: int) -> bool:
         return True
     if r == "ceiling":
         return (out / "ceiling" / f"{row}_s{seed}" / "model.safetensors").exists()
-    return _done(out / "pretrain" / f"{row}_s{seed}", method_run(arm, cfg, kind, seed)) is not None
+    run = method_run(arm, cfg, kind, seed)
+    return _done(out / "pretrain" / f"{row}_s{seed}", run, arm_prep(arm, run)) is not None
 
 
 def make_encoder(ctx: dict, row: str, arm, kind: str, seed: int):
     """The frozen encoder of one (row, seed): a floor, random init, the ceiling (trained once, saved) or a
     pretrained method (checkpoint reused) -> (model, info)."""
+    from regconsist_ros.experiments.latent_use import latent_use
+    from regconsist_ros.learning.trainer import read_jsonl
     from regconsist_ros.models.checkpoint import load_checkpoint
     from regconsist_ros.models.encoder import load_encoder, random_encoder
 
@@ -397,15 +422,61 @@ def make_encoder(ctx: dict, row: str, arm, kind: str, seed: int):
         steps = int(arm.extra.get("steps") or cfg.ceiling_steps)  # an arm may train its ceiling longer
         return (ceiling(kind, model_cfg, cfg, seed, ctx["train_views"], ctx["num_classes"], path, steps),
                 {"checkpoint": str(path), "ceiling_steps": steps})
-    ckpt = pretrained(arm, cfg, kind, seed, dirs["train"], out / "pretrain" / f"{row}_s{seed}")
-    return load_checkpoint(ckpt)[0], {"checkpoint": str(ckpt)}
+    run_dir = out / "pretrain" / f"{row}_s{seed}"
+    ckpt = pretrained(arm, cfg, kind, seed, dirs["train"], run_dir)
+    info = {"checkpoint": str(ckpt)}
+    if (use := latent_use(read_jsonl(run_dir / "metrics.jsonl"))) is not None:  # RSP's latent diagnostics
+        info["latent_use"] = use
+    return load_checkpoint(ckpt)[0], info
 
 
 def curve_dir(out: Path, cfg: BenchmarkConfig) -> Path:
     """Where the curves of these curve settings live: one folder per (steps, labels), since a poly schedule
     to 1600 steps passes 800 at another lr than one that ends there, so no curve stands for another."""
     steps = "-".join(str(s) for s in cfg.curve_steps)
-    return out / "curves" / f"steps{steps}_labels{cfg.curve_labels:g}"
+    lrs = f"_lrs{'-'.join(f'{lr:g}' for lr in cfg.curve_lrs)}" if cfg.curve_lrs else ""
+    return out / "curves" / f"steps{steps}_labels{cfg.curve_labels:g}{lrs}"
+
+
+CURVE_LR = 0.01  # the fine-tuning lr of every row when no lrs are given to choose from
+
+
+def curve_finetune_config(cfg: BenchmarkConfig, seed: int, lr: float = CURVE_LR):
+    from regconsist_ros.readout.segmentation import FinetuneConfig
+
+    return FinetuneConfig(labels=cfg.curve_labels, steps=1, batch=8, lr=lr, weight_decay=5e-4, schedule="poly",
+                          warmup=10, seed=seed)
+
+
+def chosen_curve_lr(ctx: dict, row: str, arm, kind: str, folder: Path) -> float:
+    """The fine-tuning lr of ``row``'s curves: ``CURVE_LR``, or where ``cfg.curve_lrs`` are given, the one whose
+    fine-tuning of the row's seed-0 encoder for the curve's whole schedule ends with the best mIoU on the first
+    *validation* apartment (never the test one the curves are scored on). The choice, with every lr's score,
+    is kept in ``folder/lr_choice/<row>.json`` and reused."""
+    import copy
+
+    from regconsist_ros.readout.dense_probe import finetune_curve
+
+    cfg = ctx["cfg"]
+    if not cfg.curve_lrs:
+        return CURVE_LR
+    f = folder / "lr_choice" / f"{row}.json"
+    if f.exists():
+        return float(json.loads(f.read_text())["lr"])
+    if ctx.get("val_curve_views") is None:
+        ctx["val_curve_views"] = load_views(ctx["dirs"]["val"][0], (cfg.height, cfg.width))
+    views = ctx["val_curve_views"]
+    model, _ = make_encoder(ctx, row, arm, kind, 0)
+    scores = {}
+    for lr in cfg.curve_lrs:  # one evaluation, at the end of the full schedule
+        c = finetune_curve(copy.deepcopy(model), views["rgb"], views["semantic"], ctx["num_classes"],
+                           curve_finetune_config(cfg, 0, lr), [max(cfg.curve_steps)])
+        scores[f"{lr:g}"] = c["miou"][-1]
+        log.info("%s: fine-tuning lr %g -> validation mIoU %.1f", row, lr, 100 * c["miou"][-1])
+    best = max(cfg.curve_lrs, key=lambda lr: scores[f"{lr:g}"])
+    write_json_atomic(f, {"row": row, "lr": best, "val_miou": scores, "apartment": ctx["dirs"]["val"][0].name,
+                          "steps": max(cfg.curve_steps)})
+    return float(best)
 
 
 def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
@@ -413,7 +484,6 @@ def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
     fine-tune) on the first test apartment at the encoders' input size; one file per (row, seed) in
     ``curve_dir``, reused by a run with the same curve settings only."""
     from regconsist_ros.readout.dense_probe import finetune_curve
-    from regconsist_ros.readout.segmentation import FinetuneConfig
 
     from tqdm import tqdm
 
@@ -427,9 +497,9 @@ def fine_tuning_curves(ctx: dict, todo: list[tuple]) -> dict:
         bar.set_postfix_str(f"{row} seed {seed}")
         f = folder / f"{row}_s{seed}.json"
         if not f.exists():
+            lr = chosen_curve_lr(ctx, row, arm, kind, folder)
             model, _ = make_encoder(ctx, row, arm, kind, seed)
-            ft = FinetuneConfig(labels=cfg.curve_labels, steps=1, batch=8, lr=0.01, weight_decay=5e-4, schedule="poly",
-                                warmup=10, seed=seed)
+            ft = curve_finetune_config(cfg, seed, lr)
             c = finetune_curve(model, views["rgb"], views["semantic"], ctx["num_classes"], ft, cfg.curve_steps)
             write_json_atomic(f, {"row": row, "seed": seed, **c})
         curves.setdefault(row, []).append(json.loads(f.read_text()))
@@ -471,7 +541,7 @@ def arm_kind(arm) -> str:
 
 
 # settings that change no stored result: which rows to run, threads, the optional curve
-FREE = ("methods", "threads", "curve_steps", "curve_labels", "out")
+FREE = ("methods", "threads", "curve_steps", "curve_labels", "curve_lrs", "out")  # curves: one folder per setting
 
 
 def check_same_settings(cfg: BenchmarkConfig) -> None:

@@ -69,6 +69,41 @@ def summarise(records: list[dict]) -> dict:
     return {"table": table}
 
 
+def comparisons(records: list[dict], pairs) -> list[dict]:
+    """Paired differences ``a - b`` of the readouts for each pair of rows ``[a, b]`` present in ``records``
+    (the definition's ``compare:`` list, e.g. RSP against MAE): per readout the mean difference with its
+    95% bootstrap interval over seeds, then objects / views, and ``p_le_0``. Pairs of different
+    architectures are compared as well; a pair with a row missing is left out."""
+    from regconsist_ros.readout.stats import paired_bootstrap_diff
+
+    rows: dict[str, list[dict]] = {}
+    for r in records:
+        rows.setdefault(r["row"], []).append(r)
+    out = []
+    for a, b in pairs or []:
+        if a not in rows or b not in rows:
+            continue
+        c = {"a": a, "b": b, "a_label": rows[a][0]["label"], "b_label": rows[b][0]["label"],
+             "seeds": [len(rows[a]), len(rows[b])]}
+        for short, part, key, _ in READOUTS:
+            c[short] = paired_bootstrap_diff(_items(rows[a], part, key), _items(rows[b], part, key))
+        out.append(c)
+    return out
+
+
+def comparisons_markdown(comps: list[dict]) -> str:
+    if not comps:
+        return ""
+    lines = ["", "Paired comparisons (the definition's `compare:` list; a minus b, points, 95% bootstrap interval "
+             "over seeds, then objects / views; an interval excluding 0 is marked *):", "",
+             "| a | b | seeds | J&F a − b | probe mIoU a − b |", "|---|---|---|---|---|"]
+    for c in comps:
+        cells = [_diff(c[short]) + (" *" if c[short]["low"] > 0 or c[short]["high"] < 0 else "")
+                 for short, *_ in READOUTS]
+        lines.append(f"| {c['a_label']} | {c['b_label']} | {c['seeds'][0]} / {c['seeds'][1]} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
 
@@ -216,12 +251,21 @@ def write_report(out: Path, cfg, exp, records: list[dict], timings: dict, test_c
                  curves: dict | None = None) -> dict:
     summary = summarise(records)
     curves = curves or {}
-    md = markdown(summary, cfg, timings, test_clips, val_clips) + curve_markdown(curves, summary["table"])
+    from regconsist_ros.experiments.latent_use import latent_markdown, latent_use_figure
+    from regconsist_ros.learning.trainer import read_jsonl
+
+    comps = comparisons(records, exp.extra.get("compare"))
+    md = (markdown(summary, cfg, timings, test_clips, val_clips) + comparisons_markdown(comps)
+          + curve_markdown(curves, summary["table"]) + latent_markdown(records))
     (out / "results.md").write_text(md)
     (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "timings": timings, **summary,
-                                                  "records": records, "curves": curves}, indent=1, default=float))
+                                                  "comparisons": comps, "records": records, "curves": curves},
+                                                 indent=1, default=float))
     figs = [bars(summary, out / "benchmark_scores.png")]
     if curves:
         figs.append(curve_figure(curves, summary["table"], out / "finetune_curves.png"))
+    runs = {d.name: read_jsonl(d / "metrics.jsonl") for d in sorted((out / "pretrain").glob("*"))}
+    if (latent_fig := latent_use_figure(runs, out / "rsp_latent_use.png")) is not None:
+        figs.append(latent_fig)
     (out / "report.html").write_text(html_page(md, figs, f"regconsist benchmark ({exp.name})"))
     return summary

@@ -155,14 +155,20 @@ def run(cfg: PropagationExperimentConfig, exp) -> dict:
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     table = {n: {"J": r["J_mean"], "F": r["F_mean"], "JF": r["JF_mean"], "J_clip_std": float(np.std([c["J"] for c in r["clips"]])),
                  "clips": len(r["clips"])} for n, r in results.items()}
+    from regconsist_ros.experiments.latent_use import latent_use
+    from regconsist_ros.learning.trainer import read_jsonl
+
+    latent = {n: latent_use(read_jsonl(out / "pretrain" / n / "metrics.jsonl")) for n in results}
+    latent = {n: v for n, v in latent.items() if v is not None}
     (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "timings": timings, "table": table,
-                                                  "propagation": asdict(prop_cfg), "runs": results}, indent=1))
-    (out / "results.md").write_text(markdown_table(table, cfg, exp, clips=len(clips)))
+                                                  "propagation": asdict(prop_cfg), "runs": results,
+                                                  "latent_use": latent}, indent=1))
+    (out / "results.md").write_text(markdown_table(table, cfg, exp, clips=len(clips), latent=latent))
     figures(out, cfg, exp, results)
     return {"out": str(out), "timings": timings, "table": table}
 
 
-def markdown_table(table: dict, cfg: PropagationExperimentConfig, exp, clips: int) -> str:
+def markdown_table(table: dict, cfg: PropagationExperimentConfig, exp, clips: int, latent: dict | None = None) -> str:
     lines = [f"Label propagation of first-frame instance masks on {clips} held-out clips of {cfg.clip_len} frames "
              f"(apartments {list(cfg.eval_seeds)}, {cfg.eval_width}x{cfg.eval_height}, k-NN top-5, queue 7, radius 12). "
              f"Encoders: ViT-{cfg.vit_size} depth {cfg.vit_depth}, patch {cfg.patch}, trained at "
@@ -173,6 +179,14 @@ def markdown_table(table: dict, cfg: PropagationExperimentConfig, exp, clips: in
     for name, r in table.items():
         lines.append(f"| {exp.arms[name].label} | {100 * r['JF']:.2f} | {100 * r['J']:.2f} | {100 * r['F']:.2f} | "
                      f"{100 * r['J_clip_std']:.2f} |")
+    if latent:
+        lines += ["", "Is the latent used? Prediction loss of the future frame with z from the posterior and from the "
+                  "prior, at the end of pretraining (mean of the last quarter of the logged steps; `RSP.diagnostics`). "
+                  "A gain near 0 means the future is predicted as well without the posterior's information.", "",
+                  "| encoder | loss, posterior z | loss, prior z | gain (std) | KL (nats) |", "|---|---|---|---|---|"]
+        for name, u in latent.items():
+            lines.append(f"| {exp.arms[name].label} | {u['pred_post']:.4f} | {u['pred_prior']:.4f} | "
+                         f"{u['latent_gain']:+.4f} ({u['latent_gain_std']:.4f}) | {u['kl']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -182,6 +196,7 @@ def figures(out: Path, cfg: PropagationExperimentConfig, exp, results: dict) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from regconsist_ros.experiments.latent_use import latent_use_figure
     from regconsist_ros.learning.trainer import read_jsonl
 
     names = list(results)
@@ -200,7 +215,7 @@ def figures(out: Path, cfg: PropagationExperimentConfig, exp, results: dict) -> 
     runs = {d.name: read_jsonl(d / "metrics.jsonl") for d in sorted((out / "pretrain").glob("*"))}
     runs = {n: rows for n, rows in runs.items() if rows}
     skip = {"step", "loss", "lr", "grad_norm", "elapsed_s"}
-    keys = sorted({k for rows in runs.values() for k in rows[0] if k not in skip})[:4]  # every logged loss term
+    keys = sorted({k for rows in runs.values() for k in rows[0] if k not in skip and not k.startswith("diag_")})[:4]
     if keys:
         fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
         for ax, key in zip(axes[0], keys):
@@ -213,6 +228,7 @@ def figures(out: Path, cfg: PropagationExperimentConfig, exp, results: dict) -> 
         fig.tight_layout()
         fig.savefig(out / "pretrain_loss.png", dpi=100)
         plt.close(fig)
+    latent_use_figure(runs, out / "rsp_latent_use.png")  # RSP's diagnostics, for the runs that log them
     for name, r in results.items():
         if r.get("checkpoint") and not exp.arms[name].settings:  # the full methods, not their ablations
             method_figures(exp.arms[name], cfg, out, Path(r["checkpoint"]))

@@ -3,8 +3,12 @@
 The trainer knows no method. An *objective* is an ``nn.Module`` whose ``forward(batch)`` returns
 ``(loss, logs)`` and which exposes the encoder that readouts use: ``objective.encoder`` (module),
 ``objective.encoder_kind`` (registry name) and ``objective.encoder_config`` (dataclass); an optional
-``objective.after_step(step, total_steps)`` runs after every optimiser step (momentum targets). Batches
-come from any iterator of dicts of tensors (or a function step -> dict).
+``objective.after_step(step, total_steps)`` runs after every optimiser step (momentum targets), and an
+optional ``objective.diagnostics(batch) -> dict`` runs on logged steps at least ``DIAGNOSTICS_EVERY`` steps
+apart and on the schedule's last (no gradient, on that step's batch, after the update): its numbers join the
+log row as ``diag_<name>`` (e.g. RSP's prediction loss from the posterior vs from the prior); one that fails is
+logged and switched off, training goes on. Batches come from any iterator of dicts of tensors (or a function
+step -> dict).
 
 The readouts train through the same loop: segmentation fine-tuning (``readout.segmentation``) and BC policy
 training (``readout.bc``). For them the trainer runs without a run directory (``run_dir=None``: nothing is
@@ -175,16 +179,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+DIAGNOSTICS_EVERY = 10  # least steps between two diagnostics (their cost stays ~1/10 of a forward pass at log_every=1)
+
+
 class Trainer:
     """Runs an objective for ``cfg.steps`` steps, checkpointing into ``run_dir/checkpoints``.
 
     ``run_dir=None`` keeps everything in memory: no metrics.jsonl, no checkpoints (``save()`` returns
     None, ``resume()`` False); ``history`` still has the logged rows. ``distributed=False`` trains in this
-    process alone even when torch.distributed is initialised (a readout run by one rank)."""
+    process alone even when torch.distributed is initialised (a readout run by one rank). ``diagnostics=False``
+    skips the objective's ``diagnostics`` (a speed benchmark that logs every step times the step alone)."""
 
     def __init__(self, objective: nn.Module, cfg: TrainerConfig, run_dir: str | Path | None, meta: dict | None = None,
-                 *, distributed: bool = True):
+                 *, distributed: bool = True, diagnostics: bool = True):
         self.cfg = cfg
+        self.diagnostics = diagnostics
+        self._diagnosed = -DIAGNOSTICS_EVERY  # the step of the last diagnostics
         self.run_dir = None if run_dir is None else Path(run_dir)
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -341,7 +351,8 @@ class Trainer:
             while self.step < stop:
                 batch = batches(self.step) if callable(batches) else next(batches)
                 lr = lr_at(self.step, cfg)
-                loss, logs, gnorm = self.train_step(self._to_device(batch), lr)
+                batch = self._to_device(batch)
+                loss, logs, gnorm = self.train_step(batch, lr)
                 if loss is None:  # nothing to learn from in this batch (not an error)
                     empty += 1
                     passed(lr, float("nan"), "empty", logs)
@@ -363,6 +374,20 @@ class Trainer:
                     row = {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm),
                            "elapsed_s": round(time.perf_counter() - t0, 3),
                            **{k: float(v) for k, v in logs.items()}}
+                    diagnostics = getattr(self.objective, "diagnostics", None) if self.diagnostics else None
+                    if (logged and diagnostics is not None
+                            and (self.step - self._diagnosed >= DIAGNOSTICS_EVERY or self.step == cfg.steps)):
+                        self._diagnosed = self.step  # kept across fit() calls: an online learner's slices
+                        # its own random numbers: logging never changes what training draws (resume stays exact)
+                        try:
+                            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
+                                    torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16,
+                                                                    enabled=cfg.amp and self.device.type == "cuda"):
+                                row.update({f"diag_{k}": float(v) for k, v in diagnostics(batch).items()})
+                        except (RuntimeError, ValueError, KeyError, TypeError) as e:  # a diagnostic never stops training
+                            log.warning("step %d: %s.diagnostics failed (%s: %s); diagnostics off for this run",
+                                        self.step, type(self.objective).__name__, type(e).__name__, e)
+                            self.diagnostics = False
                     if logged:
                         self.history.append(row)
                         metrics.write(json.dumps(row) + "\n")

@@ -117,6 +117,15 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     assert stamps and all(f.stat().st_mtime_ns == t for f, t in stamps.items())
     assert json.loads((out / "results.json").read_text())["curves"]["random@vit"][0]["steps"] == [1, 3]
     assert sorted(d.name for d in (out / "curves").iterdir()) == ["steps1-2_labels0.1", "steps1-3_labels0.1"]
+    # with lrs to choose from, each row picks its lr on the validation apartment, and its curves use it
+    chosen = run(BenchmarkConfig(**{**asdict(cfg), "curve_lrs": (0.01, 1e-4)}), _exp())
+    folder = out / "curves" / "steps1-2_labels0.1_lrs0.01-0.0001"
+    for row in ("random@vit", "supervised@vit"):
+        choice = json.loads((folder / "lr_choice" / f"{row}.json").read_text())
+        assert choice["apartment"] == "val_50" and set(choice["val_miou"]) == {"0.01", "0.0001"}
+        assert choice["val_miou"][f"{choice['lr']:g}"] == max(choice["val_miou"].values())
+        assert json.loads((folder / f"{row}_s0.json").read_text())["config"]["lr"] == choice["lr"]
+    assert set(chosen["table"]) >= {"random@vit", "supervised@vit"}
 
 
 def test_the_default_pick_fits_the_hour_and_any_pick_brings_the_references():
@@ -197,3 +206,23 @@ def test_each_deeplab_method_trains_at_its_own_optimizers_lr_and_other_settings_
     assert saved(tree) is not None
     tree["simclr"]["trainer"]["lr"] = 0.02
     assert saved(tree) is None
+
+
+def test_paired_comparisons_of_the_definition_list():
+    from regconsist_ros.experiments.benchmark_report import comparisons, comparisons_markdown
+
+    rng = np.random.default_rng(1)
+    objs, views = 30, 40
+    recs = []
+    for s in range(3):
+        recs.append(_record("good", "method", "vit", s, rng.uniform(0.5, 0.6, objs), rng.uniform(0.5, 0.6, views)))
+        recs.append(_record("bad", "method", "vit", s, rng.uniform(0.2, 0.3, objs), rng.uniform(0.5, 0.6, views)))
+    comps = comparisons(recs, [["good", "bad"], ["good", "missing"]])
+    assert [(c["a"], c["b"]) for c in comps] == [("good", "bad")]  # a pair with a row missing is left out
+    c = comps[0]
+    assert c["seeds"] == [3, 3] and c["JF"]["low"] > 0.2 and c["JF"]["low"] < c["JF"]["diff"] < c["JF"]["high"]
+    assert c["miou"]["low"] < 0 < c["miou"]["high"]  # the same distribution: no difference
+    line = next(ln for ln in comparisons_markdown(comps).splitlines() if ln.startswith("| good |"))
+    jf, miou = line.strip("|").split("|")[3:5]
+    assert jf.strip().endswith("*") and not miou.strip().endswith("*")
+    assert comparisons_markdown([]) == ""

@@ -171,8 +171,14 @@ def test_experiment_rsp_runs_end_to_end_and_resumes(tmp_path, capsys):
         assert 0 <= row["JF"] <= 1 and row["clips"] == 2
     md = (out / "results.md").read_text()
     assert "| MAE |" in md and "| random init |" in md and "J&F" in md
-    for f in ("results.json", "propagation_scores.png", "pretrain_loss.png", "rsp_predictions.png"):
+    for f in ("results.json", "propagation_scores.png", "pretrain_loss.png", "rsp_predictions.png",
+              "rsp_latent_use.png"):
         assert (out / f).exists(), f
+    latent = json.loads((out / "results.json").read_text())["latent_use"]
+    assert set(latent) == {"rsp"}  # MAE has no latent, random init no pretraining
+    u = latent["rsp"]
+    assert math.isclose(u["latent_gain"], u["pred_prior"] - u["pred_post"], rel_tol=1e-6, abs_tol=1e-9)
+    assert "Is the latent used?" in md and "| RSP (" in md.split("Is the latent used?")[1]
     before = {p: p.stat().st_mtime for p in (out / "evals").glob("*.json")}
     assert main(args) == 0
     assert {p: p.stat().st_mtime for p in (out / "evals").glob("*.json")} == before

@@ -266,3 +266,74 @@ def test_one_encoder_batch_gives_the_loss_of_two_separate_passes():
     for n, p in obj.named_parameters():
         if n in grads:
             torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_diagnostics_compare_posterior_and_prior_predictions():
+    """The latent diagnostics: a decoder that ignores z gains exactly nothing from the posterior; a posterior
+    with constant logits is uniform (entropy log C); the deterministic ablation reports only its loss."""
+    torch.manual_seed(0)
+    obj = RSP(RSPConfig(**SMALL_DEC), ViTConfig(**TINY))
+    d = obj.diagnostics(_batch())
+    assert set(d) == {"pred_post", "pred_prior", "latent_gain", "kl", "post_entropy"}
+    assert torch.isclose(d["latent_gain"], d["pred_prior"] - d["pred_post"])
+    assert d["kl"] >= 0 and 0 <= d["post_entropy"] <= math.log(32) + 1e-5
+    with torch.no_grad():
+        obj.latent_proj.weight.zero_(), obj.latent_proj.bias.zero_()  # z no longer reaches the decoder
+        obj.posterior[-1].weight.zero_(), obj.posterior[-1].bias.zero_()  # uniform posterior
+    d = obj.diagnostics(_batch())
+    assert d["latent_gain"] == 0 and d["pred_post"] > 0
+    assert math.isclose(float(d["post_entropy"]), math.log(32), rel_tol=1e-5)
+    det = RSP(RSPConfig(latent="none", **SMALL_DEC), ViTConfig(**TINY)).diagnostics(_batch())
+    assert set(det) == {"pred_post"}
+
+
+def test_the_trainer_logs_diagnostics_without_changing_the_training(tmp_path):
+    """Logged rows at least 10 steps apart (and the last) carry ``diag_*`` columns; the diagnostics draw their
+    own random numbers, so a run with them ends bit-identical to one without."""
+    ec = ViTConfig(**TINY)
+    cfg = TrainerConfig(steps=25, lr=1e-3, optimizer="adamw", warmup=2, log_every=5)
+    runs = []
+    for diagnose in (True, False):
+        torch.manual_seed(0)
+        obj = RSP(RSPConfig(**SMALL_DEC), ec)
+        t = Trainer(obj, cfg, tmp_path / str(diagnose), diagnostics=diagnose)
+        t.fit(lambda step: _batch(seed=step), progress=False)
+        runs.append(t)
+    with_diag, without = runs
+    assert [r["step"] for r in with_diag.history] == [5, 10, 15, 20, 25]
+    diagnosed = [r["step"] for r in with_diag.history if {"diag_pred_post", "diag_pred_prior", "diag_latent_gain",
+                                                           "diag_kl"} <= set(r)]
+    assert diagnosed == [5, 15, 25]
+    assert not any(k.startswith("diag_") for r in without.history for k in r)
+    assert [r["loss"] for r in with_diag.history] == [r["loss"] for r in without.history]
+    for (k, a), (_, b) in zip(with_diag.objective.state_dict().items(), without.objective.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_diagnostics_keep_their_spacing_across_the_slices_of_an_online_learner(tmp_path):
+    """An online learner trains in slices of a few steps (``fit(until=...)``): the diagnostics still run at most
+    once in 10 steps, not at the end of every slice."""
+    cfg = TrainerConfig(steps=40, lr=1e-3, optimizer="adamw", warmup=2, log_every=1)
+    torch.manual_seed(0)
+    t = Trainer(RSP(RSPConfig(**SMALL_DEC), ViTConfig(**TINY)), cfg, None)
+    for end in range(5, 30, 5):
+        t.fit(lambda step: _batch(seed=step), progress=False, until=end, checkpoint=False)
+    assert [r["step"] for r in t.history if "diag_pred_post" in r] == [1, 11, 21]
+
+
+def test_a_failing_diagnostic_is_logged_and_switched_off_not_fatal(tmp_path, caplog):
+    cfg = TrainerConfig(steps=25, lr=1e-3, optimizer="adamw", warmup=2, log_every=5)
+    torch.manual_seed(0)
+    obj = RSP(RSPConfig(**SMALL_DEC), ViTConfig(**TINY))
+    calls = []
+
+    def broken(batch):
+        calls.append(1)
+        raise RuntimeError("out of memory")
+
+    obj.diagnostics = broken
+    t = Trainer(obj, cfg, None)
+    with caplog.at_level("WARNING"):
+        t.fit(lambda step: _batch(seed=step), progress=False, checkpoint=False)
+    assert t.step == 25 and len(calls) == 1 and "diagnostics failed" in caplog.text
+    assert not any(k.startswith("diag_") for r in t.history for k in r)
