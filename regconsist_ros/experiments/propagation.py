@@ -179,15 +179,11 @@ def markdown_table(table: dict, cfg: PropagationExperimentConfig, exp, clips: in
     for name, r in table.items():
         lines.append(f"| {exp.arms[name].label} | {100 * r['JF']:.2f} | {100 * r['J']:.2f} | {100 * r['F']:.2f} | "
                      f"{100 * r['J_clip_std']:.2f} |")
-    if latent:
-        lines += ["", "Is the latent used? Prediction loss of the future frame with z from the posterior and from the "
-                  "prior, at the end of pretraining (mean of the last quarter of the logged steps; `RSP.diagnostics`). "
-                  "A gain near 0 means the future is predicted as well without the posterior's information.", "",
-                  "| encoder | loss, posterior z | loss, prior z | gain (std) | KL (nats) |", "|---|---|---|---|---|"]
-        for name, u in latent.items():
-            lines.append(f"| {exp.arms[name].label} | {u['pred_post']:.4f} | {u['pred_prior']:.4f} | "
-                         f"{u['latent_gain']:+.4f} ({u['latent_gain_std']:.4f}) | {u['kl']:.2f} |")
-    return "\n".join(lines) + "\n"
+    from regconsist_ros.experiments.latent_use import latent_markdown
+
+    # RSP's latent diagnostics, one pretraining per arm (the benchmark's table, with one seed)
+    latent_rows = [{"row": n, "label": exp.arms[n].label, "latent_use": u} for n, u in (latent or {}).items()]
+    return "\n".join(lines) + "\n" + latent_markdown(latent_rows)
 
 
 def figures(out: Path, cfg: PropagationExperimentConfig, exp, results: dict) -> None:

@@ -178,7 +178,7 @@ def test_experiment_rsp_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert set(latent) == {"rsp"}  # MAE has no latent, random init no pretraining
     u = latent["rsp"]
     assert math.isclose(u["latent_gain"], u["pred_prior"] - u["pred_post"], rel_tol=1e-6, abs_tol=1e-9)
-    assert "Is the latent used?" in md and "| RSP (" in md.split("Is the latent used?")[1]
+    assert "latent used?" in md and "| RSP (" in md.split("latent used?")[1]
     before = {p: p.stat().st_mtime for p in (out / "evals").glob("*.json")}
     assert main(args) == 0
     assert {p: p.stat().st_mtime for p in (out / "evals").glob("*.json")} == before
